@@ -1,0 +1,590 @@
+// A local OpenID Provider shaped like Scalekit, for the end-to-end tests of the
+// oidc_auth Caddy module. Built on the npm package oidc-provider.
+//
+// It is a test fixture, not a product: users, clients and keys are throwaway,
+// everything lives in memory, and a small admin API under /__test/ lets tests
+// look inside and break things on purpose.
+//
+// Environment:
+//   IDP_PORT         port on 127.0.0.1 to listen on (required); the issuer is
+//                    http://127.0.0.1:$IDP_PORT
+//   IDP_ISSUER       optional issuer override (e.g. http://localhost:9090 for a demo)
+//   IDP_CLIENTS      path of a JSON file: an array of
+//                    { client_id, client_secret, redirect_uris,
+//                      post_logout_redirect_uris, backchannel_logout_uri?,
+//                      token_endpoint_auth_method? }
+//   IDP_AT_TTL       access token lifetime in seconds (default 3600)
+//   IDP_KEYS_FILE    optional path; the signing JWKS is kept there so a restart
+//                    keeps the same keys
+//
+// Routes (as Scalekit names them):
+//   /oauth/authorize  /oauth/token  /oauth/revoke  /keys  /oidc/logout  /userinfo
+//   /interaction/:uid          the login page (form fields login, password)
+//
+// Test-only admin API (JSON; no authentication, loopback only):
+//   GET  /__test/stats         counters: token grants per type and client, refresh
+//                              errors, back-channel logout results
+//   POST /__test/reset         zero the counters
+//   POST /__test/revoke-user?sub=<sub>
+//                              revoke every grant of that user, so its refresh
+//                              and access tokens stop working
+//   POST /__test/token-failure?status=<code>&count=<n>
+//                              the next n requests to the token endpoint answer
+//                              <code> (n=-1: until turned off with count=0)
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+const port = Number.parseInt(process.env.IDP_PORT ?? '', 10);
+if (!Number.isInteger(port) || port <= 0) {
+  console.error('IDP_PORT must be set to a port number');
+  process.exit(2);
+}
+const issuer = process.env.IDP_ISSUER || `http://127.0.0.1:${port}`;
+const accessTokenTTL = Number.parseInt(process.env.IDP_AT_TTL || '3600', 10);
+
+// The audience every access token is minted for, before the customizer below
+// replaces it with [client_id] the way Scalekit does.
+const apiResource = `${issuer}/api`;
+const oidcScopes = 'openid profile email offline_access';
+
+// ---------------------------------------------------------------- users
+
+const users = [
+  {
+    sub: 'usr_alice',
+    login: 'alice',
+    password: 'alice-password',
+    email: 'alice@example.com',
+    name: 'Alice Example',
+    given_name: 'Alice',
+    family_name: 'Example',
+    oid: 'org_1',
+    roles: ['admin'],
+    permissions: ['read', 'write', 'admin'],
+  },
+  {
+    sub: 'usr_bob',
+    login: 'bob',
+    password: 'bob-password',
+    email: 'bob@example.org',
+    name: 'Bob Sample',
+    given_name: 'Bob',
+    family_name: 'Sample',
+    oid: 'org_2',
+    roles: ['member'],
+    permissions: ['read'],
+  },
+];
+
+const userBySub = (sub) => users.find((u) => u.sub === sub);
+
+function userClaims(u) {
+  return {
+    sub: u.sub,
+    email: u.email,
+    email_verified: true,
+    name: u.name,
+    given_name: u.given_name,
+    family_name: u.family_name,
+    preferred_username: u.login,
+    oid: u.oid,
+  };
+}
+
+async function findAccount(_ctx, sub) {
+  const u = userBySub(sub);
+  if (!u) return undefined;
+  return {
+    accountId: u.sub,
+    async claims() {
+      return userClaims(u);
+    },
+  };
+}
+
+// ---------------------------------------------------------------- clients
+
+function loadClients() {
+  const file = process.env.IDP_CLIENTS;
+  if (!file) {
+    console.error('IDP_CLIENTS must name a JSON file with the clients');
+    process.exit(2);
+  }
+  const list = JSON.parse(fs.readFileSync(file, 'utf8'));
+  return list.map((c) => {
+    const out = {
+      client_id: c.client_id,
+      client_secret: c.client_secret,
+      redirect_uris: c.redirect_uris ?? [],
+      post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
+      token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_post',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      backchannel_logout_session_required: true,
+    };
+    if (c.backchannel_logout_uri) out.backchannel_logout_uri = c.backchannel_logout_uri;
+    return out;
+  });
+}
+
+// ---------------------------------------------------------------- keys
+
+function loadOrCreateKeys() {
+  const file = process.env.IDP_KEYS_FILE;
+  if (file && fs.existsSync(file)) {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  }
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  const jwks = {
+    keys: [{ ...jwk, kid: crypto.randomBytes(8).toString('hex'), alg: 'RS256', use: 'sig' }],
+  };
+  if (file) fs.writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
+  return jwks;
+}
+
+const jwks = loadOrCreateKeys();
+const publicKeys = new Map(
+  jwks.keys.map((k) => {
+    const { d, p, q, dp, dq, qi, ...pub } = k;
+    return [k.kid, crypto.createPublicKey({ key: pub, format: 'jwk' })];
+  }),
+);
+
+// ---------------------------------------------------------------- storage
+
+// A plain in-memory adapter. The stock one is an LRU that may forget entries
+// during long test runs, and this one lets the admin API find a user's grants.
+const store = new Map(); // `${model}:${id}` -> { payload, expiresAt }
+
+function alive(entry) {
+  if (!entry) return undefined;
+  if (entry.expiresAt && entry.expiresAt <= Date.now()) return undefined;
+  return entry;
+}
+
+class MemoryAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    store.set(this.key(id), {
+      payload,
+      expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : undefined,
+    });
+  }
+
+  async find(id) {
+    return alive(store.get(this.key(id)))?.payload;
+  }
+
+  async findByUserCode(userCode) {
+    return this.#findBy((p) => p.userCode === userCode);
+  }
+
+  async findByUid(uid) {
+    return this.#findBy((p) => p.uid === uid);
+  }
+
+  async consume(id) {
+    const entry = alive(store.get(this.key(id)));
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    store.delete(this.key(id));
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const [key, entry] of store) {
+      if (entry.payload.grantId === grantId) store.delete(key);
+    }
+  }
+
+  #findBy(pred) {
+    const prefix = `${this.model}:`;
+    for (const [key, entry] of store) {
+      if (key.startsWith(prefix) && alive(entry) && pred(entry.payload)) return entry.payload;
+    }
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- pages
+
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+}[c]));
+
+function page(title, body) {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>${esc(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:sans-serif;max-width:28em;margin:3em auto}label{display:block;margin:.6em 0}
+input{width:100%;padding:.3em}.error{color:#a00}</style></head>
+<body>${body}</body>
+</html>`;
+}
+
+function loginPage(uid, clientId, { login = '', error = '' } = {}) {
+  return page('Sign in', `<h1>Sign in</h1>
+<p>to continue to <b id="client">${esc(clientId)}</b> (test identity provider)</p>
+${error ? `<p class="error" id="error">${esc(error)}</p>` : ''}
+<form method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
+<label>Username <input name="login" id="login" value="${esc(login)}" autofocus></label>
+<label>Password <input name="password" id="password" type="password"></label>
+<button id="submit" type="submit">Sign in</button>
+</form>
+<p><small>Demo users: alice / alice-password, bob / bob-password</small></p>`);
+}
+
+// The confirmation page of RP-initiated logout answers itself with logout=yes, so
+// every client of the IdP session gets a back-channel logout.
+async function logoutSource(ctx, form) {
+  const withYes = form.replace('</form>', '<input type="hidden" name="logout" value="yes"/></form>');
+  ctx.type = 'html';
+  ctx.body = page('Signing out', `<h1>Signing out...</h1>
+${withYes}
+<noscript><button type="submit" form="op.logoutForm">Continue</button></noscript>
+<script>document.getElementById('op.logoutForm').submit()</script>`);
+}
+
+async function postLogoutSuccessSource(ctx) {
+  ctx.type = 'html';
+  ctx.body = page('Signed out', '<h1 id="idp-signed-out">You are signed out of the IdP</h1>');
+}
+
+async function renderError(ctx, out) {
+  ctx.type = 'html';
+  ctx.body = page('Error', `<h1 id="idp-error">Something went wrong</h1>
+${Object.entries(out).map(([k, v]) => `<p><b>${esc(k)}</b>: ${esc(v)}</p>`).join('\n')}`);
+}
+
+// ---------------------------------------------------------------- provider
+
+const configuration = {
+  clients: loadClients(),
+  clientDefaults: {
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_post',
+    id_token_signed_response_alg: 'RS256',
+  },
+  jwks,
+  findAccount,
+  adapter: MemoryAdapter,
+  cookies: { keys: ['oidcauth-test-idp-cookie-key'] },
+  claims: {
+    openid: ['sub', 'oid'],
+    profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+    email: ['email', 'email_verified'],
+  },
+  scopes: ['openid', 'profile', 'email', 'offline_access'],
+  responseTypes: ['code'],
+  routes: {
+    authorization: '/oauth/authorize',
+    token: '/oauth/token',
+    jwks: '/keys',
+    end_session: '/oidc/logout',
+    revocation: '/oauth/revoke',
+    introspection: '/oauth/introspect',
+    userinfo: '/userinfo',
+  },
+  ttl: {
+    AccessToken: accessTokenTTL,
+    IdToken: 3600,
+    RefreshToken: 14 * 24 * 3600,
+    AuthorizationCode: 60,
+    Interaction: 3600,
+    Session: 14 * 24 * 3600,
+    Grant: 14 * 24 * 3600,
+  },
+  features: {
+    devInteractions: { enabled: false },
+    revocation: { enabled: true },
+    introspection: { enabled: true },
+    userinfo: { enabled: true },
+    backchannelLogout: { enabled: true },
+    rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => apiResource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({
+        scope: oidcScopes,
+        audience: apiResource,
+        accessTokenFormat: 'jwt',
+        accessTokenTTL,
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
+  },
+  formats: {
+    customizers: {
+      // Scalekit access tokens carry aud as an array of client ids, plus the
+      // session, organization, roles and permissions of the user.
+      async jwt(_ctx, token, jwt) {
+        const clientId = token.clientId ?? token.client?.clientId;
+        jwt.payload.aud = [clientId];
+        if (token.sid) jwt.payload.sid = token.sid;
+        const u = userBySub(token.accountId);
+        if (u) {
+          jwt.payload.oid = u.oid;
+          jwt.payload.roles = u.roles;
+          jwt.payload.permissions = u.permissions;
+        }
+      },
+    },
+  },
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
+  expiresWithSession: async () => false,
+  // Consent is granted without asking: the grant simply covers what was asked for.
+  async loadExistingGrant(ctx) {
+    const { oidc } = ctx;
+    const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
+    let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
+    if (!grant) {
+      grant = new oidc.provider.Grant({ accountId: oidc.session.accountId, clientId: oidc.client.clientId });
+    }
+    const requested = [...(oidc.requestParamOIDCScopes ?? [])].join(' ');
+    grant.addOIDCScope(requested || 'openid');
+    for (const [resource, rs] of Object.entries(oidc.resourceServers ?? {})) {
+      grant.addResourceScope(resource, rs.scope);
+    }
+    grant.addResourceScope(apiResource, oidcScopes);
+    await grant.save();
+    return grant;
+  },
+  // The stock fetch refuses loopback addresses (an SSRF guard); back-channel
+  // logout calls here go to Caddy on 127.0.0.1, so drop that dispatcher.
+  fetch(url, options) {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
+  renderError,
+  interactions: {
+    url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+  },
+};
+
+const provider = new Provider(issuer, configuration);
+
+// ---------------------------------------------------------------- counters
+
+const stats = {
+  grants: {}, // grant_type -> count
+  grants_by_client: {}, // client_id -> grant_type -> count
+  grant_errors: {}, // grant_type -> count
+  backchannel: [], // { client_id, sid, ok, error }
+  revoked_grants: 0,
+};
+
+function bump(obj, key) {
+  obj[key] = (obj[key] ?? 0) + 1;
+}
+
+provider.on('grant.success', (ctx) => {
+  const gt = ctx.oidc.params?.grant_type ?? 'unknown';
+  const clientId = ctx.oidc.client?.clientId ?? 'unknown';
+  bump(stats.grants, gt);
+  stats.grants_by_client[clientId] ??= {};
+  bump(stats.grants_by_client[clientId], gt);
+  console.log(`token: grant_type=${gt} client=${clientId} ok`);
+});
+provider.on('grant.error', (ctx, err) => {
+  const gt = ctx.oidc.params?.grant_type ?? 'unknown';
+  bump(stats.grant_errors, gt);
+  console.log(`token: grant_type=${gt} client=${ctx.oidc.client?.clientId} error=${err.message} (${err.error_detail ?? err.error_description ?? ''})`);
+});
+provider.on('grant.revoked', () => {
+  stats.revoked_grants += 1;
+});
+provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
+  stats.backchannel.push({ client_id: client.clientId, sub: accountId, sid, ok: true });
+  console.log(`backchannel logout: client=${client.clientId} sub=${accountId} sid=${sid} ok`);
+});
+provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => {
+  stats.backchannel.push({ client_id: client.clientId, sub: accountId, sid, ok: false, error: err.message });
+  console.log(`backchannel logout: client=${client.clientId} sub=${accountId} sid=${sid} error=${err.message}`);
+});
+provider.on('server_error', (_ctx, err) => {
+  console.log(`server_error: ${err.stack}`);
+});
+
+// ---------------------------------------------------------------- routes
+
+async function readForm(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+function json(ctx, status, body) {
+  ctx.status = status;
+  ctx.type = 'application/json';
+  ctx.set('cache-control', 'no-store');
+  ctx.body = JSON.stringify(body);
+}
+
+let tokenFailure = { status: 0, count: 0 };
+
+async function revokeUser(sub) {
+  const grantIds = [];
+  for (const [key, entry] of store) {
+    if (key.startsWith('Grant:') && entry.payload.accountId === sub) grantIds.push(entry.payload.jti);
+  }
+  for (const id of grantIds) {
+    await new MemoryAdapter('any').revokeByGrantId(id);
+    store.delete(`Grant:${id}`);
+  }
+  return grantIds.length;
+}
+
+// Userinfo is served here because oidc-provider's own endpoint refuses JWT access
+// tokens that carry an audience.
+function verifyAccessToken(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return undefined;
+  let header;
+  let payload;
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url'));
+    payload = JSON.parse(Buffer.from(parts[1], 'base64url'));
+  } catch {
+    return undefined;
+  }
+  const key = publicKeys.get(header.kid);
+  if (!key || header.alg !== 'RS256') return undefined;
+  const ok = crypto.verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), key, Buffer.from(parts[2], 'base64url'));
+  if (!ok || payload.iss !== issuer || !(payload.exp > Date.now() / 1000)) return undefined;
+  return payload;
+}
+
+provider.use(async (ctx, next) => {
+  const { path, method } = ctx;
+
+  if (path.startsWith('/__test/')) {
+    const url = new URL(ctx.url, issuer);
+    if (path === '/__test/stats' && method === 'GET') {
+      return json(ctx, 200, stats);
+    }
+    if (path === '/__test/reset' && method === 'POST') {
+      stats.grants = {};
+      stats.grants_by_client = {};
+      stats.grant_errors = {};
+      stats.backchannel = [];
+      stats.revoked_grants = 0;
+      tokenFailure = { status: 0, count: 0 };
+      return json(ctx, 200, { ok: true });
+    }
+    if (path === '/__test/revoke-user' && method === 'POST') {
+      const sub = url.searchParams.get('sub');
+      const n = await revokeUser(sub);
+      console.log(`admin: revoked ${n} grant(s) of ${sub}`);
+      return json(ctx, 200, { revoked_grants: n });
+    }
+    if (path === '/__test/token-failure' && method === 'POST') {
+      tokenFailure = {
+        status: Number.parseInt(url.searchParams.get('status') || '503', 10),
+        count: Number.parseInt(url.searchParams.get('count') || '1', 10),
+      };
+      console.log(`admin: token endpoint will fail: ${JSON.stringify(tokenFailure)}`);
+      return json(ctx, 200, tokenFailure);
+    }
+    return json(ctx, 404, { error: 'not_found' });
+  }
+
+  if (path === '/oauth/token' && tokenFailure.count !== 0) {
+    if (tokenFailure.count > 0) tokenFailure.count -= 1;
+    console.log(`token: failing on purpose with ${tokenFailure.status}`);
+    return json(ctx, tokenFailure.status, { error: 'temporarily_unavailable' });
+  }
+
+  if (path === '/userinfo') {
+    const auth = ctx.get('authorization');
+    const claims = auth.startsWith('Bearer ') ? verifyAccessToken(auth.slice(7)) : undefined;
+    const u = claims && userBySub(claims.sub);
+    if (!u) {
+      ctx.set('www-authenticate', 'Bearer error="invalid_token"');
+      return json(ctx, 401, { error: 'invalid_token' });
+    }
+    return json(ctx, 200, { ...userClaims(u), sid: claims.sid });
+  }
+
+  const m = path.match(/^\/interaction\/([^/]+)(\/login)?$/);
+  if (m) {
+    ctx.set('cache-control', 'no-store');
+    let details;
+    try {
+      details = await provider.interactionDetails(ctx.req, ctx.res);
+    } catch (err) {
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = page('Sign in', `<h1 id="idp-error">This sign-in attempt has expired</h1><p>${esc(err.message)}</p>`);
+      return undefined;
+    }
+    const { uid, prompt, params } = details;
+
+    if (prompt.name === 'login') {
+      if (!m[2] && method === 'GET') {
+        ctx.type = 'html';
+        ctx.body = loginPage(uid, params.client_id);
+        return undefined;
+      }
+      if (m[2] && method === 'POST') {
+        const form = await readForm(ctx.req);
+        const login = form.get('login') ?? '';
+        const u = users.find((x) => x.login === login && x.password === form.get('password'));
+        if (!u) {
+          ctx.status = 200;
+          ctx.type = 'html';
+          ctx.body = loginPage(uid, params.client_id, { login, error: 'Invalid username or password.' });
+          return undefined;
+        }
+        const returnTo = await provider.interactionResult(ctx.req, ctx.res, {
+          login: { accountId: u.sub },
+        }, { mergeWithLastSubmission: false });
+        ctx.status = 303;
+        ctx.redirect(returnTo);
+        return undefined;
+      }
+    }
+
+    // Anything else (consent) is granted at once: loadExistingGrant already
+    // covers the request, so a plain result is enough.
+    const grant = new provider.Grant({ accountId: details.session?.accountId, clientId: params.client_id });
+    grant.addOIDCScope(String(params.scope ?? 'openid'));
+    grant.addResourceScope(apiResource, oidcScopes);
+    const grantId = await grant.save();
+    const returnTo = await provider.interactionResult(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    ctx.status = 303;
+    ctx.redirect(returnTo);
+    return undefined;
+  }
+
+  return next();
+});
+
+// ---------------------------------------------------------------- listen
+
+const server = http.createServer(provider.callback());
+server.listen(port, '127.0.0.1', () => {
+  console.log(`idp listening: issuer=${issuer} access_token_ttl=${accessTokenTTL}s clients=${configuration.clients.map((c) => c.client_id).join(',')}`);
+});
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    server.close();
+    process.exit(0);
+  });
+}
