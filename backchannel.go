@@ -1,0 +1,165 @@
+package oidcauth
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+)
+
+const (
+	backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
+	maxLogoutBody    = 64 << 10
+	// A logout token older than this is refused; its jti is remembered
+	// for longer, so a replay is caught either way.
+	maxLogoutTokenAge = 10 * time.Minute
+	jtiRetention      = maxLogoutTokenAge + 2*clockLeeway
+)
+
+// handleBackchannelLogout receives the IdP's logout token (OIDC Back-Channel
+// Logout 1.0) and ends every session it names. It never needs a session
+// and never redirects.
+func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Request) error {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	if r.Method != http.MethodPost {
+		h.Set("Allow", "POST")
+		return backchannelError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return backchannelError(w, http.StatusBadRequest, "invalid_request", "expected a form-encoded body")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxLogoutBody)
+	if err := r.ParseForm(); err != nil {
+		return backchannelError(w, http.StatusBadRequest, "invalid_request", "unreadable body")
+	}
+	if len(r.PostForm["logout_token"]) != 1 || r.PostForm.Get("logout_token") == "" {
+		return backchannelError(w, http.StatusBadRequest, "invalid_request", "exactly one logout_token is required")
+	}
+
+	lt, err := m.verifyLogoutToken(r, r.PostForm.Get("logout_token"))
+	if err != nil {
+		m.logger.Warn("back-channel logout refused", zap.String("reason", err.Error()))
+		if errors.Is(err, errIdPUnavailable) {
+			// Not the token's fault: a 5xx makes the IdP retry later.
+			return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot verify the token now")
+		}
+		return backchannelError(w, http.StatusBadRequest, "invalid_request", err.Error())
+	}
+
+	now := m.now()
+	until := now.Add(m.sessionLifetime)
+	if lt.SID != "" {
+		m.app.revokeSID(lt.SID, until)
+	} else {
+		m.app.revokeSubject(lt.Subject, now, until)
+	}
+	m.logger.Info("back-channel logout", zap.String("sub", lt.Subject), zap.String("sid", lt.SID))
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+type logoutClaims struct {
+	Subject  string                     `json:"sub"`
+	SID      string                     `json:"sid"`
+	JTI      string                     `json:"jti"`
+	IssuedAt *float64                   `json:"iat"`
+	Expiry   *float64                   `json:"exp"`
+	Events   map[string]json.RawMessage `json:"events"`
+	Nonce    *json.RawMessage           `json:"nonce"`
+}
+
+// verifyLogoutToken applies section 2.6 of the spec: signature with the
+// IdP's keys and pinned algorithms, iss, aud containing our client ID, iat
+// (not in the future, not too old), exp when present, typ when present,
+// sub and/or sid, the back-channel event as a JSON object, no nonce, and a
+// jti never seen before.
+func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims, error) {
+	now := m.now()
+	meta, err := m.provider.metadata(r.Context(), now)
+	if err != nil {
+		return nil, err
+	}
+	if typ, err := jwtType(raw); err != nil {
+		return nil, err
+	} else if typ != "" && typ != "logout+jwt" && typ != "application/logout+jwt" && typ != "JWT" {
+		return nil, fmt.Errorf("typ %q is not a logout token", typ)
+	}
+	v := oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+		ClientID:             m.ClientID,
+		SupportedSigningAlgs: meta.algs,
+		SkipExpiryCheck:      true, // exp is optional in logout tokens; checked below
+		Now:                  m.now,
+	})
+	tok, err := v.Verify(oidc.ClientContext(r.Context(), m.provider.client), raw)
+	if err != nil {
+		return nil, err
+	}
+	var c logoutClaims
+	if err := tok.Claims(&c); err != nil {
+		return nil, err
+	}
+	if err := m.checkIssuedAt(c.IssuedAt); err != nil {
+		return nil, err
+	}
+	if now.Sub(time.Unix(int64(*c.IssuedAt), 0)) > maxLogoutTokenAge {
+		return nil, errors.New("token iat is too old")
+	}
+	if c.Expiry != nil && time.Unix(int64(*c.Expiry), 0).Before(now.Add(-clockLeeway)) {
+		return nil, errors.New("token expired")
+	}
+	if c.Subject == "" && c.SID == "" {
+		return nil, errors.New("token has neither sub nor sid")
+	}
+	ev, ok := c.Events[backchannelEvent]
+	if !ok {
+		return nil, errors.New("token lacks the back-channel logout event")
+	}
+	var evObj map[string]any
+	if err := json.Unmarshal(ev, &evObj); err != nil || evObj == nil {
+		return nil, errors.New("the back-channel logout event is not a JSON object")
+	}
+	if c.Nonce != nil {
+		return nil, errors.New("token has a nonce")
+	}
+	if c.JTI == "" {
+		return nil, errors.New("token has no jti")
+	}
+	if m.app.seenJTI(c.JTI, now.Add(jtiRetention)) {
+		return nil, errors.New("token was already used (jti replay)")
+	}
+	return &c, nil
+}
+
+// jwtType returns the typ header of a compact JWS without verifying it.
+func jwtType(raw string) (string, error) {
+	dot := strings.IndexByte(raw, '.')
+	if dot <= 0 {
+		return "", errors.New("malformed jwt")
+	}
+	hdr, err := base64.RawURLEncoding.DecodeString(raw[:dot])
+	if err != nil {
+		return "", errors.New("malformed jwt header")
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if err := json.Unmarshal(hdr, &h); err != nil {
+		return "", errors.New("malformed jwt header")
+	}
+	return h.Typ, nil
+}
+
+func backchannelError(w http.ResponseWriter, status int, code, desc string) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}

@@ -1,0 +1,134 @@
+package oidcauth
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("oidc_auth", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("oidc_auth", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(OIDCAuth)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	oidc_auth [<matcher>] {
+//		issuer          <url>
+//		client_id       <id>
+//		client_secret   <secret>
+//		redirect_uri    <path|url>
+//		scopes          <scope...>
+//		auth_param      <name> <value>
+//		login_path      <path>
+//		logout_path     <path>
+//		post_logout_redirect_uri <path|url>
+//		backchannel_logout_path  <path>
+//		cookie_secret   <secret>
+//		cookie_name     <name>
+//		session_lifetime <duration>
+//		store           <redis-url>
+//		require         <claim> <value...>
+//		authorization_endpoint <url>
+//		token_endpoint         <url>
+//		jwks_uri               <url>
+//		end_session_endpoint   <url>
+//		token_auth_method      client_secret_basic|client_secret_post
+//	}
+//
+// Only the syntax is checked here; Validate checks the meaning, so JSON
+// configurations get the same errors.
+func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] && name != "auth_param" && name != "require" {
+			return d.Errf("%s: given more than once", name)
+		}
+		seen[name] = true
+
+		single := map[string]*string{
+			"issuer":                   &m.Issuer,
+			"client_id":                &m.ClientID,
+			"client_secret":            &m.ClientSecret,
+			"redirect_uri":             &m.RedirectURI,
+			"login_path":               &m.LoginPath,
+			"logout_path":              &m.LogoutPath,
+			"post_logout_redirect_uri": &m.PostLogoutRedirectURI,
+			"backchannel_logout_path":  &m.BackchannelLogoutPath,
+			"cookie_secret":            &m.CookieSecret,
+			"cookie_name":              &m.CookieName,
+			"store":                    &m.Store,
+			"authorization_endpoint":   &m.AuthorizationEndpoint,
+			"token_endpoint":           &m.TokenEndpoint,
+			"jwks_uri":                 &m.JWKSURI,
+			"end_session_endpoint":     &m.EndSessionEndpoint,
+			"token_auth_method":        &m.TokenAuthMethod,
+		}
+		if dst, ok := single[name]; ok {
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			*dst = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			continue
+		}
+
+		switch name {
+		case "scopes":
+			m.Scopes = d.RemainingArgs()
+			if len(m.Scopes) == 0 {
+				return d.ArgErr()
+			}
+		case "auth_param":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("auth_param: expected <name> <value>, got %d arguments", len(args))
+			}
+			if m.AuthParams == nil {
+				m.AuthParams = map[string]string{}
+			}
+			if _, dup := m.AuthParams[args[0]]; dup {
+				return d.Errf("auth_param: %q given more than once", args[0])
+			}
+			m.AuthParams[args[0]] = args[1]
+		case "session_lifetime":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("session_lifetime: %v", err)
+			}
+			m.SessionLifetime = caddy.Duration(dur)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "require":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Errf("require: expected <claim> <value...>")
+			}
+			m.Require = append(m.Require, Rule{Claim: args[0], Values: args[1:]})
+		default:
+			return d.Errf("unrecognized subdirective %q", name)
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*OIDCAuth)(nil)

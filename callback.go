@@ -1,0 +1,124 @@
+package oidcauth
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// maxCallbackQuery bounds the callback's query string: a real one is a
+// code, a state and an iss, far below this.
+const maxCallbackQuery = 8 << 10
+
+// handleCallback completes a login: an error from the IdP is shown first,
+// then the state is checked (CSRF), the code exchanged, the tokens
+// validated, and the user sent back to where the login started.
+func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		return m.fail(w, r, http.StatusMethodNotAllowed, "The login callback accepts only GET.", "")
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if len(r.URL.RawQuery) > maxCallbackQuery {
+		return m.fail(w, r, http.StatusRequestURITooLong, "The login response is too large.", m.LoginPath)
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return m.fail(w, r, http.StatusBadRequest, "The login response is malformed.", m.LoginPath)
+	}
+	for _, k := range []string{"state", "code", "error", "iss"} {
+		if len(q[k]) > 1 {
+			return m.fail(w, r, http.StatusBadRequest, "The login response repeats the parameter "+k+".", m.LoginPath)
+		}
+	}
+	now := m.now()
+	state := q.Get("state")
+
+	if idpErr := q.Get("error"); idpErr != "" {
+		retry := m.LoginPath
+		if st := m.cookies.peekState(r, state, now); st != nil {
+			_, _ = m.cookies.takeState(w, r, state, now)
+			retry = m.LoginPath + "?return_to=" + url.QueryEscape(st.ReturnTo)
+		}
+		m.logger.Warn("identity provider returned an error",
+			zap.String("error", truncate(idpErr, 100)),
+			zap.String("error_description", truncate(q.Get("error_description"), 300)))
+		msg := "Sign-in did not complete: " + truncate(idpErr, 100)
+		if d := q.Get("error_description"); d != "" {
+			msg += " (" + truncate(d, 300) + ")"
+		}
+		return m.fail(w, r, http.StatusUnauthorized, msg, retry)
+	}
+
+	st, err := m.cookies.takeState(w, r, state, now)
+	if err != nil {
+		m.logger.Info("login callback refused", zap.String("reason", err.Error()))
+		return m.fail(w, r, http.StatusBadRequest, "This sign-in link is invalid or has expired.", m.LoginPath)
+	}
+	retry := m.LoginPath + "?return_to=" + url.QueryEscape(st.ReturnTo)
+
+	meta, err := m.provider.metadata(r.Context(), now)
+	if err != nil {
+		m.logger.Error("cannot complete login", zap.Error(err))
+		return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", retry)
+	}
+	// RFC 9207: the authorization response names its issuer, which stops
+	// a mix-up with another IdP's response.
+	if iss, ok := q["iss"]; ok && iss[0] != m.Issuer {
+		m.logger.Warn("login callback from another issuer", zap.String("iss", truncate(iss[0], 200)))
+		return m.fail(w, r, http.StatusBadRequest, "The login response came from an unexpected identity provider.", retry)
+	} else if !ok && meta.issParamSupported {
+		return m.fail(w, r, http.StatusBadRequest, "The login response does not name its identity provider.", retry)
+	}
+	code := q.Get("code")
+	if code == "" {
+		return m.fail(w, r, http.StatusBadRequest, "The login response has no authorization code.", retry)
+	}
+
+	ts, err := m.exchange(r.Context(), meta, m.redirectURLFor(r), code, st)
+	if err != nil {
+		if errors.Is(err, errIdPUnavailable) {
+			m.logger.Error("code exchange failed", zap.Error(err))
+			return m.fail(w, r, http.StatusBadGateway, "The identity provider did not answer. Please try again.", retry)
+		}
+		m.logger.Warn("login refused", zap.Error(err))
+		return m.fail(w, r, http.StatusBadRequest, "Sign-in failed. Please try again.", retry)
+	}
+
+	s := &session{
+		ID:           randomString(16),
+		Subject:      ts.Subject,
+		SID:          ts.SID,
+		Created:      now.Unix(),
+		AccessToken:  ts.AccessToken,
+		RefreshToken: ts.RefreshToken,
+		Expiry:       ts.Expiry.Unix(),
+		RefreshAt:    refreshTime(now, ts.Expiry).Unix(),
+		Claims:       ts.Claims,
+	}
+	maxAge := m.sessionMaxAge(s, now)
+	if err := m.cookies.writeSession(w, r, s, maxAge); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	if err := m.cookies.writeIDToken(w, r, m.LogoutPath, ts.IDToken, maxAge); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	m.logger.Info("login", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+
+	target, ok := safeReturnTo(st.ReturnTo)
+	if !ok {
+		target = "/"
+	}
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,311 @@
+package oidcauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+// ServeHTTP answers the auth paths itself and lets every other request
+// through only with a valid session.
+func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	switch r.URL.Path {
+	case m.callbackPath:
+		return m.handleCallback(w, r)
+	case m.LoginPath:
+		return m.handleLogin(w, r)
+	case m.LogoutPath:
+		return m.handleLogout(w, r)
+	case m.BackchannelLogoutPath:
+		return m.handleBackchannelLogout(w, r)
+	}
+	return m.authenticate(w, r, next)
+}
+
+// authenticate enforces the session: lifetime, revocation, refresh when
+// the access token is due, and validation of the access token.
+func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	s, err := m.cookies.readSession(r)
+	if err != nil {
+		return m.unauthenticated(w, r, false)
+	}
+	now := m.now()
+	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
+		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
+		return m.unauthenticated(w, r, true)
+	}
+	if m.app.revoked(s) {
+		m.logger.Info("session was logged out", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+		return m.unauthenticated(w, r, true)
+	}
+
+	var newIDToken string
+	refreshed := false
+	if now.Unix() >= s.RefreshAt {
+		if s.RefreshToken == "" {
+			if now.Unix() >= s.Expiry {
+				return m.unauthenticated(w, r, true)
+			}
+		} else {
+			ts, err := m.refreshSession(r.Context(), s, now)
+			switch {
+			case err == nil:
+				newIDToken = ts.IDToken
+				refreshed = true
+			case errors.Is(err, errIdPUnavailable) && now.Unix() < s.Expiry:
+				// The token still works; try again on a later request.
+				m.logger.Warn("refresh postponed: identity provider unavailable", zap.Error(err))
+			case errors.Is(err, errIdPUnavailable):
+				m.logger.Error("session expired and the identity provider is unavailable", zap.Error(err))
+				return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
+			default:
+				m.logger.Info("refresh refused; session ended", zap.String("sub", s.Subject), zap.Error(err))
+				return m.unauthenticated(w, r, true)
+			}
+			// A logout may have arrived while the refresh was under way: the
+			// new tokens must not bring the session back.
+			if m.app.revoked(s) {
+				return m.unauthenticated(w, r, true)
+			}
+		}
+	}
+
+	v, err := m.verifyAccessToken(r.Context(), s)
+	if err != nil {
+		if errors.Is(err, errIdPUnavailable) {
+			m.logger.Error("cannot validate access token", zap.Error(err))
+			return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
+		}
+		m.logger.Info("access token refused", zap.String("sub", s.Subject), zap.Error(err))
+		return m.unauthenticated(w, r, true)
+	}
+
+	id := v.identityFor(s)
+	if !m.allowed(id) {
+		m.logger.Info("access denied by require rules", zap.String("sub", s.Subject))
+		return m.forbidden(w, r)
+	}
+
+	if refreshed {
+		maxAge := m.sessionMaxAge(s, now)
+		if err := m.cookies.writeSession(w, r, s, maxAge); err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
+		if newIDToken != "" {
+			if err := m.cookies.writeIDToken(w, r, m.LogoutPath, newIDToken, maxAge); err != nil {
+				return caddyhttp.Error(http.StatusInternalServerError, err)
+			}
+		}
+	}
+
+	stripIdentityHeaders(r.Header)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	for _, kv := range id.placeholders {
+		repl.Set(kv[0], kv[1])
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// refreshSession refreshes s in place. Concurrent requests of one session
+// share one call to the IdP.
+func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time) (*tokenSet, error) {
+	fresh := func(ts *tokenSet) bool { return m.now().Before(refreshTime(now, ts.Expiry)) }
+	old := s.RefreshToken
+	ts, shared, err := m.app.coalesceRefresh(old, now, fresh, func() (*tokenSet, error) {
+		// Detached from the request: other requests wait on this outcome
+		// even if the first client goes away.
+		return m.refresh(context.WithoutCancel(ctx), old, s.Subject)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !shared {
+		m.logger.Debug("tokens refreshed", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+	}
+	s.AccessToken = ts.AccessToken
+	if ts.RefreshToken != "" {
+		s.RefreshToken = ts.RefreshToken
+	}
+	s.Expiry = ts.Expiry.Unix()
+	s.RefreshAt = refreshTime(m.now(), ts.Expiry).Unix()
+	if ts.IDToken != "" {
+		s.Claims = ts.Claims
+		if ts.SID != "" {
+			s.SID = ts.SID
+		}
+	}
+	return ts, nil
+}
+
+// refreshTime is when a token expiring at exp is refreshed: a little
+// before it expires (30 s, or a quarter of a short lifetime).
+func refreshTime(now, exp time.Time) time.Time {
+	margin := min(30*time.Second, exp.Sub(now)/4)
+	return exp.Add(-max(margin, 0))
+}
+
+func (m *OIDCAuth) sessionMaxAge(s *session, now time.Time) int {
+	return int(time.Unix(s.Created, 0).Add(m.sessionLifetime).Sub(now) / time.Second)
+}
+
+// unauthenticated sends a navigation to the IdP and answers an API call
+// with 401. clear expires the cookies of a session that has ended.
+func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear bool) error {
+	if clear {
+		m.cookies.clearSession(w, r, m.LogoutPath)
+	}
+	if isAPIRequest(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`"`)
+		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
+	}
+	return m.beginLogin(w, r, r.URL.RequestURI())
+}
+
+// handleLogin starts a login explicitly; ?return_to= says where to go next.
+func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET to start a login.", "")
+	}
+	returnTo := "/"
+	if rt := r.URL.Query().Get("return_to"); rt != "" {
+		safe, ok := safeReturnTo(rt)
+		if !ok {
+			return m.fail(w, r, http.StatusBadRequest, "The return_to parameter must be a path on this site.", m.LoginPath)
+		}
+		returnTo = safe
+	}
+	return m.beginLogin(w, r, returnTo)
+}
+
+// beginLogin stores a new login attempt in its own state cookie and
+// redirects to the authorization endpoint.
+func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo string) error {
+	now := m.now()
+	meta, err := m.provider.metadata(r.Context(), now)
+	if err != nil {
+		m.logger.Error("cannot start login", zap.Error(err))
+		return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
+	}
+	if len(returnTo) > maxReturnToLen {
+		returnTo = "/"
+	}
+	st := &loginState{
+		State:    randomString(32),
+		Nonce:    randomString(32),
+		Verifier: oauth2.GenerateVerifier(),
+		ReturnTo: returnTo,
+		Created:  now.Unix(),
+	}
+	if err := m.cookies.writeState(w, r, st, now); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	opts := []oauth2.AuthCodeOption{
+		oauth2.SetAuthURLParam("nonce", st.Nonce),
+		oauth2.S256ChallengeOption(st.Verifier),
+	}
+	for k, v := range m.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// redirectURLFor resolves the configured redirect_uri against the request.
+func (m *OIDCAuth) redirectURLFor(r *http.Request) string {
+	return resolveAgainst(r, m.redirectURL)
+}
+
+func resolveAgainst(r *http.Request, u *url.URL) string {
+	if u.IsAbs() {
+		return u.String()
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	abs := *u
+	abs.Scheme, abs.Host = scheme, r.Host
+	return abs.String()
+}
+
+// isAPIRequest tells API calls (which get a 401) from page navigations
+// (which are sent to log in), by the hints browsers and clients send.
+func isAPIRequest(r *http.Request) bool {
+	if r.Header.Get("X-Requested-With") != "" {
+		return true
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode != "navigate"
+	}
+	if dest := r.Header.Get("Sec-Fetch-Dest"); dest != "" {
+		return dest != "document" && dest != "iframe" && dest != "frame"
+	}
+	return !strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// safeReturnTo accepts only a path on this site: it must start with a
+// single '/', and nothing in it may make a browser read it as another
+// origin ("//host", "/\host", control characters, schemes).
+func safeReturnTo(raw string) (string, bool) {
+	if len(raw) > maxReturnToLen || !strings.HasPrefix(raw, "/") {
+		return "", false
+	}
+	if len(raw) > 1 && (raw[1] == '/' || raw[1] == '\\') {
+		return "", false
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "", false
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "", false
+	}
+	// A decoded path may not start a second slash or backslash either.
+	if p := u.Path; len(p) > 1 && (p[1] == '/' || p[1] == '\\') {
+		return "", false
+	}
+	return raw, true
+}
+
+// identityHeaderPrefixes are request header names (lowercased, '_' read
+// as '-') that an upstream could take for identity set by this handler;
+// a client's copies are removed before the request goes on.
+var identityHeaderPrefixes = []string{
+	"x-auth-", "x-oidc-", "x-forwarded-user", "x-forwarded-email",
+	"x-forwarded-preferred-username", "x-forwarded-groups", "x-remote-user",
+	"remote-user", "x-user", "x-email",
+}
+
+func stripIdentityHeaders(h http.Header) {
+	for name := range h {
+		n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+		for _, p := range identityHeaderPrefixes {
+			if strings.HasPrefix(n, p) {
+				delete(h, name)
+				break
+			}
+		}
+	}
+}
+
+func sanitizeRealm(host string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, host)
+}

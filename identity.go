@@ -1,0 +1,164 @@
+package oidcauth
+
+import (
+	"encoding/json"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// identity is what a session tells about its user: the claims of the ID
+// token, completed by those of the access token (Scalekit puts oid, roles
+// and permissions there), and the placeholders made from them.
+type identity struct {
+	claims       map[string]any
+	placeholders [][2]string
+}
+
+// identityFor builds the identity once per access token; the result is
+// cached with the verified token, so the hot path only copies strings.
+func (v *verifiedToken) identityFor(s *session) *identity {
+	v.once.Do(func() {
+		claims := map[string]any{}
+		for k, val := range v.claims {
+			claims[k] = val
+		}
+		if len(s.Claims) > 0 {
+			var idc map[string]any
+			if json.Unmarshal(s.Claims, &idc) == nil {
+				for k, val := range idc {
+					claims[k] = val
+				}
+			}
+		}
+		claims["sub"] = s.Subject
+		if s.SID != "" {
+			if _, ok := claims["sid"]; !ok {
+				claims["sid"] = s.SID
+			}
+		}
+		id := &identity{claims: claims}
+		id.placeholders = append(id.placeholders, [2]string{"http.auth.user.id", s.Subject})
+		flattenClaims("http.auth.user.", claims, &id.placeholders)
+		sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })
+		v.id = id
+	})
+	return v.id
+}
+
+// flattenClaims turns claims into placeholder pairs: nested objects by
+// dotted name, arrays joined with commas.
+func flattenClaims(prefix string, claims map[string]any, out *[][2]string) {
+	for k, val := range claims {
+		if k == "" {
+			continue
+		}
+		switch t := val.(type) {
+		case map[string]any:
+			flattenClaims(prefix+k+".", t, out)
+		case nil:
+		default:
+			*out = append(*out, [2]string{prefix + k, claimString(val)})
+		}
+	}
+}
+
+func claimString(v any) string {
+	switch t := v.(type) {
+	case string:
+		return t
+	case float64:
+		return strconv.FormatFloat(t, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(t)
+	case []any:
+		parts := make([]string, 0, len(t))
+		for _, e := range t {
+			parts = append(parts, claimString(e))
+		}
+		return strings.Join(parts, ",")
+	case nil:
+		return ""
+	default:
+		b, _ := json.Marshal(t)
+		return string(b)
+	}
+}
+
+// lookupClaim finds a claim by name, or by a dotted path into nested
+// objects when no claim has the whole name (names such as URLs may
+// contain dots themselves).
+func lookupClaim(claims map[string]any, name string) (any, bool) {
+	if v, ok := claims[name]; ok {
+		return v, true
+	}
+	cur := claims
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		v, ok := cur[p]
+		if !ok {
+			return nil, false
+		}
+		if i == len(parts)-1 {
+			return v, true
+		}
+		if cur, ok = v.(map[string]any); !ok {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// allowed reports whether every require rule holds for the identity.
+func (m *OIDCAuth) allowed(id *identity) bool {
+	for _, rule := range m.Require {
+		v, ok := lookupClaim(id.claims, rule.Claim)
+		if !ok || !ruleMatches(rule.Values, v) {
+			return false
+		}
+	}
+	return true
+}
+
+func ruleMatches(patterns []string, v any) bool {
+	if list, ok := v.([]any); ok {
+		for _, e := range list {
+			if ruleMatches(patterns, e) {
+				return true
+			}
+		}
+		return false
+	}
+	if _, ok := v.(map[string]any); ok {
+		return false
+	}
+	s := claimString(v)
+	for _, p := range patterns {
+		if globMatch(p, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches s against a pattern in which '*' stands for any run
+// of characters; every other character matches itself.
+func globMatch(pattern, s string) bool {
+	if !strings.Contains(pattern, "*") {
+		return pattern == s
+	}
+	parts := strings.Split(pattern, "*")
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return len(s) >= len(last) && strings.HasSuffix(s, last)
+}

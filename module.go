@@ -1,0 +1,459 @@
+// Package oidcauth is a Caddy HTTP handler that puts OpenID Connect login
+// (authorization code flow with PKCE, confidential client) in front of any
+// site, keeps the tokens in encrypted cookies, refreshes them transparently
+// and supports RP-initiated and back-channel logout.
+package oidcauth
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(OIDCAuth{})
+}
+
+// Defaults for the settings that have one.
+const (
+	defaultCallbackPath          = "/auth/callback"
+	defaultLoginPath             = "/auth/login"
+	defaultLogoutPath            = "/auth/logout"
+	defaultBackchannelLogoutPath = "/auth/backchannel-logout"
+	defaultSessionLifetime       = 24 * time.Hour
+	minCookieSecretLen           = 32
+)
+
+var defaultScopes = []string{"openid", "profile", "email", "offline_access"}
+
+// OIDCAuth authenticates requests with OpenID Connect. Unauthenticated
+// browser navigations are sent to the identity provider (IdP) to log in;
+// API calls get a 401 JSON answer. Authenticated requests go on to the next
+// handler with the user's identity in `{http.auth.user.*}` placeholders.
+type OIDCAuth struct {
+	// The issuer URL of the OpenID Provider. Its metadata is discovered at
+	// `<issuer>/.well-known/openid-configuration` on first use. Must be https,
+	// or http for a loopback host. Required.
+	Issuer string `json:"issuer,omitempty"`
+
+	// The client ID registered at the IdP. Required.
+	ClientID string `json:"client_id,omitempty"`
+
+	// The client secret registered at the IdP. `{env.*}` and `{file.*}`
+	// placeholders are expanded. Required.
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	// Where the IdP sends the user back after login. A path is resolved
+	// against the scheme and host of the request that started the login.
+	// Default: `/auth/callback`.
+	RedirectURI string `json:"redirect_uri,omitempty"`
+
+	// The scopes requested at login. `openid` is always included.
+	// Default: `openid profile email offline_access`.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// Extra parameters added to every authorization request, such as
+	// `prompt` or `organization_id`. Default: none.
+	AuthParams map[string]string `json:"auth_param,omitempty"`
+
+	// A path that starts a login explicitly; `?return_to=<path>` says where
+	// to go afterwards (same site only). Default: `/auth/login`.
+	LoginPath string `json:"login_path,omitempty"`
+
+	// The path that logs the user out here and at the IdP.
+	// Default: `/auth/logout`.
+	LogoutPath string `json:"logout_path,omitempty"`
+
+	// Where the IdP sends the user after logout; it must be registered at
+	// the IdP. A path is resolved against the request's scheme and host.
+	// Default: none (the IdP shows its own page).
+	PostLogoutRedirectURI string `json:"post_logout_redirect_uri,omitempty"`
+
+	// The path at which the IdP posts back-channel logout tokens.
+	// Default: `/auth/backchannel-logout`.
+	BackchannelLogoutPath string `json:"backchannel_logout_path,omitempty"`
+
+	// The secret from which the cookie encryption key is derived: at least
+	// 32 bytes. `{env.*}` and `{file.*}` placeholders are expanded. If
+	// omitted, a random secret is generated once and kept in Caddy's
+	// storage, so sessions survive restarts. Default: generated.
+	CookieSecret string `json:"cookie_secret,omitempty"`
+
+	// The prefix of every cookie this handler sets. Default: `oidc_` plus a
+	// short hash of the issuer and client ID, so that several apps on one
+	// host never share cookies.
+	CookieName string `json:"cookie_name,omitempty"`
+
+	// The absolute limit on a session's age, whatever the refresh token
+	// allows. Default: `24h`.
+	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+
+	// A shared store for revocations and refresh coordination, for several
+	// Caddy instances: `redis://host:port/db`. Default: an embedded store.
+	Store string `json:"store,omitempty"`
+
+	// Access rules: every rule must hold for a signed-in user, or the
+	// request is answered 403. Default: none.
+	Require []Rule `json:"require,omitempty"`
+
+	// Overrides of the discovered endpoints, for providers without
+	// discovery. When the authorization, token and JWKS endpoints are all
+	// set, discovery is skipped. Default: discovered.
+	AuthorizationEndpoint string `json:"authorization_endpoint,omitempty"`
+	TokenEndpoint         string `json:"token_endpoint,omitempty"`
+	JWKSURI               string `json:"jwks_uri,omitempty"`
+	EndSessionEndpoint    string `json:"end_session_endpoint,omitempty"`
+
+	// How the client authenticates at the token endpoint:
+	// `client_secret_basic` or `client_secret_post`. Default: what the
+	// provider's metadata lists, preferring `client_secret_basic`.
+	TokenAuthMethod string `json:"token_auth_method,omitempty"`
+
+	callbackPath    string
+	redirectURL     *url.URL // absolute when configured so; else only a path
+	postLogoutURL   *url.URL
+	sessionLifetime time.Duration
+	cookies         *cookieCodec
+	provider        *provider
+	providerKey     string
+	app             *appState
+	appKey          string
+	logger          *zap.Logger
+	now             func() time.Time
+}
+
+// Rule is one access rule: the claim must equal one of the values (or, for
+// an array claim, contain one). Values may use `*` as a wildcard.
+type Rule struct {
+	// The claim's name; a dotted name reaches into nested objects.
+	Claim string `json:"claim"`
+	// The accepted values; at least one.
+	Values []string `json:"values"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (OIDCAuth) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.oidc_auth",
+		New: func() caddy.Module { return new(OIDCAuth) },
+	}
+}
+
+// Provision sets up the handler. It makes no network request: the provider
+// is discovered on first use, so Caddy starts even when the IdP is down.
+func (m *OIDCAuth) Provision(ctx caddy.Context) error {
+	m.logger = ctx.Logger()
+	if m.now == nil {
+		m.now = time.Now
+	}
+
+	repl := caddy.NewReplacer()
+	var err error
+	if m.ClientSecret, err = expandSecret(repl, "client_secret", m.ClientSecret); err != nil {
+		return err
+	}
+	if m.CookieSecret, err = expandSecret(repl, "cookie_secret", m.CookieSecret); err != nil {
+		return err
+	}
+	if err := m.checkConfig(); err != nil {
+		return err
+	}
+
+	if m.CookieName == "" {
+		m.CookieName = defaultCookieName(m.Issuer, m.ClientID)
+	}
+	secret := []byte(m.CookieSecret)
+	if m.CookieSecret == "" {
+		if secret, err = loadOrCreateSecret(ctx, ctx.Storage()); err != nil {
+			return fmt.Errorf("cookie_secret: %w", err)
+		}
+	}
+	if m.cookies, err = newCookieCodec(secret, m.Issuer, m.ClientID, m.CookieName); err != nil {
+		return fmt.Errorf("cookie_secret: %w", err)
+	}
+
+	m.providerKey = strings.Join([]string{m.Issuer, m.AuthorizationEndpoint, m.TokenEndpoint, m.JWKSURI, m.EndSessionEndpoint}, "\x00")
+	val, _, err := providers.LoadOrNew(m.providerKey, func() (caddy.Destructor, error) {
+		return newProvider(m.Issuer, endpoints{
+			Authorization: m.AuthorizationEndpoint,
+			Token:         m.TokenEndpoint,
+			JWKS:          m.JWKSURI,
+			EndSession:    m.EndSessionEndpoint,
+		}), nil
+	})
+	if err != nil {
+		return err
+	}
+	m.provider = val.(*provider)
+
+	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
+	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
+		return newAppState(), nil
+	})
+	if err != nil {
+		return err
+	}
+	m.app = val.(*appState)
+	return nil
+}
+
+// Validate checks the configuration; every message names the setting.
+func (m *OIDCAuth) Validate() error {
+	return m.checkConfig()
+}
+
+// Cleanup releases the pooled provider and app state.
+func (m *OIDCAuth) Cleanup() error {
+	if m.provider != nil {
+		if _, err := providers.Delete(m.providerKey); err != nil {
+			return err
+		}
+	}
+	if m.app != nil {
+		if _, err := apps.Delete(m.appKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkConfig validates the settings and fills in defaults and derived
+// values. It is idempotent, so Provision and Validate can both call it.
+func (m *OIDCAuth) checkConfig() error {
+	if m.Issuer == "" {
+		return errors.New("issuer: required")
+	}
+	if err := checkProviderURL("issuer", m.Issuer); err != nil {
+		return err
+	}
+	m.Issuer = strings.TrimSuffix(m.Issuer, "/")
+	if m.ClientID == "" {
+		return errors.New("client_id: required")
+	}
+	if m.ClientSecret == "" {
+		return errors.New("client_secret: required")
+	}
+	if m.CookieSecret != "" && len(m.CookieSecret) < minCookieSecretLen {
+		return fmt.Errorf("cookie_secret: must be at least %d bytes, got %d", minCookieSecretLen, len(m.CookieSecret))
+	}
+	for field, v := range map[string]string{
+		"authorization_endpoint": m.AuthorizationEndpoint,
+		"token_endpoint":         m.TokenEndpoint,
+		"jwks_uri":               m.JWKSURI,
+		"end_session_endpoint":   m.EndSessionEndpoint,
+	} {
+		if v != "" {
+			if err := checkProviderURL(field, v); err != nil {
+				return err
+			}
+		}
+	}
+	switch m.TokenAuthMethod {
+	case "", "client_secret_basic", "client_secret_post":
+	default:
+		return fmt.Errorf("token_auth_method: must be client_secret_basic or client_secret_post, got %q", m.TokenAuthMethod)
+	}
+
+	if m.RedirectURI == "" {
+		m.RedirectURI = defaultCallbackPath
+	}
+	u, err := checkPathOrURL("redirect_uri", m.RedirectURI)
+	if err != nil {
+		return err
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("redirect_uri: must not have a query or fragment: %q", m.RedirectURI)
+	}
+	m.redirectURL, m.callbackPath = u, u.Path
+	if m.PostLogoutRedirectURI != "" {
+		if m.postLogoutURL, err = checkPathOrURL("post_logout_redirect_uri", m.PostLogoutRedirectURI); err != nil {
+			return err
+		}
+	}
+
+	if len(m.Scopes) == 0 {
+		m.Scopes = append([]string(nil), defaultScopes...)
+	}
+	if !containsString(m.Scopes, "openid") {
+		m.Scopes = append([]string{"openid"}, m.Scopes...)
+	}
+	for name := range m.AuthParams {
+		switch name {
+		case "":
+			return errors.New("auth_param: empty parameter name")
+		case "response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method":
+			return fmt.Errorf("auth_param: %q is set by the handler and cannot be overridden", name)
+		}
+	}
+
+	if m.LoginPath == "" {
+		m.LoginPath = defaultLoginPath
+	}
+	if m.LogoutPath == "" {
+		m.LogoutPath = defaultLogoutPath
+	}
+	if m.BackchannelLogoutPath == "" {
+		m.BackchannelLogoutPath = defaultBackchannelLogoutPath
+	}
+	paths := map[string]string{
+		"login_path":              m.LoginPath,
+		"logout_path":             m.LogoutPath,
+		"backchannel_logout_path": m.BackchannelLogoutPath,
+		"redirect_uri":            m.callbackPath,
+	}
+	seen := map[string]string{}
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path"} {
+		p := paths[field]
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("%s: must be a path starting with '/', got %q", field, p)
+		}
+		if other, dup := seen[p]; dup {
+			return fmt.Errorf("%s: path %q is already used by %s", field, p, other)
+		}
+		seen[p] = field
+	}
+
+	if m.CookieName != "" && !validCookieName(m.CookieName) {
+		return fmt.Errorf("cookie_name: %q has characters not allowed in a cookie name (use letters, digits, '-' and '_')", m.CookieName)
+	}
+	if m.SessionLifetime < 0 {
+		return fmt.Errorf("session_lifetime: must be positive, got %s", time.Duration(m.SessionLifetime))
+	}
+	m.sessionLifetime = time.Duration(m.SessionLifetime)
+	if m.sessionLifetime == 0 {
+		m.sessionLifetime = defaultSessionLifetime
+	}
+	if m.Store != "" {
+		if err := checkStoreURL(m.Store); err != nil {
+			return err
+		}
+	}
+	for i, r := range m.Require {
+		if r.Claim == "" {
+			return fmt.Errorf("require: rule %d has no claim name", i+1)
+		}
+		if len(r.Values) == 0 {
+			return fmt.Errorf("require: rule for claim %q needs at least one value", r.Claim)
+		}
+	}
+	return nil
+}
+
+// expandSecret expands `{env.*}` and `{file.*}` placeholders, and refuses a
+// setting that was given but expands to nothing (an unset variable, say).
+func expandSecret(repl *caddy.Replacer, field, v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	out := repl.ReplaceAll(v, "")
+	out = strings.TrimRight(out, "\r\n")
+	if out == "" {
+		return "", fmt.Errorf("%s: %q expands to an empty value", field, v)
+	}
+	return out, nil
+}
+
+// checkProviderURL accepts https URLs, and http only for loopback hosts.
+func checkProviderURL(field, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %v", field, err)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%s: must be an absolute URL, got %q", field, raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%s: must use https (http is allowed only for loopback hosts), got %q", field, raw)
+	default:
+		return fmt.Errorf("%s: must be an https URL, got %q", field, raw)
+	}
+}
+
+// checkPathOrURL accepts an absolute path or an http(s) URL.
+func checkPathOrURL(field, raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", field, err)
+	}
+	if u.Scheme == "" && u.Host == "" {
+		if !strings.HasPrefix(u.Path, "/") || strings.HasPrefix(raw, "//") {
+			return nil, fmt.Errorf("%s: must be a path starting with '/' or an http(s) URL, got %q", field, raw)
+		}
+		return u, nil
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%s: must be a path starting with '/' or an http(s) URL, got %q", field, raw)
+	}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	return u, nil
+}
+
+func checkStoreURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("store: %v", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("store: must be a redis:// or rediss:// URL, got %q", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("store: missing host in %q", raw)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func defaultCookieName(issuer, clientID string) string {
+	sum := sha256.Sum256([]byte(issuer + "\x00" + clientID))
+	return "oidc_" + hex.EncodeToString(sum[:4])
+}
+
+func validCookieName(name string) bool {
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return name != ""
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*OIDCAuth)(nil)
+	_ caddy.Validator             = (*OIDCAuth)(nil)
+	_ caddy.CleanerUpper          = (*OIDCAuth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*OIDCAuth)(nil)
+)

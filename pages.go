@@ -1,0 +1,88 @@
+package oidcauth
+
+import (
+	"encoding/json"
+	"errors"
+	"html/template"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// fail answers a request the handler cannot serve. When the site has
+// handle_errors routes, the error goes to them (with the message in
+// {http.error.message}); otherwise API callers get a JSON body and
+// browsers a small HTML page, with a link to try again when there is one.
+func (m *OIDCAuth) fail(w http.ResponseWriter, r *http.Request, status int, msg, retry string) error {
+	return m.page(w, r, status, msg, retry, "Try again")
+}
+
+func (m *OIDCAuth) page(w http.ResponseWriter, r *http.Request, status int, msg, link, linkText string) error {
+	retry := link
+	if hasErrorRoutes(r) {
+		return caddyhttp.Error(status, errors.New(msg))
+	}
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if isAPIRequest(r) {
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		body := map[string]string{"error": errorCode(status), "error_description": msg}
+		if retry != "" {
+			body["login_url"] = retry
+		}
+		return json.NewEncoder(w).Encode(body)
+	}
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	return pageTemplate.Execute(w, struct {
+		Title, Message, Link, LinkText string
+	}{http.StatusText(status), msg, link, linkText})
+}
+
+// forbidden answers a signed-in user whom the require rules turn away.
+// The page offers to sign in as someone else, never a redirect loop.
+func (m *OIDCAuth) forbidden(w http.ResponseWriter, r *http.Request) error {
+	return m.page(w, r, http.StatusForbidden, "You are signed in, but this account may not access this page.", m.LogoutPath, "Sign out and use another account")
+}
+
+func hasErrorRoutes(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0
+}
+
+func errorCode(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusServiceUnavailable, http.StatusBadGateway:
+		return "temporarily_unavailable"
+	default:
+		return "invalid_request"
+	}
+}
+
+var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5;color:#222}a{color:#0645ad}</style>
+</head>
+<body>
+<main>
+<h1>{{.Title}}</h1>
+<p id="message">{{.Message}}</p>
+{{if .Link}}<p><a id="retry" href="{{.Link}}">{{.LinkText}}</a></p>{{end}}
+</main>
+</body>
+</html>
+`))

@@ -1,0 +1,382 @@
+package oidcauth
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Cookie layout. Values are base64url(version || nonce || AES-256-GCM
+// ciphertext); the additional data binds each value to its purpose, so a
+// state cookie cannot be replayed as a session cookie and vice versa. The
+// key is derived per issuer and client ID, so a cookie of one app is
+// rejected by another even when they share a cookie_secret.
+const (
+	cookieVersion = 1
+
+	// A cookie's value is kept under this many bytes; larger values are
+	// split into chunks named <name>, <name>_1, <name>_2, ...
+	maxChunkLen = 3800
+	maxChunks   = 8
+
+	// Each login attempt has its own state cookie, so that parallel tabs
+	// do not overwrite each other; at most this many are outstanding.
+	maxStateCookies = 5
+	stateLifetime   = 10 * time.Minute
+	maxReturnToLen  = 1024
+
+	purposeSession = "session"
+	purposeIDToken = "id_token"
+	purposeState   = "state"
+)
+
+var errBadCookie = errors.New("invalid cookie")
+
+// cookieCodec encrypts, decrypts, chunks and names this app's cookies.
+type cookieCodec struct {
+	aead cipher.AEAD
+	name string // base name, without a __Host-/__Secure- prefix
+}
+
+func newCookieCodec(secret []byte, issuer, clientID, name string) (*cookieCodec, error) {
+	key, err := hkdf.Key(sha256.New, secret, []byte("oidc_auth cookies v1"), issuer+"\x00"+clientID, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &cookieCodec{aead: aead, name: name}, nil
+}
+
+func (c *cookieCodec) seal(purpose string, plaintext []byte) string {
+	ns := c.aead.NonceSize()
+	buf := make([]byte, 1+ns, 1+ns+len(plaintext)+c.aead.Overhead())
+	buf[0] = cookieVersion
+	if _, err := rand.Read(buf[1 : 1+ns]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	buf = c.aead.Seal(buf, buf[1:1+ns], plaintext, []byte(purpose))
+	return base64.RawURLEncoding.EncodeToString(buf)
+}
+
+func (c *cookieCodec) open(purpose, value string) ([]byte, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(value)
+	ns := c.aead.NonceSize()
+	if err != nil || len(raw) < 1+ns+c.aead.Overhead() || raw[0] != cookieVersion {
+		return nil, errBadCookie
+	}
+	out, err := c.aead.Open(raw[1+ns:1+ns], raw[1:1+ns], raw[1+ns:], []byte(purpose))
+	if err != nil {
+		return nil, errBadCookie
+	}
+	return out, nil
+}
+
+// cookieName returns the name as sent to the browser: with the __Host-
+// prefix on HTTPS for cookies of path "/", __Secure- for other paths.
+func cookieName(r *http.Request, base, path string) string {
+	if r.TLS == nil {
+		return base
+	}
+	if path == "/" {
+		return "__Host-" + base
+	}
+	return "__Secure-" + base
+}
+
+func newCookie(r *http.Request, name, path, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     path,
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   r.TLS != nil,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+func chunkName(name string, i int) string {
+	if i == 0 {
+		return name
+	}
+	return name + "_" + strconv.Itoa(i)
+}
+
+// readChunked reassembles a value written by writeChunked. The first
+// cookie carries the chunk count as "<n>." when there is more than one.
+func readChunked(r *http.Request, name string) (string, int, bool) {
+	first, err := r.Cookie(name)
+	if err != nil {
+		return "", 0, false
+	}
+	v := first.Value
+	dot := strings.IndexByte(v, '.')
+	if dot < 0 {
+		return v, 1, true
+	}
+	n, err := strconv.Atoi(v[:dot])
+	if err != nil || n < 2 || n > maxChunks {
+		return "", 1, false
+	}
+	var b strings.Builder
+	b.WriteString(v[dot+1:])
+	for i := 1; i < n; i++ {
+		c, err := r.Cookie(chunkName(name, i))
+		if err != nil {
+			return "", n, false
+		}
+		b.WriteString(c.Value)
+	}
+	return b.String(), n, true
+}
+
+// writeChunked sets value under name, split into chunks when it is large,
+// and expires chunks of an older, longer value that the request carried.
+func writeChunked(w http.ResponseWriter, r *http.Request, name, path, value string, maxAge int) error {
+	n := (len(value) + maxChunkLen - 1) / maxChunkLen
+	if n > maxChunks {
+		return fmt.Errorf("cookie value of %d bytes exceeds %d chunks", len(value), maxChunks)
+	}
+	if n <= 1 {
+		http.SetCookie(w, newCookie(r, name, path, value, maxAge))
+	} else {
+		for i := range n {
+			part := value[i*maxChunkLen : min(len(value), (i+1)*maxChunkLen)]
+			if i == 0 {
+				part = strconv.Itoa(n) + "." + part
+			}
+			http.SetCookie(w, newCookie(r, chunkName(name, i), path, part, maxAge))
+		}
+	}
+	for i := max(n, 1); i < maxChunks; i++ {
+		if _, err := r.Cookie(chunkName(name, i)); err == nil {
+			http.SetCookie(w, newCookie(r, chunkName(name, i), path, "", -1))
+		}
+	}
+	return nil
+}
+
+// clearChunked expires every chunk of name that the request carried.
+func clearChunked(w http.ResponseWriter, r *http.Request, name, path string) {
+	for i := range maxChunks {
+		if _, err := r.Cookie(chunkName(name, i)); err == nil {
+			http.SetCookie(w, newCookie(r, chunkName(name, i), path, "", -1))
+		}
+	}
+}
+
+// session is what the session cookie holds.
+type session struct {
+	ID           string          `json:"i"`           // random; names this session in the revocation store
+	Subject      string          `json:"s"`           // sub of the ID token
+	SID          string          `json:"d,omitempty"` // sid of the ID token, for back-channel logout
+	Created      int64           `json:"c"`           // unix seconds of the login; caps the session's age
+	AccessToken  string          `json:"a"`
+	RefreshToken string          `json:"r,omitempty"`
+	Expiry       int64           `json:"e"` // access token expiry, unix seconds
+	RefreshAt    int64           `json:"f"` // refresh from this time on, unix seconds
+	Claims       json.RawMessage `json:"m,omitempty"`
+}
+
+// loginState is what a state cookie holds for one login attempt.
+type loginState struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	ReturnTo string `json:"r"`
+	Created  int64  `json:"c"`
+}
+
+func (c *cookieCodec) sessionCookieName(r *http.Request) string {
+	return cookieName(r, c.name, "/")
+}
+
+func (c *cookieCodec) idTokenCookieName(r *http.Request, logoutPath string) string {
+	return cookieName(r, c.name+"_idt", logoutPath)
+}
+
+func (c *cookieCodec) statePrefix(r *http.Request) string {
+	return cookieName(r, c.name+"_s_", "/")
+}
+
+// readSession returns the request's session, or an error when there is
+// none or it does not decrypt. It never says which check failed.
+func (c *cookieCodec) readSession(r *http.Request) (*session, error) {
+	v, _, ok := readChunked(r, c.sessionCookieName(r))
+	if !ok {
+		return nil, errBadCookie
+	}
+	plain, err := c.open(purposeSession, v)
+	if err != nil {
+		return nil, err
+	}
+	s := new(session)
+	if err := json.Unmarshal(plain, s); err != nil || s.ID == "" || s.Subject == "" || s.AccessToken == "" {
+		return nil, errBadCookie
+	}
+	return s, nil
+}
+
+func (c *cookieCodec) writeSession(w http.ResponseWriter, r *http.Request, s *session, maxAge int) error {
+	plain, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return writeChunked(w, r, c.sessionCookieName(r), "/", c.seal(purposeSession, plain), maxAge)
+}
+
+func (c *cookieCodec) writeIDToken(w http.ResponseWriter, r *http.Request, logoutPath, idToken string, maxAge int) error {
+	return writeChunked(w, r, c.idTokenCookieName(r, logoutPath), logoutPath, c.seal(purposeIDToken, []byte(idToken)), maxAge)
+}
+
+func (c *cookieCodec) readIDToken(r *http.Request, logoutPath string) string {
+	v, _, ok := readChunked(r, c.idTokenCookieName(r, logoutPath))
+	if !ok {
+		return ""
+	}
+	plain, err := c.open(purposeIDToken, v)
+	if err != nil {
+		return ""
+	}
+	return string(plain)
+}
+
+// clearSession expires the session cookies (and the ID token cookie, when
+// the request was sent to the logout path and so carries it).
+func (c *cookieCodec) clearSession(w http.ResponseWriter, r *http.Request, logoutPath string) {
+	clearChunked(w, r, c.sessionCookieName(r), "/")
+	clearChunked(w, r, c.idTokenCookieName(r, logoutPath), logoutPath)
+}
+
+// stateCookieName names the state cookie of one login attempt after the
+// start of its state value, so the callback finds it without trying all.
+func (c *cookieCodec) stateCookieName(r *http.Request, state string) string {
+	return c.statePrefix(r) + state[:12]
+}
+
+// writeState stores a new login attempt. When maxStateCookies attempts are
+// already outstanding, the oldest (and any that do not decrypt) are
+// expired, so abandoned logins cannot grow the request headers.
+func (c *cookieCodec) writeState(w http.ResponseWriter, r *http.Request, st *loginState, now time.Time) error {
+	prefix := c.statePrefix(r)
+	type outstanding struct {
+		name    string
+		created int64
+	}
+	var live []outstanding
+	for _, ck := range r.Cookies() {
+		if !strings.HasPrefix(ck.Name, prefix) {
+			continue
+		}
+		old, err := c.decodeState(ck.Value, now)
+		if err != nil {
+			http.SetCookie(w, newCookie(r, ck.Name, "/", "", -1))
+			continue
+		}
+		live = append(live, outstanding{ck.Name, old.Created})
+	}
+	for len(live) >= maxStateCookies {
+		oldest := 0
+		for i := range live {
+			if live[i].created < live[oldest].created {
+				oldest = i
+			}
+		}
+		http.SetCookie(w, newCookie(r, live[oldest].name, "/", "", -1))
+		live = append(live[:oldest], live[oldest+1:]...)
+	}
+	plain, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, newCookie(r, c.stateCookieName(r, st.State), "/", c.seal(purposeState, plain), int(stateLifetime/time.Second)))
+	return nil
+}
+
+func (c *cookieCodec) decodeState(value string, now time.Time) (*loginState, error) {
+	plain, err := c.open(purposeState, value)
+	if err != nil {
+		return nil, err
+	}
+	st := new(loginState)
+	if err := json.Unmarshal(plain, st); err != nil || len(st.State) < 12 {
+		return nil, errBadCookie
+	}
+	if now.Sub(time.Unix(st.Created, 0)) > stateLifetime {
+		return nil, errors.New("login attempt expired")
+	}
+	return st, nil
+}
+
+// takeState finds, checks and expires the state cookie matching state.
+func (c *cookieCodec) takeState(w http.ResponseWriter, r *http.Request, state string, now time.Time) (*loginState, error) {
+	if len(state) < 12 || len(state) > 256 {
+		return nil, errors.New("missing or malformed state parameter")
+	}
+	name := c.stateCookieName(r, state)
+	ck, err := r.Cookie(name)
+	if err != nil {
+		return nil, errors.New("no login in progress for this state (expired, already used, or started in another browser)")
+	}
+	http.SetCookie(w, newCookie(r, name, "/", "", -1))
+	st, err := c.decodeState(ck.Value, now)
+	if err != nil {
+		return nil, err
+	}
+	if !constantTimeEqual(st.State, state) {
+		return nil, errors.New("state does not match the login in progress")
+	}
+	return st, nil
+}
+
+// peekState returns the login attempt for state without expiring it, for
+// the error page's retry link.
+func (c *cookieCodec) peekState(r *http.Request, state string, now time.Time) *loginState {
+	if len(state) < 12 || len(state) > 256 {
+		return nil
+	}
+	ck, err := r.Cookie(c.stateCookieName(r, state))
+	if err != nil {
+		return nil
+	}
+	st, err := c.decodeState(ck.Value, now)
+	if err != nil || !constantTimeEqual(st.State, state) {
+		return nil
+	}
+	return st
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// clearStates expires every outstanding login attempt of this app.
+func (c *cookieCodec) clearStates(w http.ResponseWriter, r *http.Request) {
+	prefix := c.statePrefix(r)
+	for _, ck := range r.Cookies() {
+		if strings.HasPrefix(ck.Name, prefix) {
+			http.SetCookie(w, newCookie(r, ck.Name, "/", "", -1))
+		}
+	}
+}

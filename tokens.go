@@ -1,0 +1,604 @@
+package oidcauth
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
+	"golang.org/x/oauth2"
+)
+
+// providers holds one provider per issuer (and endpoint overrides). It is
+// pooled so that a config reload keeps the discovered metadata, the JWKS
+// and the cache of verified tokens.
+var providers = caddy.NewUsagePool()
+
+const (
+	idpTimeout       = 10 * time.Second
+	discoveryBackoff = time.Second
+	maxBackoff       = time.Minute
+	jwksCooldown     = 10 * time.Second
+	maxJWKSBytes     = 1 << 20
+	maxVerified      = 100_000
+	clockLeeway      = 5 * time.Minute
+)
+
+// Asymmetric algorithms only: HS* would let anyone holding the client
+// secret (or a public key mistaken for one) mint tokens, and none is none.
+var asymmetricAlgs = map[string]bool{
+	"RS256": true, "RS384": true, "RS512": true,
+	"PS256": true, "PS384": true, "PS512": true,
+	"ES256": true, "ES384": true, "ES512": true,
+	"EdDSA": true,
+}
+
+// errIdPUnavailable marks failures to reach the IdP, as opposed to the IdP
+// refusing something; they become 502/503 answers, not logouts.
+var errIdPUnavailable = errors.New("identity provider unavailable")
+
+type endpoints struct {
+	Authorization string
+	Token         string
+	JWKS          string
+	EndSession    string
+	Revocation    string
+}
+
+// metadata is what the handler needs of the provider's discovery document.
+type metadata struct {
+	endpoints
+	algs              []string
+	authMethods       []string
+	issParamSupported bool
+}
+
+type provider struct {
+	issuer    string
+	overrides endpoints
+	client    *http.Client
+
+	mu      sync.Mutex
+	meta    *metadata
+	nextTry time.Time
+	backoff time.Duration
+	lastErr error
+	keys    *keySet
+}
+
+func newProvider(issuer string, overrides endpoints) *provider {
+	return &provider{
+		issuer:    issuer,
+		overrides: overrides,
+		client: &http.Client{
+			Timeout: idpTimeout,
+			// Never follow a redirect: the token endpoint receives the code
+			// and the client secret, which must go nowhere else.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
+
+// Destruct implements caddy.Destructor; a provider owns no goroutines.
+func (p *provider) Destruct() error { return nil }
+
+// metadata returns the provider's metadata, discovering it on first use.
+// Failed attempts back off exponentially, so an IdP that is down is asked
+// at most about once a minute however many requests arrive.
+func (p *provider) metadata(ctx context.Context, now time.Time) (*metadata, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.meta != nil {
+		return p.meta, nil
+	}
+	if now.Before(p.nextTry) {
+		return nil, p.lastErr
+	}
+	meta, err := p.discover(ctx)
+	if err != nil {
+		if p.backoff == 0 {
+			p.backoff = discoveryBackoff
+		} else {
+			p.backoff = min(2*p.backoff, maxBackoff)
+		}
+		p.nextTry = now.Add(p.backoff)
+		p.lastErr = fmt.Errorf("%w: discovery of %s: %v", errIdPUnavailable, p.issuer, err)
+		return nil, p.lastErr
+	}
+	p.meta = meta
+	p.keys = &keySet{url: meta.JWKS, client: p.client, algs: meta.algs}
+	return meta, nil
+}
+
+func (p *provider) discover(ctx context.Context) (*metadata, error) {
+	o := p.overrides
+	meta := &metadata{endpoints: o}
+	if o.Authorization == "" || o.Token == "" || o.JWKS == "" {
+		ctx, cancel := context.WithTimeout(ctx, idpTimeout)
+		defer cancel()
+		prov, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.issuer)
+		if err != nil {
+			return nil, err
+		}
+		var doc struct {
+			Auth        string   `json:"authorization_endpoint"`
+			Token       string   `json:"token_endpoint"`
+			JWKS        string   `json:"jwks_uri"`
+			EndSession  string   `json:"end_session_endpoint"`
+			Revocation  string   `json:"revocation_endpoint"`
+			Algs        []string `json:"id_token_signing_alg_values_supported"`
+			AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
+			IssParam    bool     `json:"authorization_response_iss_parameter_supported"`
+		}
+		if err := prov.Claims(&doc); err != nil {
+			return nil, err
+		}
+		meta.Authorization = firstNonEmpty(o.Authorization, doc.Auth)
+		meta.Token = firstNonEmpty(o.Token, doc.Token)
+		meta.JWKS = firstNonEmpty(o.JWKS, doc.JWKS)
+		meta.EndSession = firstNonEmpty(o.EndSession, doc.EndSession)
+		meta.Revocation = doc.Revocation
+		meta.algs = doc.Algs
+		meta.authMethods = doc.AuthMethods
+		meta.issParamSupported = doc.IssParam
+	}
+	if meta.Authorization == "" || meta.Token == "" || meta.JWKS == "" {
+		return nil, errors.New("the provider's metadata lacks an authorization, token or jwks_uri endpoint")
+	}
+	var algs []string
+	for _, a := range meta.algs {
+		if asymmetricAlgs[a] {
+			algs = append(algs, a)
+		}
+	}
+	if len(algs) == 0 {
+		algs = []string{"RS256"}
+	}
+	meta.algs = algs
+	return meta, nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// oauthConfig builds the oauth2 client configuration for one app.
+func (m *OIDCAuth) oauthConfig(meta *metadata, redirectURL string) *oauth2.Config {
+	style := oauth2.AuthStyleInHeader
+	switch {
+	case m.TokenAuthMethod == "client_secret_post":
+		style = oauth2.AuthStyleInParams
+	case m.TokenAuthMethod == "client_secret_basic":
+	case len(meta.authMethods) > 0 && !containsString(meta.authMethods, "client_secret_basic") && containsString(meta.authMethods, "client_secret_post"):
+		style = oauth2.AuthStyleInParams
+	}
+	return &oauth2.Config{
+		ClientID:     m.ClientID,
+		ClientSecret: m.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   meta.Authorization,
+			TokenURL:  meta.Token,
+			AuthStyle: style,
+		},
+		RedirectURL: redirectURL,
+		Scopes:      m.Scopes,
+	}
+}
+
+func (m *OIDCAuth) verifier(meta *metadata) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+		ClientID:             m.ClientID,
+		SupportedSigningAlgs: meta.algs,
+		Now:                  m.now,
+	})
+}
+
+// idClaims are the ID token claims that go-oidc leaves to the caller.
+type idClaims struct {
+	Subject  string          `json:"sub"`
+	SID      string          `json:"sid"`
+	Nonce    string          `json:"nonce"`
+	AZP      string          `json:"azp"`
+	IssuedAt *float64        `json:"iat"`
+	Audience json.RawMessage `json:"aud"`
+}
+
+// verifyIDToken checks an ID token as OIDC Core 3.1.3.7 says: signature
+// with the provider's keys and pinned algorithms, iss, aud, exp (go-oidc),
+// then iat and sub present, azp, and the nonce when one is expected.
+func (m *OIDCAuth) verifyIDToken(ctx context.Context, meta *metadata, raw, nonce string) (*oidc.IDToken, *idClaims, error) {
+	tok, err := m.verifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	var c idClaims
+	if err := tok.Claims(&c); err != nil {
+		return nil, nil, err
+	}
+	if err := m.checkIssuedAt(c.IssuedAt); err != nil {
+		return nil, nil, err
+	}
+	if c.Subject == "" {
+		return nil, nil, errors.New("id token has no sub")
+	}
+	if len(tok.Audience) > 1 && c.AZP == "" {
+		return nil, nil, errors.New("id token has several audiences but no azp")
+	}
+	if c.AZP != "" && c.AZP != m.ClientID {
+		return nil, nil, fmt.Errorf("id token azp %q is not this client", c.AZP)
+	}
+	if nonce != "" && !constantTimeEqual(c.Nonce, nonce) {
+		return nil, nil, errors.New("id token nonce does not match the login attempt")
+	}
+	return tok, &c, nil
+}
+
+func (m *OIDCAuth) checkIssuedAt(iat *float64) error {
+	if iat == nil {
+		return errors.New("token has no iat")
+	}
+	if time.Unix(int64(*iat), 0).After(m.now().Add(clockLeeway)) {
+		return errors.New("token iat is in the future")
+	}
+	return nil
+}
+
+// verifiedToken is the outcome of checking one access token, cached so
+// that the hot path does no signature work for a token seen before.
+type verifiedToken struct {
+	expiry int64          // unix seconds
+	claims map[string]any // access token claims; nil for opaque tokens
+
+	once sync.Once
+	id   *identity
+}
+
+type verifiedCache struct {
+	mu      sync.RWMutex
+	entries map[string]*verifiedToken
+}
+
+func (c *verifiedCache) get(token string) *verifiedToken {
+	c.mu.RLock()
+	v := c.entries[token]
+	c.mu.RUnlock()
+	return v
+}
+
+func (c *verifiedCache) put(token string, v *verifiedToken, now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxVerified {
+		for k, e := range c.entries {
+			if e.expiry <= now {
+				delete(c.entries, k)
+			}
+		}
+		// Still full of live tokens: drop an arbitrary half rather than
+		// grow without bound; they are re-verified on their next use.
+		for k := range c.entries {
+			if len(c.entries) < maxVerified/2 {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[token] = v
+}
+
+// isJWT tells a JWS compact serialization from an opaque token.
+func isJWT(tok string) bool {
+	return strings.Count(tok, ".") == 2 && strings.HasPrefix(tok, "eyJ")
+}
+
+// verifyAccessToken checks a JWT access token: signature (JWKS, pinned
+// algorithms), iss, aud contains client_id, exp, and iat present. An opaque
+// token cannot be checked locally; the session then relies on the ID token
+// validated at login and the expiry the token endpoint gave.
+func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verifiedToken, error) {
+	now := m.now()
+	if v := m.app.verified.get(s.AccessToken); v != nil {
+		if v.expiry <= now.Unix() {
+			return nil, errors.New("access token expired")
+		}
+		return v, nil
+	}
+	if !isJWT(s.AccessToken) {
+		if s.Expiry <= now.Unix() {
+			return nil, errors.New("access token expired")
+		}
+		v := &verifiedToken{expiry: s.Expiry}
+		m.app.verified.put(s.AccessToken, v, now.Unix())
+		return v, nil
+	}
+	meta, err := m.provider.metadata(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := m.verifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), s.AccessToken)
+	if err != nil {
+		return nil, fmt.Errorf("access token: %w", err)
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("access token: %w", err)
+	}
+	var iat *float64
+	if n, ok := claims["iat"].(float64); ok {
+		iat = &n
+	}
+	if err := m.checkIssuedAt(iat); err != nil {
+		return nil, fmt.Errorf("access token: %w", err)
+	}
+	if sub, _ := claims["sub"].(string); sub != "" && sub != s.Subject {
+		return nil, errors.New("access token: sub differs from the session's user")
+	}
+	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims}
+	m.app.verified.put(s.AccessToken, v, now.Unix())
+	return v, nil
+}
+
+// tokenSet is what a code exchange or a refresh yields, after checking.
+type tokenSet struct {
+	AccessToken  string
+	RefreshToken string
+	IDToken      string
+	Expiry       time.Time
+	Subject      string
+	SID          string
+	Claims       json.RawMessage // ID token claims
+}
+
+// refreshFailed marks a refresh the IdP refused (invalid_grant and the
+// like): the session is over. Other failures mean the IdP is unreachable.
+type refreshFailed struct{ err error }
+
+func (e *refreshFailed) Error() string { return "refresh refused: " + e.err.Error() }
+func (e *refreshFailed) Unwrap() error { return e.err }
+
+// exchange trades an authorization code for tokens and checks them.
+func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, code string, st *loginState) (*tokenSet, error) {
+	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, m.provider.client)
+	tok, err := m.oauthConfig(meta, redirectURL).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+			return nil, fmt.Errorf("token endpoint refused the code: %s", describeRetrieveError(re))
+		}
+		return nil, fmt.Errorf("%w: exchanging code: %v", errIdPUnavailable, err)
+	}
+	return m.checkTokenResponse(ctx, meta, tok, st.Nonce, "")
+}
+
+// refresh uses a refresh token; prevSub is the session's user, which a
+// refreshed ID token must not change.
+func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
+	meta, err := m.provider.metadata(ctx, m.now())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, m.provider.client)
+	src := m.oauthConfig(meta, "").TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
+	tok, err := src.Token()
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+			return nil, &refreshFailed{errors.New(describeRetrieveError(re))}
+		}
+		return nil, fmt.Errorf("%w: refreshing: %v", errIdPUnavailable, err)
+	}
+	ts, err := m.checkTokenResponse(ctx, meta, tok, "", prevSub)
+	if err != nil {
+		return nil, &refreshFailed{err}
+	}
+	return ts, nil
+}
+
+// checkTokenResponse validates the tokens of a token endpoint response.
+// After a refresh the ID token is optional; if present, its sub must stay.
+func (m *OIDCAuth) checkTokenResponse(ctx context.Context, meta *metadata, tok *oauth2.Token, nonce, prevSub string) (*tokenSet, error) {
+	if tok.AccessToken == "" {
+		return nil, errors.New("token response has no access_token")
+	}
+	ts := &tokenSet{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
+	rawID, _ := tok.Extra("id_token").(string)
+	switch {
+	case rawID != "":
+		idt, c, err := m.verifyIDToken(ctx, meta, rawID, nonce)
+		if err != nil {
+			return nil, fmt.Errorf("id token: %w", err)
+		}
+		if prevSub != "" && c.Subject != prevSub {
+			return nil, errors.New("refreshed id token is for another user")
+		}
+		if idt.AccessTokenHash != "" {
+			if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
+				return nil, fmt.Errorf("id token: %w", err)
+			}
+		}
+		var all map[string]json.RawMessage
+		if err := idt.Claims(&all); err != nil {
+			return nil, err
+		}
+		for _, k := range []string{"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "auth_time", "jti"} {
+			delete(all, k)
+		}
+		ts.Claims, _ = json.Marshal(all)
+		ts.IDToken, ts.Subject, ts.SID = rawID, c.Subject, c.SID
+	case prevSub == "":
+		return nil, errors.New("token response has no id_token (is the openid scope granted?)")
+	default:
+		ts.Subject = prevSub
+	}
+	if isJWT(ts.AccessToken) {
+		v, err := m.verifyAccessToken(ctx, &session{AccessToken: ts.AccessToken, Subject: ts.Subject})
+		if err != nil {
+			return nil, err
+		}
+		ts.Expiry = time.Unix(v.expiry, 0)
+	}
+	if ts.Expiry.IsZero() {
+		// Neither a JWT exp nor expires_in: assume a short life, so the
+		// session is re-checked with the IdP soon.
+		ts.Expiry = m.now().Add(5 * time.Minute)
+	}
+	return ts, nil
+}
+
+func describeRetrieveError(re *oauth2.RetrieveError) string {
+	if re.ErrorCode != "" {
+		if re.ErrorDescription != "" {
+			return re.ErrorCode + ": " + re.ErrorDescription
+		}
+		return re.ErrorCode
+	}
+	return fmt.Sprintf("HTTP %d", re.Response.StatusCode)
+}
+
+// keySet verifies JWS signatures with the provider's JWKS. An unknown key
+// ID makes it refetch the JWKS, at most once per jwksCooldown, so a flood
+// of tokens with made-up key IDs cannot hammer the IdP.
+type keySet struct {
+	url    string
+	client *http.Client
+	algs   []string
+
+	mu        sync.RWMutex
+	keys      []jose.JSONWebKey
+	lastFetch time.Time
+
+	fetchMu sync.Mutex
+}
+
+// VerifySignature implements oidc.KeySet.
+func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	algs := make([]jose.SignatureAlgorithm, len(k.algs))
+	for i, a := range k.algs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	jws, err := jose.ParseSigned(raw, algs)
+	if err != nil {
+		return nil, fmt.Errorf("malformed jwt: %w", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, errors.New("jwt must have exactly one signature")
+	}
+	hdr := jws.Signatures[0].Header
+	if payload, found, err := k.verifyWith(jws, hdr); found {
+		return payload, err
+	}
+	if err := k.refetch(ctx); err != nil {
+		return nil, err
+	}
+	if payload, found, err := k.verifyWith(jws, hdr); found {
+		return payload, err
+	}
+	return nil, fmt.Errorf("no key in the provider's JWKS matches kid %q", hdr.KeyID)
+}
+
+// verifyWith tries the keys matching the header's kid (all keys when the
+// token names none); found is false when no key was a candidate.
+func (k *keySet) verifyWith(jws *jose.JSONWebSignature, hdr jose.Header) (payload []byte, found bool, err error) {
+	k.mu.RLock()
+	keys := k.keys
+	k.mu.RUnlock()
+	err = errors.New("signature does not verify")
+	for i := range keys {
+		key := &keys[i]
+		if (hdr.KeyID != "" && key.KeyID != hdr.KeyID) || key.Use == "enc" {
+			continue
+		}
+		if key.Algorithm != "" && key.Algorithm != hdr.Algorithm {
+			continue
+		}
+		found = true
+		if p, verr := jws.Verify(key.Key); verr == nil {
+			return p, true, nil
+		}
+	}
+	return nil, found, err
+}
+
+func (k *keySet) refetch(ctx context.Context) error {
+	k.fetchMu.Lock()
+	defer k.fetchMu.Unlock()
+	k.mu.RLock()
+	last := k.lastFetch
+	k.mu.RUnlock()
+	if time.Since(last) < jwksCooldown {
+		return nil // fetched recently (perhaps while this call waited)
+	}
+	keys, err := k.fetch(ctx)
+	k.mu.Lock()
+	k.lastFetch = time.Now()
+	if err == nil {
+		k.keys = keys
+	}
+	k.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: fetching JWKS: %v", errIdPUnavailable, err)
+	}
+	return nil
+}
+
+// fetch loads the JWKS, skipping keys that do not parse or are symmetric,
+// so one odd key does not disable the others.
+func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes))
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("malformed JWKS: %w", err)
+	}
+	var keys []jose.JSONWebKey
+	for _, raw := range doc.Keys {
+		var key jose.JSONWebKey
+		if err := key.UnmarshalJSON(raw); err != nil || !key.Valid() || !key.IsPublic() {
+			continue
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("JWKS has no usable public key")
+	}
+	return keys, nil
+}
+
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
