@@ -56,11 +56,15 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 	}
 
 	now := m.now()
-	until := now.Add(m.sessionLifetime)
-	if lt.SID != "" {
-		m.app.revokeSID(lt.SID, until)
-	} else {
-		m.app.revokeSubject(lt.Subject, now, until)
+	rev := revocation{Kind: revokeSID, Value: lt.SID, Until: now.Add(m.sessionLifetime).Unix()}
+	if lt.SID == "" {
+		rev = revocation{Kind: revokeSubject, Value: lt.Subject, At: now.Unix(), Until: rev.Until}
+	}
+	if err := m.app.revoke(r.Context(), rev); err != nil {
+		// Answering 200 would make the IdP forget a logout we may lose.
+		m.app.backend.releaseJTI(r.Context(), lt.JTI)
+		m.logger.Error("back-channel logout not recorded", zap.Error(err))
+		return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot record the logout now")
 	}
 	m.logger.Info("back-channel logout", zap.String("sub", lt.Subject), zap.String("sid", lt.SID))
 	w.WriteHeader(http.StatusOK)
@@ -133,7 +137,11 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 	if c.JTI == "" {
 		return nil, errors.New("token has no jti")
 	}
-	if m.app.seenJTI(c.JTI, now.Add(jtiRetention)) {
+	fresh, err := m.app.backend.claimJTI(r.Context(), c.JTI, now.Add(jtiRetention))
+	if err != nil {
+		return nil, fmt.Errorf("%w: recording jti: %v", errIdPUnavailable, err)
+	}
+	if !fresh {
 		return nil, errors.New("token was already used (jti replay)")
 	}
 	return &c, nil

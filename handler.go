@@ -122,7 +122,11 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 	ts, shared, err := m.app.coalesceRefresh(old, now, fresh, func() (*tokenSet, error) {
 		// Detached from the request: other requests wait on this outcome
 		// even if the first client goes away.
-		return m.refresh(context.WithoutCancel(ctx), old, s.Subject)
+		ctx := context.WithoutCancel(ctx)
+		if m.app.shared != nil {
+			return m.refreshAcrossInstances(ctx, old, s.Subject)
+		}
+		return m.refresh(ctx, old, s.Subject)
 	})
 	if err != nil {
 		return nil, err

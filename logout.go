@@ -27,7 +27,10 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	now := m.now()
 	idToken := m.cookies.readIDToken(r, m.LogoutPath)
 	if s, err := m.cookies.readSession(r); err == nil {
-		m.app.revokeSession(s.ID, time.Unix(s.Created, 0).Add(m.sessionLifetime))
+		rev := revocation{Kind: revokeSession, Value: s.ID, Until: time.Unix(s.Created, 0).Add(m.sessionLifetime).Unix()}
+		if err := m.app.revoke(r.Context(), rev); err != nil {
+			m.logger.Error("logout not recorded in the store; other instances may still accept this session", zap.Error(err))
+		}
 		m.logger.Info("logout", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 	}
 	m.cookies.clearSession(w, r, m.LogoutPath)

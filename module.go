@@ -197,7 +197,18 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
-		return newAppState(), nil
+		id := appID(m.Issuer, m.ClientID)
+		var b backend
+		if m.Store != "" {
+			rb, err := newRedisBackend(m.Store, id, m.logger)
+			if err != nil {
+				return nil, err
+			}
+			b = rb
+		} else {
+			b = newStorageBackend(ctx.Storage(), id)
+		}
+		return newAppState(ctx, b, m.logger)
 	})
 	if err != nil {
 		return err

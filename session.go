@@ -38,6 +38,7 @@ const (
 	purposeSession = "session"
 	purposeIDToken = "id_token"
 	purposeState   = "state"
+	purposeRefresh = "refresh"
 )
 
 var errBadCookie = errors.New("invalid cookie")

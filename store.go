@@ -3,19 +3,23 @@ package oidcauth
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io/fs"
+	"path"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
 )
 
 // apps holds the state of each app (issuer + client ID + store): verified
 // tokens, revocations and refresh coordination. It is pooled so that a
-// config reload keeps all of it.
+// config reload keeps all of it, and the store's connections with it.
 var apps = caddy.NewUsagePool()
 
 // refreshGrace is how long the outcome of a refresh is kept for requests
@@ -24,8 +28,44 @@ var apps = caddy.NewUsagePool()
 // IdP would fail and end the session.
 const refreshGrace = 2 * time.Minute
 
+// Kinds of revocation.
+const (
+	revokeSession = "session" // one session, by our own session ID (RP logout)
+	revokeSID     = "sid"     // every session with this IdP session ID
+	revokeSubject = "sub"     // every session of this user begun before At
+)
+
+// revocation is one logout, as stored and as sent between instances.
+type revocation struct {
+	Kind  string `json:"k"`
+	Value string `json:"v"`
+	At    int64  `json:"a,omitempty"` // for sub: sessions created up to this time
+	Until int64  `json:"u"`           // forgotten after this time (unix)
+}
+
+// backend makes revocations durable and, for a shared store, carries them
+// to every instance and coordinates refreshes among them.
+type backend interface {
+	// load returns the revocations that are still in force.
+	load(ctx context.Context) ([]revocation, error)
+	// save records a revocation durably before returning.
+	save(ctx context.Context, rev revocation) error
+	// claimJTI records a logout token's jti; false if it was seen before.
+	claimJTI(ctx context.Context, jti string, until time.Time) (bool, error)
+	// releaseJTI forgets a jti whose logout could not be recorded, so the
+	// IdP's retry is not taken for a replay.
+	releaseJTI(ctx context.Context, jti string)
+	// watch calls apply for revocations made by other instances, until
+	// close. A backend without other instances returns at once.
+	watch(apply func(revocation))
+	close() error
+}
+
 type appState struct {
 	verified verifiedCache
+	backend  backend
+	shared   *redisBackend // non-nil with a shared store
+	logger   *zap.Logger
 
 	mu       sync.RWMutex
 	sessions map[string]int64 // revoked session ID -> keep until (unix)
@@ -35,8 +75,6 @@ type appState struct {
 	refreshMu sync.Mutex
 	refreshes map[string]*refreshCall
 	lastSweep time.Time
-	jtis      map[string]int64 // logout token jti -> keep until
-	jtiMu     sync.Mutex
 }
 
 // subRevocation ends every session of a user that began before at.
@@ -52,19 +90,38 @@ type refreshCall struct {
 	finished time.Time
 }
 
-func newAppState() *appState {
-	return &appState{
+// newAppState loads the revocations in force from the backend and starts
+// following those made elsewhere.
+func newAppState(ctx context.Context, b backend, logger *zap.Logger) (*appState, error) {
+	a := &appState{
 		verified:  verifiedCache{entries: map[string]*verifiedToken{}},
+		backend:   b,
+		logger:    logger,
 		sessions:  map[string]int64{},
 		sids:      map[string]int64{},
 		subs:      map[string]subRevocation{},
 		refreshes: map[string]*refreshCall{},
-		jtis:      map[string]int64{},
 	}
+	a.shared, _ = b.(*redisBackend)
+	revs, err := b.load(ctx)
+	if err != nil {
+		if a.shared == nil {
+			return nil, err
+		}
+		// A shared store that is down must not stop Caddy; its watcher
+		// loads everything once it is reachable.
+		logger.Error("revocation store unreachable; continuing without its revocations until it is back", zap.Error(err))
+	}
+	for _, rev := range revs {
+		a.apply(rev)
+	}
+	go b.watch(a.apply)
+	return a, nil
 }
 
-// Destruct implements caddy.Destructor; the state owns no goroutines.
-func (a *appState) Destruct() error { return nil }
+// Destruct implements caddy.Destructor: it closes the store's connections
+// and stops its watcher.
+func (a *appState) Destruct() error { return a.backend.close() }
 
 // revoked reports whether s was ended by a logout. It is on every
 // request's path: map lookups under a read lock, no allocation.
@@ -85,25 +142,34 @@ func (a *appState) revoked(s *session) bool {
 	return false
 }
 
-func (a *appState) revokeSession(id string, until time.Time) {
-	a.mu.Lock()
-	a.sessions[id] = until.Unix()
-	a.sweepRevocationsLocked(time.Now().Unix())
-	a.mu.Unlock()
+// revoke records a revocation durably, then enforces it here. The error
+// says it could not be made durable (or shared); it is enforced here
+// regardless.
+func (a *appState) revoke(ctx context.Context, rev revocation) error {
+	err := a.backend.save(ctx, rev)
+	a.apply(rev)
+	return err
 }
 
-func (a *appState) revokeSID(sid string, until time.Time) {
+// apply enforces a revocation in memory.
+func (a *appState) apply(rev revocation) {
+	now := time.Now().Unix()
+	if rev.Until < now {
+		return
+	}
 	a.mu.Lock()
-	a.sids[sid] = until.Unix()
-	a.sweepRevocationsLocked(time.Now().Unix())
-	a.mu.Unlock()
-}
-
-func (a *appState) revokeSubject(sub string, at, until time.Time) {
-	a.mu.Lock()
-	a.subs[sub] = subRevocation{at: at.Unix(), until: until.Unix()}
-	a.sweepRevocationsLocked(time.Now().Unix())
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	switch rev.Kind {
+	case revokeSession:
+		a.sessions[rev.Value] = rev.Until
+	case revokeSID:
+		a.sids[rev.Value] = rev.Until
+	case revokeSubject:
+		if old, ok := a.subs[rev.Value]; !ok || old.at < rev.At {
+			a.subs[rev.Value] = subRevocation{at: rev.At, until: rev.Until}
+		}
+	}
+	a.sweepRevocationsLocked(now)
 }
 
 // sweepRevocationsLocked forgets revocations that can no longer match a
@@ -129,7 +195,8 @@ func (a *appState) sweepRevocationsLocked(now int64) {
 // coalesceRefresh runs fn once for a refresh token, however many requests
 // ask at the same time, and hands its outcome to requests that arrive with
 // the same (now rotated) refresh token within refreshGrace. A kept outcome
-// whose access token is due for refresh again is not reused.
+// whose access token is due for refresh again is not reused. shared tells
+// whether the outcome came from another request's call.
 func (a *appState) coalesceRefresh(key string, now time.Time, fresh func(*tokenSet) bool, fn func() (*tokenSet, error)) (*tokenSet, bool, error) {
 	a.refreshMu.Lock()
 	if now.Sub(a.lastSweep) > refreshGrace {
@@ -169,25 +236,92 @@ func (a *appState) coalesceRefresh(key string, now time.Time, fresh func(*tokenS
 	return c.ts, false, c.err
 }
 
-// seenJTI records a logout token's jti and reports whether it was seen
-// before.
-func (a *appState) seenJTI(jti string, until time.Time) bool {
-	a.jtiMu.Lock()
-	defer a.jtiMu.Unlock()
-	now := time.Now().Unix()
-	if exp, ok := a.jtis[jti]; ok && exp >= now {
-		return true
+// appID names an app in shared storage without revealing its client ID.
+func appID(issuer, clientID string) string {
+	sum := sha256.Sum256([]byte(issuer + "\x00" + clientID))
+	return hex.EncodeToString(sum[:8])
+}
+
+func hashKey(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
+}
+
+// storageBackend keeps revocations in Caddy's configured storage (the
+// file system by default), so they survive restarts. It serves a single
+// instance, or several that share that storage and restart to learn of
+// each other's revocations; a cluster wants the redis store.
+type storageBackend struct {
+	storage certmagic.Storage
+	prefix  string
+
+	mu   sync.Mutex
+	jtis map[string]int64
+}
+
+func newStorageBackend(storage certmagic.Storage, app string) *storageBackend {
+	return &storageBackend{storage: storage, prefix: path.Join("oidc_auth", "revocations", app), jtis: map[string]int64{}}
+}
+
+func (b *storageBackend) load(ctx context.Context) ([]revocation, error) {
+	keys, err := b.storage.List(ctx, b.prefix, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	if len(a.jtis) > 10_000 {
-		for k, exp := range a.jtis {
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().Unix()
+	var out []revocation
+	for _, k := range keys {
+		raw, err := b.storage.Load(ctx, k)
+		if err != nil {
+			continue
+		}
+		var rev revocation
+		if json.Unmarshal(raw, &rev) != nil || rev.Until < now {
+			_ = b.storage.Delete(ctx, k)
+			continue
+		}
+		out = append(out, rev)
+	}
+	return out, nil
+}
+
+func (b *storageBackend) save(ctx context.Context, rev revocation) error {
+	raw, err := json.Marshal(rev)
+	if err != nil {
+		return err
+	}
+	return b.storage.Store(ctx, path.Join(b.prefix, rev.Kind+"-"+hashKey(rev.Value)), raw)
+}
+
+func (b *storageBackend) claimJTI(_ context.Context, jti string, until time.Time) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now().Unix()
+	if exp, ok := b.jtis[jti]; ok && exp >= now {
+		return false, nil
+	}
+	if len(b.jtis) > 10_000 {
+		for k, exp := range b.jtis {
 			if exp < now {
-				delete(a.jtis, k)
+				delete(b.jtis, k)
 			}
 		}
 	}
-	a.jtis[jti] = until.Unix()
-	return false
+	b.jtis[jti] = until.Unix()
+	return true, nil
 }
+
+func (b *storageBackend) releaseJTI(_ context.Context, jti string) {
+	b.mu.Lock()
+	delete(b.jtis, jti)
+	b.mu.Unlock()
+}
+
+func (b *storageBackend) watch(func(revocation)) {}
+func (b *storageBackend) close() error           { return nil }
 
 const secretStorageKey = "oidc_auth/cookie_secret"
 
