@@ -203,11 +203,15 @@ http://127.0.0.1:%[1]d {
 %[6]s
 		}
 		@upstream path /echo /echo/* /html /html/*
-		reverse_proxy @upstream %[7]s {
-			header_up X-Auth-User-Id {http.auth.user.id}
-			header_up X-Auth-User-Email {http.auth.user.email}
+		handle @upstream {
+			reverse_proxy %[7]s {
+				header_up X-Auth-User-Id {http.auth.user.id}
+				header_up X-Auth-User-Email {http.auth.user.email}
+			}
 		}
-		respond "%[8]s"
+		handle {
+			respond "%[8]s"
+		}
 	}
 }
 `, s.appPort, issuer, clientID, clientSecret, cookieSecret, indent(opts.extra, "\t\t\t"), upstream, greeting)

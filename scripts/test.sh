@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test layer: vet, the unit and integration tests with the race
+# detector, then the end-to-end tests (xcaddy-built Caddy, the oidc-provider IdP,
+# headless Chromium). Exits non-zero when anything fails.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+bash scripts/setup.sh
+
+gobin="$(go env GOBIN)"
+[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+export PATH="$PATH:$gobin"
+
+echo "== go vet"
+go vet ./...
+go vet -tags e2e ./xcaddy-test/...
+
+echo "== go test -race"
+go test -race -count=1 ./...
+
+echo "== end-to-end"
+go test -tags e2e -count=1 -timeout 20m -v ./xcaddy-test/...
