@@ -31,6 +31,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		logout_path     <path>
 //		post_logout_redirect_uri <path|url>
 //		backchannel_logout_path  <path>
+//		frontchannel_logout_path <path>
 //		cookie_secret   <secret>
 //		cookie_name     <name>
 //		session_lifetime <duration>
@@ -67,6 +68,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"logout_path":              &m.LogoutPath,
 			"post_logout_redirect_uri": &m.PostLogoutRedirectURI,
 			"backchannel_logout_path":  &m.BackchannelLogoutPath,
+			"frontchannel_logout_path": &m.FrontchannelLogoutPath,
 			"cookie_secret":            &m.CookieSecret,
 			"cookie_name":              &m.CookieName,
 			"store":                    &m.Store,

@@ -26,6 +26,8 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		return m.handleLogout(w, r)
 	case m.BackchannelLogoutPath:
 		return m.handleBackchannelLogout(w, r)
+	case m.FrontchannelLogoutPath:
+		return m.handleFrontchannelLogout(w, r)
 	}
 	return m.authenticate(w, r, next)
 }

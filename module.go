@@ -25,12 +25,13 @@ func init() {
 
 // Defaults for the settings that have one.
 const (
-	defaultCallbackPath          = "/auth/callback"
-	defaultLoginPath             = "/auth/login"
-	defaultLogoutPath            = "/auth/logout"
-	defaultBackchannelLogoutPath = "/auth/backchannel-logout"
-	defaultSessionLifetime       = 24 * time.Hour
-	minCookieSecretLen           = 32
+	defaultCallbackPath           = "/auth/callback"
+	defaultLoginPath              = "/auth/login"
+	defaultLogoutPath             = "/auth/logout"
+	defaultBackchannelLogoutPath  = "/auth/backchannel-logout"
+	defaultFrontchannelLogoutPath = "/auth/frontchannel-logout"
+	defaultSessionLifetime        = 24 * time.Hour
+	minCookieSecretLen            = 32
 )
 
 var defaultScopes = []string{"openid", "profile", "email", "offline_access"}
@@ -81,6 +82,12 @@ type OIDCAuth struct {
 	// The path at which the IdP posts back-channel logout tokens.
 	// Default: `/auth/backchannel-logout`.
 	BackchannelLogoutPath string `json:"backchannel_logout_path,omitempty"`
+
+	// The path the IdP loads in a hidden iframe to log the user out (OIDC
+	// Front-Channel Logout 1.0), with `iss` and `sid` query parameters.
+	// Register it at the IdP as the front-channel logout URI, with
+	// frontchannel_logout_session_required. Default: `/auth/frontchannel-logout`.
+	FrontchannelLogoutPath string `json:"frontchannel_logout_path,omitempty"`
 
 	// The secret from which the cookie encryption key is derived: at least
 	// 32 bytes. `{env.*}` and `{file.*}` placeholders are expanded. If
@@ -315,14 +322,18 @@ func (m *OIDCAuth) checkConfig() error {
 	if m.BackchannelLogoutPath == "" {
 		m.BackchannelLogoutPath = defaultBackchannelLogoutPath
 	}
+	if m.FrontchannelLogoutPath == "" {
+		m.FrontchannelLogoutPath = defaultFrontchannelLogoutPath
+	}
 	paths := map[string]string{
-		"login_path":              m.LoginPath,
-		"logout_path":             m.LogoutPath,
-		"backchannel_logout_path": m.BackchannelLogoutPath,
-		"redirect_uri":            m.callbackPath,
+		"login_path":               m.LoginPath,
+		"logout_path":              m.LogoutPath,
+		"backchannel_logout_path":  m.BackchannelLogoutPath,
+		"frontchannel_logout_path": m.FrontchannelLogoutPath,
+		"redirect_uri":             m.callbackPath,
 	}
 	seen := map[string]string{}
-	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path"} {
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path"} {
 		p := paths[field]
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("%s: must be a path starting with '/', got %q", field, p)
