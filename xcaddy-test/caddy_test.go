@@ -160,32 +160,48 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 
 	s.idp = startIdP(t, idpOptions{
 		accessTTL: opts.accessTTL,
-		clients: []idpClient{{
-			ClientID:               clientID,
-			ClientSecret:           clientSecret,
-			RedirectURIs:           []string{s.app + "/auth/callback"},
-			PostLogoutRedirectURIs: []string{s.app + "/signed-out"},
-			BackchannelLogoutURI:   s.app + "/auth/backchannel-logout",
-		}},
+		clients:   []idpClient{registration(clientID, clientSecret, s.appPort)},
 	})
 	adminPort := freePort(t)
 	s.caddy = startCaddy(t, s.dir, adminPort, s.caddyfile(adminPort, opts), s.app+"/signed-out")
 	return s
 }
 
-// caddyfile renders the test site: /signed-out is public, everything else is
-// behind oidc_auth; /echo and /html go to a Go upstream, the rest is a respond.
+// caddyfile renders the test site for this stack.
 func (s *stack) caddyfile(adminPort int, opts stackOptions) string {
 	issuer := s.idp.Issuer
 	if opts.issuer != "" {
 		issuer = opts.issuer
 	}
-	greeting := opts.greeting
+	return globalOptions(adminPort, filepath.Join(s.dir, "storage")) + siteConfig{
+		port:         s.appPort,
+		issuer:       issuer,
+		clientID:     clientID,
+		clientSecret: clientSecret,
+		extra:        opts.extra,
+		greeting:     opts.greeting,
+		upstream:     s.upstream.URL,
+	}.block()
+}
+
+// siteConfig is one site protected by oidc_auth.
+type siteConfig struct {
+	port                   int
+	issuer                 string
+	clientID, clientSecret string
+	extra                  string // more lines inside the oidc_auth block
+	greeting               string // the respond text; default shows id and email
+	upstream               string // URL of the Go upstream for /echo and /html
+}
+
+// block renders the site: /signed-out is public, everything else is behind
+// oidc_auth; /echo and /html go to the Go upstream, the rest is a respond.
+func (c siteConfig) block() string {
+	greeting := c.greeting
 	if greeting == "" {
 		greeting = "hello {http.auth.user.id} {http.auth.user.email}"
 	}
-	upstream := strings.TrimPrefix(s.upstream.URL, "http://")
-	return globalOptions(adminPort, filepath.Join(s.dir, "storage")) + fmt.Sprintf(`
+	return fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
 	log
 	handle /signed-out {
@@ -214,7 +230,21 @@ http://127.0.0.1:%[1]d {
 		}
 	}
 }
-`, s.appPort, issuer, clientID, clientSecret, cookieSecret, indent(opts.extra, "\t\t\t"), upstream, greeting)
+`, c.port, c.issuer, c.clientID, c.clientSecret, cookieSecret, indent(c.extra, "\t\t\t"), strings.TrimPrefix(c.upstream, "http://"), greeting)
+}
+
+// registration is the IdP client entry for an app on 127.0.0.1:port.
+func registration(id, secret string, ports ...int) idpClient {
+	c := idpClient{ClientID: id, ClientSecret: secret}
+	for _, p := range ports {
+		app := fmt.Sprintf("http://127.0.0.1:%d", p)
+		c.RedirectURIs = append(c.RedirectURIs, app+"/auth/callback")
+		c.PostLogoutRedirectURIs = append(c.PostLogoutRedirectURIs, app+"/signed-out")
+	}
+	if len(ports) > 0 {
+		c.BackchannelLogoutURI = fmt.Sprintf("http://127.0.0.1:%d/auth/backchannel-logout", ports[0])
+	}
+	return c
 }
 
 func indent(s, prefix string) string {

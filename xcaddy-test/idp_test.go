@@ -98,7 +98,8 @@ type idpStats struct {
 		OK       bool   `json:"ok"`
 		Error    string `json:"error"`
 	} `json:"backchannel"`
-	RevokedGrants int `json:"revoked_grants"`
+	RevokedGrants       int `json:"revoked_grants"`
+	TokenFailuresServed int `json:"token_failures_served"`
 }
 
 func (i *idp) stats(t *testing.T) idpStats {

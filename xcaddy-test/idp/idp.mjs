@@ -22,8 +22,9 @@
 //   /interaction/:uid          the login page (form fields login, password)
 //
 // Test-only admin API (JSON; no authentication, loopback only):
-//   GET  /__test/stats         counters: token grants per type and client, refresh
-//                              errors, back-channel logout results
+//   GET  /__test/stats         counters: token grants per type and client, grant
+//                              errors, back-channel logout results, revoked grants,
+//                              token requests failed on purpose
 //   POST /__test/reset         zero the counters
 //   POST /__test/revoke-user?sub=<sub>
 //                              revoke every grant of that user, so its refresh
@@ -387,6 +388,7 @@ const stats = {
   grant_errors: {}, // grant_type -> count
   backchannel: [], // { client_id, sid, ok, error }
   revoked_grants: 0,
+  token_failures_served: 0, // answers of /__test/token-failure
 };
 
 function bump(obj, key) {
@@ -484,6 +486,7 @@ provider.use(async (ctx, next) => {
       stats.grant_errors = {};
       stats.backchannel = [];
       stats.revoked_grants = 0;
+      stats.token_failures_served = 0;
       tokenFailure = { status: 0, count: 0 };
       return json(ctx, 200, { ok: true });
     }
@@ -506,6 +509,7 @@ provider.use(async (ctx, next) => {
 
   if (path === '/oauth/token' && tokenFailure.count !== 0) {
     if (tokenFailure.count > 0) tokenFailure.count -= 1;
+    stats.token_failures_served += 1;
     console.log(`token: failing on purpose with ${tokenFailure.status}`);
     return json(ctx, tokenFailure.status, { error: 'temporarily_unavailable' });
   }
