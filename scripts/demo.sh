@@ -27,9 +27,10 @@ export PATH="$PATH:$gobin"
 caddy="$root/xcaddy-test/.build/caddy"
 stale=0
 [ -x "$caddy" ] || stale=1
-for f in "$root"/*.go "$root"/go.mod "$root"/go.sum; do
-	[ -e "$f" ] && [ "$f" -nt "$caddy" ] && stale=1
-done
+if [ "$stale" -eq 0 ] && [ -n "$(find "$root" \( -path "$root/xcaddy-test" -o -name '.*' -o -name node_modules \) -prune -o \
+	\( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -newer "$caddy" -print -quit)" ]; then
+	stale=1
+fi
 if [ "$stale" -eq 1 ]; then
 	echo "demo: building Caddy with xcaddy (a first build takes a couple of minutes)"
 	mkdir -p "$(dirname "$caddy")"

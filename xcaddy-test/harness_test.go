@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -93,34 +94,42 @@ func buildCaddy(out string) error {
 	return nil
 }
 
-// binaryIsFresh reports whether out exists and is newer than every Go source and
-// module file at the top of the repository (the module is one flat package).
+// binaryIsFresh reports whether out exists and is newer than every Go source
+// file (tests aside) and module file of the repository outside this rig.
 func binaryIsFresh(out string) (bool, error) {
 	st, err := os.Stat(out)
 	if err != nil {
 		return false, nil
 	}
-	entries, err := os.ReadDir(repoRoot)
-	if err != nil {
-		return false, err
-	}
-	for _, e := range entries {
-		name := e.Name()
-		if e.IsDir() || !(strings.HasSuffix(name, ".go") || name == "go.mod" || name == "go.sum") {
-			continue
-		}
-		info, err := e.Info()
+	stale := errors.New("stale")
+	err = filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if _, ok := err.(*fs.PathError); ok {
-				continue
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if path != repoRoot && (path == rigDir || strings.HasPrefix(name, ".") || name == "node_modules" || name == "testdata") {
+				return filepath.SkipDir
 			}
-			return false, err
+			return nil
+		}
+		relevant := (strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")) || name == "go.mod" || name == "go.sum"
+		if !relevant {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
 		}
 		if info.ModTime().After(st.ModTime()) {
-			return false, nil
+			return stale
 		}
+		return nil
+	})
+	if errors.Is(err, stale) {
+		return false, nil
 	}
-	return true, nil
+	return err == nil, err
 }
 
 func findXcaddy() (string, error) {
