@@ -243,3 +243,85 @@ func TestClusterSharesRedisStore(t *testing.T) {
 		t.Errorf("instance 2 accepts a session logged out on instance 1: %s", p)
 	}
 }
+
+// TestLoginPathReturnTo: /auth/login starts a login explicitly and returns to a
+// same-site return_to only; another site's URL is not followed.
+func TestLoginPathReturnTo(t *testing.T) {
+	s := newStack(t, stackOptions{})
+
+	b := newBrowser(t)
+	j := s.mustLogin(b, s.app+"/auth/login?return_to="+url.QueryEscape("/reports?month=11"))
+	if got := j.final.URL.RequestURI(); got != "/reports?month=11" {
+		t.Errorf("after /auth/login the user is at %s, want /reports?month=11\n%s", got, describeChain(j.chain))
+	}
+
+	for _, evil := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example"} {
+		b := newBrowser(t)
+		j := b.login(s.app+"/auth/login?return_to="+url.QueryEscape(evil), "alice", "alice-password")
+		for _, p := range j.chain {
+			if p.URL.Host != "127.0.0.1:"+strconv.Itoa(s.appPort) && p.URL.Host != "127.0.0.1:"+strconv.Itoa(s.idp.Port) {
+				t.Errorf("return_to=%q led off the site to %s", evil, p.URL)
+			}
+			if loc := p.location(); strings.Contains(loc, "evil.example") && !strings.Contains(loc, "oauth/authorize") {
+				t.Errorf("return_to=%q produced a redirect to %q", evil, loc)
+			}
+		}
+	}
+}
+
+// TestSessionLifetimeCap: session_lifetime ends a session even though the
+// access token and refresh token are still good.
+func TestSessionLifetimeCap(t *testing.T) {
+	const lifetime = 5 * time.Second
+	s := newStack(t, stackOptions{extra: "session_lifetime 5s"})
+	b := newBrowser(t)
+	s.mustLogin(b, s.app+"/")
+	time.Sleep(lifetime + 2*time.Second)
+	if p := b.navigate(s.app + "/"); p.Status != http.StatusFound || !strings.HasPrefix(p.location(), s.idp.Issuer+"/oauth/authorize") {
+		t.Errorf("after session_lifetime: want a redirect to login, got %s", p)
+	}
+}
+
+// TestCustomSubdirectives: scopes, auth_param, cookie_name and the path
+// settings change what they say.
+func TestCustomSubdirectives(t *testing.T) {
+	s := newStack(t, stackOptions{extra: `
+		scopes openid email offline_access
+		auth_param ui_locales de
+		auth_param prompt consent
+		cookie_name shopauth
+		logout_path /bye
+	`})
+	b := newBrowser(t)
+	p := b.navigate(s.app + "/x")
+	loc, err := url.Parse(p.location())
+	if err != nil || p.Status != http.StatusFound {
+		t.Fatalf("no login redirect: %s", p)
+	}
+	q := loc.Query()
+	if got := q.Get("scope"); got != "openid email offline_access" {
+		t.Errorf("scope = %q, want %q", got, "openid email offline_access")
+	}
+	if q.Get("ui_locales") != "de" || q.Get("prompt") != "consent" {
+		t.Errorf("auth_param values missing: ui_locales=%q prompt=%q", q.Get("ui_locales"), q.Get("prompt"))
+	}
+	for _, c := range p.SetCookies {
+		if !strings.HasPrefix(c.Name, "shopauth") {
+			t.Errorf("cookie %q does not start with the cookie_name prefix", c.Name)
+		}
+	}
+
+	j := b.finishLogin(b.follow(p), "alice", "alice-password")
+	if j.final.Status != http.StatusOK {
+		t.Fatalf("login:\n%s", describeChain(j.chain))
+	}
+	for name := range b.cookieNamesSetBy(s.app) {
+		if !strings.HasPrefix(name, "shopauth") {
+			t.Errorf("cookie %q does not start with the cookie_name prefix", name)
+		}
+	}
+	out := b.navigate(s.app + "/bye")
+	if out.Status != http.StatusFound || !strings.HasPrefix(out.location(), s.idp.Issuer+"/oidc/logout") {
+		t.Errorf("logout_path /bye: %s", out)
+	}
+}
