@@ -37,6 +37,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_lifetime <duration>
 //		store           <redis-url>
 //		require         <claim> <value...>
+//		bearer          [<audience>...]
+//		pass_access_token
+//		session_info_path <path>
 //		authorization_endpoint <url>
 //		token_endpoint         <url>
 //		jwks_uri               <url>
@@ -69,6 +72,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"post_logout_redirect_uri": &m.PostLogoutRedirectURI,
 			"backchannel_logout_path":  &m.BackchannelLogoutPath,
 			"frontchannel_logout_path": &m.FrontchannelLogoutPath,
+			"session_info_path":        &m.SessionInfoPath,
 			"cookie_secret":            &m.CookieSecret,
 			"cookie_name":              &m.CookieName,
 			"store":                    &m.Store,
@@ -119,6 +123,13 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "bearer":
+			m.Bearer = &BearerConfig{Audiences: d.RemainingArgs()}
+		case "pass_access_token":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			m.PassAccessToken = true
 		case "require":
 			args := d.RemainingArgs()
 			if len(args) < 2 {

@@ -28,25 +28,61 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		return m.handleBackchannelLogout(w, r)
 	case m.FrontchannelLogoutPath:
 		return m.handleFrontchannelLogout(w, r)
+	case m.SessionInfoPath:
+		return m.handleSessionInfo(w, r)
 	}
 	return m.authenticate(w, r, next)
 }
 
-// authenticate enforces the session: lifetime, revocation, refresh when
-// the access token is due, and validation of the access token.
+// principal is a request's authenticated user.
+type principal struct {
+	session     *session // nil for a bearer token
+	id          *identity
+	accessToken string
+	expiry      int64 // access token expiry, unix seconds
+}
+
+// authenticate lets a request with a valid session (or bearer token) go on
+// to next, with the user's identity in placeholders.
 func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	p, err := m.resolve(w, r, false)
+	if p == nil {
+		return err
+	}
+	stripIdentityHeaders(r.Header)
+	if m.PassAccessToken {
+		r.Header.Set("Authorization", "Bearer "+p.accessToken)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	for _, kv := range p.id.placeholders {
+		repl.Set(kv[0], kv[1])
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// resolve finds the request's user: session lifetime, revocation, refresh
+// when the access token is due, validation of the access token, and the
+// require rules. A nil principal means the response is written (a login
+// redirect, a 401, 403 or 503) and the error is the handler's result.
+// api answers as to an API call whatever the request looks like.
+func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*principal, error) {
 	s, err := m.cookies.readSession(r)
 	if err != nil {
-		return m.unauthenticated(w, r, false)
+		if m.Bearer != nil {
+			if tok, ok := bearerToken(r); ok {
+				return m.resolveBearer(w, r, tok)
+			}
+		}
+		return nil, m.unauthenticated(w, r, false, api)
 	}
 	now := m.now()
 	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
 		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
-		return m.unauthenticated(w, r, true)
+		return nil, m.unauthenticated(w, r, true, api)
 	}
 	if m.app.revoked(s) {
 		m.logger.Info("session was logged out", zap.String("sub", s.Subject), zap.String("sid", s.SID))
-		return m.unauthenticated(w, r, true)
+		return nil, m.unauthenticated(w, r, true, api)
 	}
 
 	var newIDToken string
@@ -54,7 +90,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 	if now.Unix() >= s.RefreshAt {
 		if s.RefreshToken == "" {
 			if now.Unix() >= s.Expiry {
-				return m.unauthenticated(w, r, true)
+				return nil, m.unauthenticated(w, r, true, api)
 			}
 		} else {
 			ts, err := m.refreshSession(r.Context(), s, now)
@@ -67,15 +103,15 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 				m.logger.Warn("refresh postponed: identity provider unavailable", zap.Error(err))
 			case errors.Is(err, errIdPUnavailable):
 				m.logger.Error("session expired and the identity provider is unavailable", zap.Error(err))
-				return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
+				return nil, m.unavailable(w, r)
 			default:
 				m.logger.Info("refresh refused; session ended", zap.String("sub", s.Subject), zap.Error(err))
-				return m.unauthenticated(w, r, true)
+				return nil, m.unauthenticated(w, r, true, api)
 			}
 			// A logout may have arrived while the refresh was under way: the
 			// new tokens must not bring the session back.
 			if m.app.revoked(s) {
-				return m.unauthenticated(w, r, true)
+				return nil, m.unauthenticated(w, r, true, api)
 			}
 		}
 	}
@@ -84,36 +120,34 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
 			m.logger.Error("cannot validate access token", zap.Error(err))
-			return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
+			return nil, m.unavailable(w, r)
 		}
 		m.logger.Info("access token refused", zap.String("sub", s.Subject), zap.Error(err))
-		return m.unauthenticated(w, r, true)
+		return nil, m.unauthenticated(w, r, true, api)
 	}
 
 	id := v.identityFor(s)
 	if !m.allowed(id) {
 		m.logger.Info("access denied by require rules", zap.String("sub", s.Subject))
-		return m.forbidden(w, r)
+		return nil, m.forbidden(w, r)
 	}
 
 	if refreshed {
 		maxAge := m.sessionMaxAge(s, now)
 		if err := m.cookies.writeSession(w, r, s, maxAge); err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
+			return nil, caddyhttp.Error(http.StatusInternalServerError, err)
 		}
 		if newIDToken != "" {
 			if err := m.cookies.writeIDToken(w, r, m.LogoutPath, newIDToken, maxAge); err != nil {
-				return caddyhttp.Error(http.StatusInternalServerError, err)
+				return nil, caddyhttp.Error(http.StatusInternalServerError, err)
 			}
 		}
 	}
+	return &principal{session: s, id: id, accessToken: s.AccessToken, expiry: v.expiry}, nil
+}
 
-	stripIdentityHeaders(r.Header)
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	for _, kv := range id.placeholders {
-		repl.Set(kv[0], kv[1])
-	}
-	return next.ServeHTTP(w, r)
+func (m *OIDCAuth) unavailable(w http.ResponseWriter, r *http.Request) error {
+	return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
 }
 
 // refreshSession refreshes s in place. Concurrent requests of one session
@@ -163,12 +197,13 @@ func (m *OIDCAuth) sessionMaxAge(s *session, now time.Time) int {
 }
 
 // unauthenticated sends a navigation to the IdP and answers an API call
-// with 401. clear expires the cookies of a session that has ended.
-func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear bool) error {
+// (or any request when api is set) with 401. clear expires the cookies of
+// a session that has ended.
+func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear, api bool) error {
 	if clear {
 		m.cookies.clearSession(w, r, m.LogoutPath)
 	}
-	if isAPIRequest(r) {
+	if api || isAPIRequest(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`"`)
 		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
 	}
@@ -199,7 +234,7 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 	meta, err := m.provider.metadata(r.Context(), now)
 	if err != nil {
 		m.logger.Error("cannot start login", zap.Error(err))
-		return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
+		return m.unavailable(w, r)
 	}
 	if len(returnTo) > maxReturnToLen {
 		returnTo = "/"

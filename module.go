@@ -30,6 +30,7 @@ const (
 	defaultLogoutPath             = "/auth/logout"
 	defaultBackchannelLogoutPath  = "/auth/backchannel-logout"
 	defaultFrontchannelLogoutPath = "/auth/frontchannel-logout"
+	defaultSessionInfoPath        = "/auth/session"
 	defaultSessionLifetime        = 24 * time.Hour
 	minCookieSecretLen            = 32
 )
@@ -119,6 +120,22 @@ type OIDCAuth struct {
 	TokenEndpoint         string `json:"token_endpoint,omitempty"`
 	JWKSURI               string `json:"jwks_uri,omitempty"`
 	EndSessionEndpoint    string `json:"end_session_endpoint,omitempty"`
+
+	// Bearer mode: a request without a session that sends
+	// `Authorization: Bearer <JWT>` is accepted when the token is an access
+	// token of this IdP for this client (or one of the extra audiences) and
+	// passes the require rules. No cookies, no redirects. Default: off.
+	Bearer *BearerConfig `json:"bearer,omitempty"`
+
+	// Send the current (refreshed) access token to the next handler as
+	// `Authorization: Bearer`, so a reverse_proxy upstream can call APIs
+	// as the user. Default: off.
+	PassAccessToken bool `json:"pass_access_token,omitempty"`
+
+	// A path that answers JSON about the signed-in user (sub, claims,
+	// session and access token expiry; never a token), or 401.
+	// Default: `/auth/session`.
+	SessionInfoPath string `json:"session_info_path,omitempty"`
 
 	// How the client authenticates at the token endpoint:
 	// `client_secret_basic` or `client_secret_post`. Default: what the
@@ -325,15 +342,19 @@ func (m *OIDCAuth) checkConfig() error {
 	if m.FrontchannelLogoutPath == "" {
 		m.FrontchannelLogoutPath = defaultFrontchannelLogoutPath
 	}
+	if m.SessionInfoPath == "" {
+		m.SessionInfoPath = defaultSessionInfoPath
+	}
 	paths := map[string]string{
 		"login_path":               m.LoginPath,
 		"logout_path":              m.LogoutPath,
 		"backchannel_logout_path":  m.BackchannelLogoutPath,
 		"frontchannel_logout_path": m.FrontchannelLogoutPath,
+		"session_info_path":        m.SessionInfoPath,
 		"redirect_uri":             m.callbackPath,
 	}
 	seen := map[string]string{}
-	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path"} {
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path"} {
 		p := paths[field]
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("%s: must be a path starting with '/', got %q", field, p)
@@ -357,6 +378,13 @@ func (m *OIDCAuth) checkConfig() error {
 	if m.Store != "" {
 		if err := checkStoreURL(m.Store); err != nil {
 			return err
+		}
+	}
+	if m.Bearer != nil {
+		for _, aud := range m.Bearer.Audiences {
+			if aud == "" {
+				return errors.New("bearer: empty audience")
+			}
 		}
 	}
 	for i, r := range m.Require {

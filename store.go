@@ -62,7 +62,8 @@ type backend interface {
 }
 
 type appState struct {
-	verified verifiedCache
+	verified verifiedCache // access tokens of sessions
+	bearer   verifiedCache // bearer tokens, which may have other audiences
 	backend  backend
 	shared   *redisBackend // non-nil with a shared store
 	logger   *zap.Logger
@@ -95,6 +96,7 @@ type refreshCall struct {
 func newAppState(ctx context.Context, b backend, logger *zap.Logger) (*appState, error) {
 	a := &appState{
 		verified:  verifiedCache{entries: map[string]*verifiedToken{}},
+		bearer:    verifiedCache{entries: map[string]*verifiedToken{}},
 		backend:   b,
 		logger:    logger,
 		sessions:  map[string]int64{},

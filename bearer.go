@@ -1,0 +1,160 @@
+package oidcauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+)
+
+// BearerConfig turns on bearer mode: API clients without a session may
+// send `Authorization: Bearer <JWT>` with an access token of this IdP.
+type BearerConfig struct {
+	// Audiences accepted besides the client ID, such as an API's identifier
+	// that the IdP puts in `aud`. Default: only the client ID.
+	Audiences []string `json:"audiences,omitempty"`
+}
+
+func bearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+		return "", false
+	}
+	tok := strings.TrimSpace(h[7:])
+	return tok, tok != ""
+}
+
+// resolveBearer authenticates a request by its bearer token. It never sets
+// cookies or redirects: failures are 401 with an RFC 6750 challenge.
+func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw string) (*principal, error) {
+	v, sub, err := m.verifyBearer(r.Context(), raw)
+	if err != nil {
+		if errors.Is(err, errIdPUnavailable) {
+			m.logger.Error("cannot validate bearer token", zap.Error(err))
+			return nil, m.unavailable(w, r)
+		}
+		m.logger.Info("bearer token refused", zap.Error(err))
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="invalid_token"`)
+		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
+	}
+	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
+	pseudo.SID, _ = v.claims["sid"].(string)
+	if m.app.revoked(pseudo) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="invalid_token"`)
+		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token's session has ended.", "")
+	}
+	id := v.identityFor(pseudo)
+	if !m.allowed(id) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="insufficient_scope"`)
+		return nil, m.forbidden(w, r)
+	}
+	return &principal{id: id, accessToken: raw, expiry: v.expiry}, nil
+}
+
+// verifyBearer checks a bearer access token: signature (JWKS, pinned
+// algorithms), iss, aud holding the client ID or an accepted audience,
+// exp, iat and sub present. Outcomes are cached like session tokens, in a
+// cache of their own since the accepted audiences differ.
+func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken, string, error) {
+	now := m.now()
+	if v := m.app.bearer.get(raw); v != nil {
+		if v.expiry <= now.Unix() {
+			return nil, "", errors.New("token expired")
+		}
+		sub, _ := v.claims["sub"].(string)
+		return v, sub, nil
+	}
+	if !isJWT(raw) {
+		return nil, "", errors.New("not a JWT")
+	}
+	meta, err := m.provider.metadata(ctx, now)
+	if err != nil {
+		return nil, "", err
+	}
+	verifier := oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+		SkipClientIDCheck:    true, // checked below against several audiences
+		SupportedSigningAlgs: meta.algs,
+		Now:                  m.now,
+	})
+	tok, err := verifier.Verify(oidc.ClientContext(ctx, m.provider.client), raw)
+	if err != nil {
+		return nil, "", err
+	}
+	accepted := false
+	for _, aud := range tok.Audience {
+		if aud == m.ClientID || containsString(m.Bearer.Audiences, aud) {
+			accepted = true
+			break
+		}
+	}
+	if !accepted {
+		return nil, "", fmt.Errorf("audience %q not accepted", tok.Audience)
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return nil, "", err
+	}
+	var iat *float64
+	if n, ok := claims["iat"].(float64); ok {
+		iat = &n
+	}
+	if err := m.checkIssuedAt(iat); err != nil {
+		return nil, "", err
+	}
+	if tok.Subject == "" {
+		return nil, "", errors.New("token has no sub")
+	}
+	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims}
+	m.app.bearer.put(raw, v, now.Unix())
+	return v, tok.Subject, nil
+}
+
+func claimInt(claims map[string]any, name string) int64 {
+	f, _ := claims[name].(float64)
+	return int64(f)
+}
+
+// handleSessionInfo tells a single-page app who is signed in: the user's
+// claims and when the session and access token expire, never a token.
+// Without a session it answers 401, never a redirect.
+func (m *OIDCAuth) handleSessionInfo(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
+	}
+	p, err := m.resolve(w, r, true)
+	if p == nil {
+		return err
+	}
+	claims := make(map[string]any, len(p.id.claims))
+	for k, v := range p.id.claims {
+		switch k {
+		case "iss", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "at_hash", "nonce", "azp":
+		default:
+			claims[k] = v
+		}
+	}
+	info := map[string]any{
+		"sub":                     p.id.claims["sub"],
+		"claims":                  claims,
+		"access_token_expires_at": p.expiry,
+	}
+	if s := p.session; s != nil {
+		info["authenticated_by"] = "session"
+		info["session"] = map[string]any{
+			"created_at": s.Created,
+			"expires_at": s.Created + int64(m.sessionLifetime.Seconds()),
+		}
+	} else {
+		info["authenticated_by"] = "bearer"
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(info)
+}
