@@ -379,7 +379,7 @@ func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, co
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
 			return nil, fmt.Errorf("token endpoint refused the code: %s", describeRetrieveError(re))
 		}
-		return nil, fmt.Errorf("%w: exchanging code: %v", errIdPUnavailable, err)
+		return nil, fmt.Errorf("%w: exchanging code: %s", errIdPUnavailable, describeTokenError(err))
 	}
 	return m.checkTokenResponse(ctx, meta, tok, st.Nonce, "")
 }
@@ -401,7 +401,7 @@ func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
 			return nil, &refreshFailed{errors.New(describeRetrieveError(re))}
 		}
-		return nil, fmt.Errorf("%w: refreshing: %v", errIdPUnavailable, err)
+		return nil, fmt.Errorf("%w: refreshing: %s", errIdPUnavailable, describeTokenError(err))
 	}
 	ts, err := m.checkTokenResponse(ctx, meta, tok, "", prevSub)
 	if err != nil {
@@ -459,6 +459,20 @@ func (m *OIDCAuth) checkTokenResponse(ctx context.Context, meta *metadata, tok *
 		ts.Expiry = m.now().Add(5 * time.Minute)
 	}
 	return ts, nil
+}
+
+// describeTokenError says what went wrong at the token endpoint without
+// quoting its response body, which the oauth2 package's errors include and
+// which may hold tokens or echo the request.
+func describeTokenError(err error) string {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		return describeRetrieveError(re)
+	}
+	if strings.HasPrefix(err.Error(), "oauth2: cannot parse json") || strings.Contains(err.Error(), "server response missing access_token") {
+		return "malformed token response"
+	}
+	return err.Error()
 }
 
 func describeRetrieveError(re *oauth2.RetrieveError) string {
