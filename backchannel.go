@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 )
 
+var errReplay = errors.New("token was already used (jti replay)")
+
 const (
 	backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
 	maxLogoutBody    = 64 << 10
@@ -31,17 +33,21 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 	h.Set("Cache-Control", "no-store")
 	if r.Method != http.MethodPost {
 		h.Set("Allow", "POST")
+		countLogout("backchannel", "refused", "bad_request")
 		return backchannelError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
+		countLogout("backchannel", "refused", "bad_request")
 		return backchannelError(w, http.StatusBadRequest, "invalid_request", "expected a form-encoded body")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxLogoutBody)
 	if err := r.ParseForm(); err != nil {
+		countLogout("backchannel", "refused", "bad_request")
 		return backchannelError(w, http.StatusBadRequest, "invalid_request", "unreadable body")
 	}
 	if len(r.PostForm["logout_token"]) != 1 || r.PostForm.Get("logout_token") == "" {
+		countLogout("backchannel", "refused", "bad_request")
 		return backchannelError(w, http.StatusBadRequest, "invalid_request", "exactly one logout_token is required")
 	}
 
@@ -50,8 +56,14 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 		m.logger.Warn("back-channel logout refused", zap.String("reason", err.Error()))
 		if errors.Is(err, errIdPUnavailable) {
 			// Not the token's fault: a 5xx makes the IdP retry later.
+			countLogout("backchannel", "refused", "unavailable")
 			return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot verify the token now")
 		}
+		reason := "invalid_token"
+		if errors.Is(err, errReplay) {
+			reason = "replay"
+		}
+		countLogout("backchannel", "refused", reason)
 		return backchannelError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	}
 
@@ -64,9 +76,11 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 		// Answering 200 would make the IdP forget a logout we may lose.
 		m.app.backend.releaseJTI(r.Context(), lt.JTI)
 		m.logger.Error("back-channel logout not recorded", zap.Error(err))
+		countLogout("backchannel", "refused", "store_unavailable")
 		return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot record the logout now")
 	}
 	m.logger.Info("back-channel logout", zap.String("sub", lt.Subject), zap.String("sid", lt.SID))
+	countLogout("backchannel", "accepted", "")
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -142,7 +156,7 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 		return nil, fmt.Errorf("%w: recording jti: %v", errIdPUnavailable, err)
 	}
 	if !fresh {
-		return nil, errors.New("token was already used (jti replay)")
+		return nil, errReplay
 	}
 	return &c, nil
 }
@@ -188,6 +202,7 @@ func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Reque
 	iss, sid := q.Get("iss"), q.Get("sid")
 	if iss != m.Issuer || sid == "" || len(sid) > 512 {
 		m.logger.Warn("front-channel logout refused", zap.String("reason", "iss and sid required, iss must be the issuer"))
+		countLogout("frontchannel", "refused", "bad_request")
 		return m.fail(w, r, http.StatusBadRequest, "A front-channel logout needs this site's iss and a sid.", "")
 	}
 	rev := revocation{Kind: revokeSID, Value: sid, Until: m.now().Add(m.sessionLifetime).Unix()}
@@ -196,6 +211,7 @@ func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Reque
 	}
 	m.cookies.clearSession(w, r, m.LogoutPath)
 	m.logger.Info("front-channel logout", zap.String("sid", sid))
+	countLogout("frontchannel", "accepted", "")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	_, err := w.Write([]byte("<!doctype html><title>Signed out</title>"))
 	return err

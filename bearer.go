@@ -39,6 +39,7 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 			return nil, m.unavailable(w, r)
 		}
 		m.logger.Info("bearer token refused", zap.Error(err))
+		metrics.bearerRequests.WithLabelValues("refused").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="invalid_token"`)
 		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
 	}
@@ -53,6 +54,7 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="insufficient_scope"`)
 		return nil, m.forbidden(w, r)
 	}
+	metrics.bearerRequests.WithLabelValues("accepted").Inc()
 	return &principal{id: id, accessToken: raw, expiry: v.expiry}, nil
 }
 

@@ -50,12 +50,14 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		if d := q.Get("error_description"); d != "" {
 			msg += " (" + truncate(d, 300) + ")"
 		}
+		countLogin("failed", "idp_error")
 		return m.fail(w, r, http.StatusUnauthorized, msg, retry)
 	}
 
 	st, err := m.cookies.takeState(w, r, state, now)
 	if err != nil {
 		m.logger.Info("login callback refused", zap.String("reason", err.Error()))
+		countLogin("failed", "state")
 		return m.fail(w, r, http.StatusBadRequest, "This sign-in link is invalid or has expired.", m.LoginPath)
 	}
 	retry := m.LoginPath + "?return_to=" + url.QueryEscape(st.ReturnTo)
@@ -63,18 +65,22 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 	meta, err := m.provider.metadata(r.Context(), now)
 	if err != nil {
 		m.logger.Error("cannot complete login", zap.Error(err))
+		countLogin("failed", "idp_unavailable")
 		return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", retry)
 	}
 	// RFC 9207: the authorization response names its issuer, which stops
 	// a mix-up with another IdP's response.
 	if iss, ok := q["iss"]; ok && iss[0] != m.Issuer {
 		m.logger.Warn("login callback from another issuer", zap.String("iss", truncate(iss[0], 200)))
+		countLogin("failed", "issuer")
 		return m.fail(w, r, http.StatusBadRequest, "The login response came from an unexpected identity provider.", retry)
 	} else if !ok && meta.issParamSupported {
+		countLogin("failed", "issuer")
 		return m.fail(w, r, http.StatusBadRequest, "The login response does not name its identity provider.", retry)
 	}
 	code := q.Get("code")
 	if code == "" {
+		countLogin("failed", "no_code")
 		return m.fail(w, r, http.StatusBadRequest, "The login response has no authorization code.", retry)
 	}
 
@@ -82,9 +88,11 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
 			m.logger.Error("code exchange failed", zap.Error(err))
+			countLogin("failed", "idp_unavailable")
 			return m.fail(w, r, http.StatusBadGateway, "The identity provider did not answer. Please try again.", retry)
 		}
 		m.logger.Warn("login refused", zap.Error(err))
+		countLogin("failed", "token_refused")
 		return m.fail(w, r, http.StatusBadRequest, "Sign-in failed. Please try again.", retry)
 	}
 
@@ -107,6 +115,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	m.logger.Info("login", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+	countLogin("completed", "")
 
 	target, ok := safeReturnTo(st.ReturnTo)
 	if !ok {

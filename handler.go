@@ -78,10 +78,12 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 	now := m.now()
 	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
 		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
+		countRejected("lifetime")
 		return nil, m.unauthenticated(w, r, true, api)
 	}
 	if m.app.revoked(s) {
 		m.logger.Info("session was logged out", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+		countRejected("revoked")
 		return nil, m.unauthenticated(w, r, true, api)
 	}
 
@@ -90,6 +92,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 	if now.Unix() >= s.RefreshAt {
 		if s.RefreshToken == "" {
 			if now.Unix() >= s.Expiry {
+				countRejected("expired")
 				return nil, m.unauthenticated(w, r, true, api)
 			}
 		} else {
@@ -106,11 +109,13 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 				return nil, m.unavailable(w, r)
 			default:
 				m.logger.Info("refresh refused; session ended", zap.String("sub", s.Subject), zap.Error(err))
+				countRejected("refresh_refused")
 				return nil, m.unauthenticated(w, r, true, api)
 			}
 			// A logout may have arrived while the refresh was under way: the
 			// new tokens must not bring the session back.
 			if m.app.revoked(s) {
+				countRejected("revoked")
 				return nil, m.unauthenticated(w, r, true, api)
 			}
 		}
@@ -123,12 +128,14 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 			return nil, m.unavailable(w, r)
 		}
 		m.logger.Info("access token refused", zap.String("sub", s.Subject), zap.Error(err))
+		countRejected("invalid_token")
 		return nil, m.unauthenticated(w, r, true, api)
 	}
 
 	id := v.identityFor(s)
 	if !m.allowed(id) {
 		m.logger.Info("access denied by require rules", zap.String("sub", s.Subject))
+		countRejected("forbidden")
 		return nil, m.forbidden(w, r)
 	}
 
@@ -164,11 +171,20 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 		}
 		return m.refresh(ctx, old, s.Subject)
 	})
+	var refused *refreshFailed
+	switch {
+	case err == nil && shared:
+		countRefresh("coalesced")
+	case err == nil:
+		countRefresh("ok")
+		m.logger.Debug("tokens refreshed", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+	case errors.As(err, &refused):
+		countRefresh("refused")
+	default:
+		countRefresh("unavailable")
+	}
 	if err != nil {
 		return nil, err
-	}
-	if !shared {
-		m.logger.Debug("tokens refreshed", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 	}
 	s.AccessToken = ts.AccessToken
 	if ts.RefreshToken != "" {
@@ -257,6 +273,7 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
 	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
+	countLogin("started", "")
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
 	return nil

@@ -32,6 +32,7 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 			m.logger.Error("logout not recorded in the store; other instances may still accept this session", zap.Error(err))
 		}
 		m.logger.Info("logout", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+		countLogout("rp", "accepted", "")
 	}
 	m.cookies.clearSession(w, r, m.LogoutPath)
 	m.cookies.clearStates(w, r)

@@ -176,6 +176,9 @@ func (OIDCAuth) CaddyModule() caddy.ModuleInfo {
 // is discovered on first use, so Caddy starts even when the IdP is down.
 func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	m.logger = ctx.Logger()
+	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	if m.now == nil {
 		m.now = time.Now
 	}

@@ -125,7 +125,9 @@ func (p *provider) discover(ctx context.Context) (*metadata, error) {
 	if o.Authorization == "" || o.Token == "" || o.JWKS == "" {
 		ctx, cancel := context.WithTimeout(ctx, idpTimeout)
 		defer cancel()
+		start := time.Now()
 		prov, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.issuer)
+		observeIdP("discovery", start)
 		if err != nil {
 			return nil, err
 		}
@@ -373,7 +375,9 @@ func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, co
 	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, m.provider.client)
+	start := time.Now()
 	tok, err := m.oauthConfig(meta, redirectURL).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	observeIdP("token", start)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
@@ -395,7 +399,9 @@ func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, m.provider.client)
 	src := m.oauthConfig(meta, "").TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
+	start := time.Now()
 	tok, err := src.Token()
+	observeIdP("token", start)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
@@ -558,7 +564,14 @@ func (k *keySet) refetch(ctx context.Context) error {
 	if time.Since(last) < jwksCooldown {
 		return nil // fetched recently (perhaps while this call waited)
 	}
+	start := time.Now()
 	keys, err := k.fetch(ctx)
+	observeIdP("jwks", start)
+	if err != nil {
+		metrics.jwksFetches.WithLabelValues("error").Inc()
+	} else {
+		metrics.jwksFetches.WithLabelValues("ok").Inc()
+	}
 	k.mu.Lock()
 	k.lastFetch = time.Now()
 	if err == nil {

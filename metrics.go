@@ -1,0 +1,88 @@
+package oidcauth
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The collectors are made once per process and registered with the
+// registry of each config load, so counts go on across reloads. Labels take
+// a few fixed values only: no users, sessions or paths.
+var metrics struct {
+	once           sync.Once
+	logins         *prometheus.CounterVec   // result: started, completed, failed; reason
+	refreshes      *prometheus.CounterVec   // result: ok, refused, unavailable, coalesced
+	logouts        *prometheus.CounterVec   // kind: rp, backchannel, frontchannel; result; reason
+	rejected       *prometheus.CounterVec   // reason
+	idpLatency     *prometheus.HistogramVec // endpoint: discovery, token, jwks, revocation
+	jwksFetches    *prometheus.CounterVec   // result: ok, error
+	bearerRequests *prometheus.CounterVec   // result: accepted, refused
+}
+
+func initMetrics(registry *prometheus.Registry) error {
+	const ns, sub = "caddy", "oidc_auth"
+	metrics.once.Do(func() {
+		metrics.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "logins_total",
+			Help: "Logins started, completed and failed (by reason).",
+		}, []string{"result", "reason"})
+		metrics.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "refreshes_total",
+			Help: "Token refreshes: ok, refused by the IdP, IdP unavailable, or coalesced with another request's refresh.",
+		}, []string{"result"})
+		metrics.logouts = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "logouts_total",
+			Help: "Logouts by kind (rp, backchannel, frontchannel), accepted or refused (by reason).",
+		}, []string{"kind", "result", "reason"})
+		metrics.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "sessions_rejected_total",
+			Help: "Sessions refused on a request, by reason.",
+		}, []string{"reason"})
+		metrics.idpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "idp_request_duration_seconds",
+			Help:    "Latency of requests to the identity provider, by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}, []string{"endpoint"})
+		metrics.jwksFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "jwks_fetches_total",
+			Help: "Fetches of the provider's JWKS.",
+		}, []string{"result"})
+		metrics.bearerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "bearer_requests_total",
+			Help: "Requests authenticated by bearer token, accepted or refused.",
+		}, []string{"result"})
+	})
+	if registry == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		metrics.logins, metrics.refreshes, metrics.logouts, metrics.rejected,
+		metrics.idpLatency, metrics.jwksFetches, metrics.bearerRequests,
+	} {
+		if err := registry.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func init() {
+	_ = initMetrics(nil) // make the collectors; registration happens in Provision
+}
+
+func observeIdP(endpoint string, start time.Time) {
+	metrics.idpLatency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+}
+
+func countLogin(result, reason string) { metrics.logins.WithLabelValues(result, reason).Inc() }
+func countRefresh(result string)       { metrics.refreshes.WithLabelValues(result).Inc() }
+func countRejected(reason string)      { metrics.rejected.WithLabelValues(reason).Inc() }
+func countLogout(kind, result, reason string) {
+	metrics.logouts.WithLabelValues(kind, result, reason).Inc()
+}
