@@ -1,6 +1,9 @@
 package oidcauth
 
 import (
+	"context"
+
+	"golang.org/x/oauth2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,7 +29,8 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 
 	now := m.now()
 	idToken := m.cookies.readIDToken(r, m.LogoutPath)
-	if s, err := m.cookies.readSession(r); err == nil {
+	s, err := m.cookies.readSession(r)
+	if err == nil {
 		rev := revocation{Kind: revokeSession, Value: s.ID, Until: time.Unix(s.Created, 0).Add(m.sessionLifetime).Unix()}
 		if err := m.app.revoke(r.Context(), rev); err != nil {
 			m.logger.Error("logout not recorded in the store; other instances may still accept this session", zap.Error(err))
@@ -37,13 +41,19 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	m.cookies.clearSession(w, r, m.LogoutPath)
 	m.cookies.clearStates(w, r)
 
+	meta, metaErr := m.provider.metadata(r.Context(), now)
+	if s != nil && s.RefreshToken != "" && metaErr == nil && meta.Revocation != "" {
+		// Best effort and bounded; the redirect does not wait for it.
+		go m.revokeToken(context.WithoutCancel(r.Context()), meta, s.RefreshToken)
+	}
+
 	var postLogout string
 	if m.postLogoutURL != nil {
 		postLogout = resolveAgainst(r, m.postLogoutURL)
 	}
 	target := postLogout
-	if meta, err := m.provider.metadata(r.Context(), now); err != nil {
-		m.logger.Warn("logged out locally only: identity provider unavailable", zap.Error(err))
+	if metaErr != nil {
+		m.logger.Warn("logged out locally only: identity provider unavailable", zap.Error(metaErr))
 	} else if meta.EndSession != "" {
 		u, err := url.Parse(meta.EndSession)
 		if err == nil {
@@ -76,4 +86,42 @@ func isPrefetch(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// revocationTimeout bounds the RFC 7009 call made at logout.
+const revocationTimeout = 5 * time.Second
+
+// revokeToken revokes a refresh token at the IdP (RFC 7009), so that a copy
+// of it is worthless after logout.
+func (m *OIDCAuth) revokeToken(ctx context.Context, meta *metadata, token string) {
+	ctx, cancel := context.WithTimeout(ctx, revocationTimeout)
+	defer cancel()
+	form := url.Values{"token": {token}, "token_type_hint": {"refresh_token"}}
+	basic := m.oauthConfig(meta, "").Endpoint.AuthStyle == oauth2.AuthStyleInHeader
+	if !basic {
+		form.Set("client_id", m.ClientID)
+		form.Set("client_secret", m.ClientSecret)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, meta.Revocation, strings.NewReader(form.Encode()))
+	if err != nil {
+		m.logger.Warn("token revocation failed", zap.Error(err))
+		return
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic {
+		req.SetBasicAuth(url.QueryEscape(m.ClientID), url.QueryEscape(m.ClientSecret))
+	}
+	start := time.Now()
+	resp, err := m.provider.client.Do(req)
+	observeIdP("revocation", start)
+	if err != nil {
+		m.logger.Warn("token revocation failed", zap.Error(err))
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		m.logger.Warn("token revocation refused", zap.Int("status", resp.StatusCode))
+		return
+	}
+	m.logger.Debug("refresh token revoked at the identity provider")
 }
