@@ -32,7 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		post_logout_redirect_uri <path|url>
 //		backchannel_logout_path  <path>
 //		frontchannel_logout_path <path>
-//		cookie_secret   <secret>
+//		cookie_secret   <secret> [<previous secret>...]
 //		cookie_name     <name>
 //		session_lifetime <duration>
 //		store           <redis-url>
@@ -73,7 +73,6 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"backchannel_logout_path":  &m.BackchannelLogoutPath,
 			"frontchannel_logout_path": &m.FrontchannelLogoutPath,
 			"session_info_path":        &m.SessionInfoPath,
-			"cookie_secret":            &m.CookieSecret,
 			"cookie_name":              &m.CookieName,
 			"store":                    &m.Store,
 			"authorization_endpoint":   &m.AuthorizationEndpoint,
@@ -94,6 +93,12 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 
 		switch name {
+		case "cookie_secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			m.CookieSecret, m.PreviousCookieSecrets = args[0], args[1:]
 		case "scopes":
 			m.Scopes = d.RemainingArgs()
 			if len(m.Scopes) == 0 {

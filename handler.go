@@ -139,7 +139,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 		return nil, m.forbidden(w, r)
 	}
 
-	if refreshed {
+	if refreshed || s.oldKey {
 		maxAge := m.sessionMaxAge(s, now)
 		if err := m.cookies.writeSession(w, r, s, maxAge); err != nil {
 			return nil, caddyhttp.Error(http.StatusInternalServerError, err)

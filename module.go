@@ -96,6 +96,13 @@ type OIDCAuth struct {
 	// storage, so sessions survive restarts. Default: generated.
 	CookieSecret string `json:"cookie_secret,omitempty"`
 
+	// Older cookie secrets, during a key rotation: cookies sealed with them
+	// are still accepted, and rewritten with cookie_secret on their next
+	// response. Removing a secret from this list ends only the sessions
+	// still sealed with it. In the Caddyfile they follow cookie_secret:
+	// `cookie_secret <current> <older>...`. Default: none.
+	PreviousCookieSecrets []string `json:"previous_cookie_secrets,omitempty"`
+
 	// The prefix of every cookie this handler sets. Default: `oidc_` plus a
 	// short hash of the issuer and client ID, so that several apps on one
 	// host never share cookies.
@@ -204,7 +211,17 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("cookie_secret: %w", err)
 		}
 	}
-	if m.cookies, err = newCookieCodec(secret, m.Issuer, m.ClientID, m.CookieName); err != nil {
+	var previous [][]byte
+	for i, p := range m.PreviousCookieSecrets {
+		if p, err = expandSecret(repl, "previous_cookie_secrets", p); err != nil {
+			return err
+		}
+		if len(p) < minCookieSecretLen {
+			return fmt.Errorf("previous_cookie_secrets: secret %d must be at least %d bytes", i+1, minCookieSecretLen)
+		}
+		previous = append(previous, []byte(p))
+	}
+	if m.cookies, err = newCookieCodec(secret, m.Issuer, m.ClientID, m.CookieName, previous...); err != nil {
 		return fmt.Errorf("cookie_secret: %w", err)
 	}
 
@@ -282,6 +299,9 @@ func (m *OIDCAuth) checkConfig() error {
 	}
 	if m.CookieSecret != "" && len(m.CookieSecret) < minCookieSecretLen {
 		return fmt.Errorf("cookie_secret: must be at least %d bytes, got %d", minCookieSecretLen, len(m.CookieSecret))
+	}
+	if len(m.PreviousCookieSecrets) > 0 && m.CookieSecret == "" {
+		return errors.New("previous_cookie_secrets: needs cookie_secret (the current secret)")
 	}
 	for field, v := range map[string]string{
 		"authorization_endpoint": m.AuthorizationEndpoint,

@@ -45,11 +45,28 @@ var errBadCookie = errors.New("invalid cookie")
 
 // cookieCodec encrypts, decrypts, chunks and names this app's cookies.
 type cookieCodec struct {
-	aead cipher.AEAD
-	name string // base name, without a __Host-/__Secure- prefix
+	aead     cipher.AEAD   // from the current secret: seals and opens
+	previous []cipher.AEAD // from older secrets: only open, during a rotation
+	name     string        // base name, without a __Host-/__Secure- prefix
 }
 
-func newCookieCodec(secret []byte, issuer, clientID, name string) (*cookieCodec, error) {
+func newCookieCodec(secret []byte, issuer, clientID, name string, previous ...[]byte) (*cookieCodec, error) {
+	c := &cookieCodec{name: name}
+	var err error
+	if c.aead, err = deriveAEAD(secret, issuer, clientID); err != nil {
+		return nil, err
+	}
+	for _, p := range previous {
+		aead, err := deriveAEAD(p, issuer, clientID)
+		if err != nil {
+			return nil, err
+		}
+		c.previous = append(c.previous, aead)
+	}
+	return c, nil
+}
+
+func deriveAEAD(secret []byte, issuer, clientID string) (cipher.AEAD, error) {
 	key, err := hkdf.Key(sha256.New, secret, []byte("oidc_auth cookies v1"), issuer+"\x00"+clientID, 32)
 	if err != nil {
 		return nil, err
@@ -58,11 +75,7 @@ func newCookieCodec(secret []byte, issuer, clientID, name string) (*cookieCodec,
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &cookieCodec{aead: aead, name: name}, nil
+	return cipher.NewGCM(block)
 }
 
 func (c *cookieCodec) seal(purpose string, plaintext []byte) string {
@@ -77,16 +90,36 @@ func (c *cookieCodec) seal(purpose string, plaintext []byte) string {
 }
 
 func (c *cookieCodec) open(purpose, value string) ([]byte, error) {
+	out, _, err := c.openKey(purpose, value)
+	return out, err
+}
+
+// openKey decrypts a value; old reports that an older secret was needed,
+// so the caller can rewrite the value with the current one.
+func (c *cookieCodec) openKey(purpose, value string) (out []byte, old bool, err error) {
 	raw, err := base64.RawURLEncoding.DecodeString(value)
 	ns := c.aead.NonceSize()
 	if err != nil || len(raw) < 1+ns+c.aead.Overhead() || raw[0] != cookieVersion {
-		return nil, errBadCookie
+		return nil, false, errBadCookie
 	}
-	out, err := c.aead.Open(raw[1+ns:1+ns], raw[1:1+ns], raw[1+ns:], []byte(purpose))
-	if err != nil {
-		return nil, errBadCookie
+	nonce, ct := raw[1:1+ns], raw[1+ns:]
+	if len(c.previous) == 0 {
+		// Decrypt in place: one allocation less on every request.
+		if out, err = c.aead.Open(ct[:0], nonce, ct, []byte(purpose)); err != nil {
+			return nil, false, errBadCookie
+		}
+		return out, false, nil
 	}
-	return out, nil
+	// A failed Open may clobber its output, so no in-place attempts here.
+	if out, err = c.aead.Open(nil, nonce, ct, []byte(purpose)); err == nil {
+		return out, false, nil
+	}
+	for _, aead := range c.previous {
+		if out, err = aead.Open(nil, nonce, ct, []byte(purpose)); err == nil {
+			return out, true, nil
+		}
+	}
+	return nil, false, errBadCookie
 }
 
 // cookieName returns the name as sent to the browser: with the __Host-
@@ -194,6 +227,8 @@ type session struct {
 	Expiry       int64           `json:"e"` // access token expiry, unix seconds
 	RefreshAt    int64           `json:"f"` // refresh from this time on, unix seconds
 	Claims       json.RawMessage `json:"m,omitempty"`
+
+	oldKey bool // sealed with a previous cookie secret: rewrite it
 }
 
 // loginState is what a state cookie holds for one login attempt.
@@ -224,7 +259,7 @@ func (c *cookieCodec) readSession(r *http.Request) (*session, error) {
 	if !ok {
 		return nil, errBadCookie
 	}
-	plain, err := c.open(purposeSession, v)
+	plain, old, err := c.openKey(purposeSession, v)
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +267,7 @@ func (c *cookieCodec) readSession(r *http.Request) (*session, error) {
 	if err := json.Unmarshal(plain, s); err != nil || s.ID == "" || s.Subject == "" || s.AccessToken == "" {
 		return nil, errBadCookie
 	}
+	s.oldKey = old
 	return s, nil
 }
 
