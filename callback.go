@@ -121,6 +121,9 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 	if !ok {
 		target = "/"
 	}
+	if st.Post {
+		return m.resubmitPost(w, st, target)
+	}
 	http.Redirect(w, r, target, http.StatusFound)
 	return nil
 }

@@ -223,6 +223,9 @@ func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`"`)
 		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
 	}
+	if r.Method == http.MethodPost {
+		return m.preservePost(w, r)
+	}
 	return m.beginLogin(w, r, r.URL.RequestURI())
 }
 
@@ -246,11 +249,23 @@ func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
 // beginLogin stores a new login attempt in its own state cookie and
 // redirects to the authorization endpoint.
 func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo string) error {
+	target, st, err := m.startLogin(w, r, returnTo, false)
+	if st == nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// startLogin stores a new login attempt and returns the authorization URL
+// to send the browser to. A nil state means the response was written.
+func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo string, post bool) (string, *loginState, error) {
 	now := m.now()
 	meta, err := m.provider.metadata(r.Context(), now)
 	if err != nil {
 		m.logger.Error("cannot start login", zap.Error(err))
-		return m.unavailable(w, r)
+		return "", nil, m.unavailable(w, r)
 	}
 	if len(returnTo) > maxReturnToLen {
 		returnTo = "/"
@@ -261,9 +276,10 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		Verifier: oauth2.GenerateVerifier(),
 		ReturnTo: returnTo,
 		Created:  now.Unix(),
+		Post:     post,
 	}
 	if err := m.cookies.writeState(w, r, st, now); err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
+		return "", nil, caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	opts := []oauth2.AuthCodeOption{
 		oauth2.SetAuthURLParam("nonce", st.Nonce),
@@ -274,9 +290,7 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 	}
 	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
 	countLogin("started", "")
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, target, http.StatusFound)
-	return nil
+	return target, st, nil
 }
 
 // redirectURLFor resolves the configured redirect_uri against the request.

@@ -238,6 +238,7 @@ type loginState struct {
 	Verifier string `json:"v"`
 	ReturnTo string `json:"r"`
 	Created  int64  `json:"c"`
+	Post     bool   `json:"p,omitempty"` // a form post waits in the browser to be re-sent
 }
 
 func (c *cookieCodec) sessionCookieName(r *http.Request) string {
