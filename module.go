@@ -252,7 +252,12 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		} else {
 			b = newStorageBackend(ctx.Storage(), id)
 		}
-		return newAppState(ctx, b, m.logger)
+		a, err := newAppState(ctx, b, m.logger)
+		if err != nil {
+			return nil, err
+		}
+		a.id = id
+		return a, nil
 	})
 	if err != nil {
 		return err

@@ -62,6 +62,7 @@ type backend interface {
 }
 
 type appState struct {
+	id       string        // appID: names the app in shared storage and reports
 	verified verifiedCache // access tokens of sessions
 	bearer   verifiedCache // bearer tokens, which may have other audiences
 	backend  backend

@@ -1,0 +1,268 @@
+package oidcauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"golang.org/x/oauth2"
+)
+
+func init() {
+	caddy.RegisterModule(adminHealth{})
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "oidc-auth",
+		Usage: "check --config <path> [--adapter <name>]",
+		Short: "Checks the identity providers of every oidc_auth handler in a config",
+		Long: `
+Finds every oidc_auth handler in the config, then for each: validates its
+settings, discovers the provider, fetches its JWKS, and authenticates the
+client at the token endpoint with a refresh grant for a made-up token (an
+"invalid_grant" answer proves the client ID and secret are right). Prints
+what it found in plain words and exits 1 if anything is wrong.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			check := &cobra.Command{
+				Use:   "check --config <path> [--adapter <name>]",
+				Short: "Checks discovery, JWKS and client authentication",
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdCheck),
+			}
+			check.Flags().StringP("config", "c", "", "Configuration file (required)")
+			check.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
+			cmd.AddCommand(check)
+		},
+	})
+}
+
+// adminHealth serves GET /oidc_auth/health on Caddy's admin endpoint: the
+// state of every provider and store in use, for readiness checks.
+type adminHealth struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminHealth) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.oidc_auth",
+		New: func() caddy.Module { return new(adminHealth) },
+	}
+}
+
+// Routes implements caddy.AdminRouter.
+func (adminHealth) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/oidc_auth/health", Handler: caddy.AdminHandlerFunc(serveHealth)}}
+}
+
+type providerHealth struct {
+	Issuer        string `json:"issuer"`
+	Discovered    bool   `json:"discovered"`
+	Error         string `json:"error,omitempty"`
+	JWKSKeys      int    `json:"jwks_keys"`
+	JWKSAgeSecond int64  `json:"jwks_age_seconds,omitempty"`
+}
+
+type storeHealth struct {
+	App       string `json:"app"`
+	Kind      string `json:"kind"`
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+}
+
+func serveHealth(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
+	}
+	report := struct {
+		Ready     bool             `json:"ready"`
+		Providers []providerHealth `json:"providers"`
+		Stores    []storeHealth    `json:"stores"`
+	}{Ready: true, Providers: []providerHealth{}, Stores: []storeHealth{}}
+
+	providers.Range(func(_, v any) bool {
+		h := v.(*provider).health()
+		if !h.Discovered || h.JWKSKeys == 0 {
+			report.Ready = false
+		}
+		report.Providers = append(report.Providers, h)
+		return true
+	})
+	apps.Range(func(_, v any) bool {
+		a := v.(*appState)
+		h := storeHealth{App: a.id, Kind: "storage", Reachable: true}
+		if a.shared != nil {
+			h.Kind = "redis"
+			ctx, cancel := context.WithTimeout(r.Context(), redisTimeout)
+			if err := a.shared.client.Ping(ctx).Err(); err != nil {
+				h.Reachable, h.Error = false, err.Error()
+				report.Ready = false
+			}
+			cancel()
+		}
+		report.Stores = append(report.Stores, h)
+		return true
+	})
+	w.Header().Set("Content-Type", "application/json")
+	if !report.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	return json.NewEncoder(w).Encode(report)
+}
+
+func (p *provider) health() providerHealth {
+	p.mu.Lock()
+	h := providerHealth{Issuer: p.issuer, Discovered: p.meta != nil}
+	if p.meta == nil && p.lastErr != nil {
+		h.Error = p.lastErr.Error()
+	}
+	keys := p.keys
+	p.mu.Unlock()
+	if keys != nil {
+		keys.mu.RLock()
+		h.JWKSKeys = len(keys.keys)
+		if !keys.lastFetch.IsZero() {
+			h.JWKSAgeSecond = int64(time.Since(keys.lastFetch) / time.Second)
+		}
+		keys.mu.RUnlock()
+	}
+	return h
+}
+
+// cmdCheck implements `caddy oidc-auth check`.
+func cmdCheck(fl caddycmd.Flags) (int, error) {
+	configFile := fl.String("config")
+	if configFile == "" {
+		return caddy.ExitCodeFailedStartup, errors.New("--config is required")
+	}
+	cfg, _, _, err := caddycmd.LoadConfig(configFile, fl.String("adapter"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	var doc any
+	if err := json.Unmarshal(cfg, &doc); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	var handlers []json.RawMessage
+	findHandlers(doc, &handlers)
+	if len(handlers) == 0 {
+		fmt.Println("No oidc_auth handler in this config.")
+		return 1, nil
+	}
+	failed := false
+	for i, raw := range handlers {
+		var m OIDCAuth
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		fmt.Printf("oidc_auth #%d: issuer %s, client_id %s\n", i+1, m.Issuer, m.ClientID)
+		for _, line := range m.selfCheck(context.Background()) {
+			fmt.Println("  " + line.String())
+			failed = failed || !line.ok
+		}
+	}
+	if failed {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+func findHandlers(v any, out *[]json.RawMessage) {
+	switch t := v.(type) {
+	case map[string]any:
+		if t["handler"] == "oidc_auth" {
+			raw, _ := json.Marshal(t)
+			*out = append(*out, raw)
+			return
+		}
+		for _, e := range t {
+			findHandlers(e, out)
+		}
+	case []any:
+		for _, e := range t {
+			findHandlers(e, out)
+		}
+	}
+}
+
+type checkLine struct {
+	ok   bool
+	text string
+}
+
+func (c checkLine) String() string {
+	if c.ok {
+		return "ok:      " + c.text
+	}
+	return "PROBLEM: " + c.text
+}
+
+// selfCheck validates the settings and talks to the provider the way the
+// handler will: discovery, JWKS, and client authentication.
+func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
+	var lines []checkLine
+	add := func(ok bool, format string, args ...any) {
+		lines = append(lines, checkLine{ok, fmt.Sprintf(format, args...)})
+	}
+	repl := caddy.NewReplacer()
+	var err error
+	if m.ClientSecret, err = expandSecret(repl, "client_secret", m.ClientSecret); err != nil {
+		add(false, "%v", err)
+		return lines
+	}
+	if m.CookieSecret, err = expandSecret(repl, "cookie_secret", m.CookieSecret); err != nil {
+		add(false, "%v", err)
+		return lines
+	}
+	if err := m.checkConfig(); err != nil {
+		add(false, "configuration: %v", err)
+		return lines
+	}
+	add(true, "configuration is valid")
+	m.now = time.Now
+	m.provider = newProvider(m.Issuer, endpoints{
+		Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint,
+		JWKS: m.JWKSURI, EndSession: m.EndSessionEndpoint,
+	})
+	meta, err := m.provider.metadata(ctx, time.Now())
+	if err != nil {
+		add(false, "discovery: %v", err)
+		return lines
+	}
+	add(true, "discovered: authorize %s, token %s", meta.Authorization, meta.Token)
+	if meta.EndSession == "" {
+		add(true, "no end_session_endpoint: logout will be local only")
+	} else {
+		add(true, "end_session_endpoint %s", meta.EndSession)
+	}
+	if err := m.provider.keys.refetch(ctx); err != nil {
+		add(false, "JWKS at %s: %v", meta.JWKS, err)
+	} else {
+		m.provider.keys.mu.RLock()
+		n := len(m.provider.keys.keys)
+		m.provider.keys.mu.RUnlock()
+		add(true, "JWKS at %s has %d usable key(s); ID tokens signed with %v are accepted", meta.JWKS, n, meta.algs)
+	}
+
+	// A refresh grant with a made-up token: a provider that authenticated
+	// the client answers invalid_grant; a wrong secret gets invalid_client.
+	cctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, m.provider.client), idpTimeout)
+	defer cancel()
+	_, err = m.oauthConfig(meta, "").TokenSource(cctx, &oauth2.Token{RefreshToken: "oidc-auth-check-" + randomString(8), Expiry: time.Unix(1, 0)}).Token()
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
+		add(true, "client authentication at the token endpoint works")
+	case errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client"):
+		add(false, "the token endpoint refused the client: %s (check client_id, client_secret and token_auth_method)", describeRetrieveError(re))
+	case err != nil:
+		add(false, "token endpoint: %s", describeTokenError(err))
+	default:
+		add(false, "token endpoint accepted a made-up refresh token")
+	}
+	return lines
+}
+
+// Interface guard
+var _ caddy.AdminRouter = adminHealth{}
