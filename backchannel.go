@@ -74,7 +74,7 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 	}
 	if err := m.app.revoke(r.Context(), rev); err != nil {
 		// Answering 200 would make the IdP forget a logout we may lose.
-		m.app.backend.releaseJTI(r.Context(), lt.JTI)
+		m.app.backend.releaseOnce(r.Context(), "jti:"+lt.JTI)
 		m.logger.Error("back-channel logout not recorded", zap.Error(err))
 		countLogout("backchannel", "refused", "store_unavailable")
 		return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot record the logout now")
@@ -92,7 +92,6 @@ type logoutClaims struct {
 	IssuedAt *float64                   `json:"iat"`
 	Expiry   *float64                   `json:"exp"`
 	Events   map[string]json.RawMessage `json:"events"`
-	Nonce    *json.RawMessage           `json:"nonce"`
 }
 
 // verifyLogoutToken applies section 2.6 of the spec: signature with the
@@ -125,6 +124,10 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 	if err := tok.Claims(&c); err != nil {
 		return nil, err
 	}
+	var present map[string]json.RawMessage
+	if err := tok.Claims(&present); err != nil {
+		return nil, err
+	}
 	if err := m.checkIssuedAt(c.IssuedAt); err != nil {
 		return nil, err
 	}
@@ -145,13 +148,14 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 	if err := json.Unmarshal(ev, &evObj); err != nil || evObj == nil {
 		return nil, errors.New("the back-channel logout event is not a JSON object")
 	}
-	if c.Nonce != nil {
+	if _, ok := present["nonce"]; ok {
+		// Even "nonce": null: the spec forbids the claim, not a value.
 		return nil, errors.New("token has a nonce")
 	}
 	if c.JTI == "" {
 		return nil, errors.New("token has no jti")
 	}
-	fresh, err := m.app.backend.claimJTI(r.Context(), c.JTI, now.Add(jtiRetention))
+	fresh, err := m.app.backend.claimOnce(r.Context(), "jti:"+c.JTI, now.Add(jtiRetention))
 	if err != nil {
 		return nil, fmt.Errorf("%w: recording jti: %v", errIdPUnavailable, err)
 	}

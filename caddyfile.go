@@ -52,11 +52,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
-		return d.ArgErr()
+		return d.Errf("oidc_auth: takes no arguments besides a matcher, got %q", d.Val())
 	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
+		argErr := func() error { return d.Errf("%s: wrong number of arguments", name) }
 		if seen[name] && name != "auth_param" && name != "require" {
 			return d.Errf("%s: given more than once", name)
 		}
@@ -83,11 +84,11 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		if dst, ok := single[name]; ok {
 			if !d.NextArg() {
-				return d.ArgErr()
+				return argErr()
 			}
 			*dst = d.Val()
 			if d.NextArg() {
-				return d.ArgErr()
+				return argErr()
 			}
 			continue
 		}
@@ -96,13 +97,13 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "cookie_secret":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return d.ArgErr()
+				return argErr()
 			}
 			m.CookieSecret, m.PreviousCookieSecrets = args[0], args[1:]
 		case "scopes":
 			m.Scopes = d.RemainingArgs()
 			if len(m.Scopes) == 0 {
-				return d.ArgErr()
+				return argErr()
 			}
 		case "auth_param":
 			args := d.RemainingArgs()
@@ -118,7 +119,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			m.AuthParams[args[0]] = args[1]
 		case "session_lifetime":
 			if !d.NextArg() {
-				return d.ArgErr()
+				return argErr()
 			}
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil {
@@ -126,13 +127,13 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.SessionLifetime = caddy.Duration(dur)
 			if d.NextArg() {
-				return d.ArgErr()
+				return argErr()
 			}
 		case "bearer":
 			m.Bearer = &BearerConfig{Audiences: d.RemainingArgs()}
 		case "pass_access_token":
 			if d.NextArg() {
-				return d.ArgErr()
+				return argErr()
 			}
 			m.PassAccessToken = true
 		case "require":

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -61,6 +62,15 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		return m.fail(w, r, http.StatusBadRequest, "This sign-in link is invalid or has expired.", m.LoginPath)
 	}
 	retry := m.LoginPath + "?return_to=" + url.QueryEscape(st.ReturnTo)
+	// The browser forgets a used state cookie, but a copy of it must not
+	// work either: each state is accepted once.
+	if fresh, err := m.app.backend.claimOnce(r.Context(), "state:"+st.State, time.Unix(st.Created, 0).Add(stateLifetime+time.Minute)); err == nil && !fresh {
+		m.logger.Warn("login callback refused", zap.String("reason", "state already used"))
+		countLogin("failed", "state")
+		return m.fail(w, r, http.StatusBadRequest, "This sign-in link was already used.", m.LoginPath)
+	} else if err != nil {
+		m.logger.Warn("cannot record the login state as used", zap.Error(err))
+	}
 
 	meta, err := m.provider.metadata(r.Context(), now)
 	if err != nil {

@@ -295,7 +295,9 @@ func (m *OIDCAuth) checkConfig() error {
 	if err := checkProviderURL("issuer", m.Issuer); err != nil {
 		return err
 	}
-	m.Issuer = strings.TrimSuffix(m.Issuer, "/")
+	// The issuer stays exactly as given (a trailing slash included): it
+	// must equal the provider's own, as discovery and every iss check
+	// compare it character for character.
 	if m.ClientID == "" {
 		return errors.New("client_id: required")
 	}
@@ -432,7 +434,12 @@ func expandSecret(repl *caddy.Replacer, field, v string) (string, error) {
 	if v == "" {
 		return "", nil
 	}
-	out := repl.ReplaceAll(v, "")
+	// Any unknown or empty placeholder is an error, even inside other
+	// text: "pre-{env.UNSET}" is not the secret that was meant.
+	out, err := repl.ReplaceOrErr(v, true, true)
+	if err != nil {
+		return "", fmt.Errorf("%s: %q: %v", field, v, err)
+	}
 	out = strings.TrimRight(out, "\r\n")
 	if out == "" {
 		return "", fmt.Errorf("%s: %q expands to an empty value", field, v)

@@ -117,16 +117,16 @@ func (b *redisBackend) save(ctx context.Context, rev revocation) error {
 	return err
 }
 
-func (b *redisBackend) claimJTI(ctx context.Context, jti string, until time.Time) (bool, error) {
+func (b *redisBackend) claimOnce(ctx context.Context, key string, until time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	return b.client.SetNX(ctx, b.prefix+"jti:"+hashKey(jti), 1, time.Until(until)).Result()
+	return b.client.SetNX(ctx, b.prefix+"once:"+hashKey(key), 1, time.Until(until)).Result()
 }
 
-func (b *redisBackend) releaseJTI(ctx context.Context, jti string) {
+func (b *redisBackend) releaseOnce(ctx context.Context, key string) {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	b.client.Del(ctx, b.prefix+"jti:"+hashKey(jti))
+	b.client.Del(ctx, b.prefix+"once:"+hashKey(key))
 }
 
 // watch applies revocations announced by other instances, and reloads

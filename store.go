@@ -50,11 +50,12 @@ type backend interface {
 	load(ctx context.Context) ([]revocation, error)
 	// save records a revocation durably before returning.
 	save(ctx context.Context, rev revocation) error
-	// claimJTI records a logout token's jti; false if it was seen before.
-	claimJTI(ctx context.Context, jti string, until time.Time) (bool, error)
-	// releaseJTI forgets a jti whose logout could not be recorded, so the
-	// IdP's retry is not taken for a replay.
-	releaseJTI(ctx context.Context, jti string)
+	// claimOnce records a single-use value (a logout token's jti, a used
+	// login state) until the given time; false if it was seen before.
+	claimOnce(ctx context.Context, key string, until time.Time) (bool, error)
+	// releaseOnce forgets a claimed value whose action did not complete
+	// (a logout that could not be recorded), so a retry is not a replay.
+	releaseOnce(ctx context.Context, key string)
 	// watch calls apply for revocations made by other instances, until
 	// close. A backend without other instances returns at once.
 	watch(apply func(revocation))
@@ -259,11 +260,11 @@ type storageBackend struct {
 	prefix  string
 
 	mu   sync.Mutex
-	jtis map[string]int64
+	once map[string]int64 // single-use values -> keep until
 }
 
 func newStorageBackend(storage certmagic.Storage, app string) *storageBackend {
-	return &storageBackend{storage: storage, prefix: path.Join("oidc_auth", "revocations", app), jtis: map[string]int64{}}
+	return &storageBackend{storage: storage, prefix: path.Join("oidc_auth", "revocations", app), once: map[string]int64{}}
 }
 
 func (b *storageBackend) load(ctx context.Context) ([]revocation, error) {
@@ -299,27 +300,27 @@ func (b *storageBackend) save(ctx context.Context, rev revocation) error {
 	return b.storage.Store(ctx, path.Join(b.prefix, rev.Kind+"-"+hashKey(rev.Value)), raw)
 }
 
-func (b *storageBackend) claimJTI(_ context.Context, jti string, until time.Time) (bool, error) {
+func (b *storageBackend) claimOnce(_ context.Context, key string, until time.Time) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now().Unix()
-	if exp, ok := b.jtis[jti]; ok && exp >= now {
+	if exp, ok := b.once[key]; ok && exp >= now {
 		return false, nil
 	}
-	if len(b.jtis) > 10_000 {
-		for k, exp := range b.jtis {
+	if len(b.once) > 10_000 {
+		for k, exp := range b.once {
 			if exp < now {
-				delete(b.jtis, k)
+				delete(b.once, k)
 			}
 		}
 	}
-	b.jtis[jti] = until.Unix()
+	b.once[key] = until.Unix()
 	return true, nil
 }
 
-func (b *storageBackend) releaseJTI(_ context.Context, jti string) {
+func (b *storageBackend) releaseOnce(_ context.Context, key string) {
 	b.mu.Lock()
-	delete(b.jtis, jti)
+	delete(b.once, key)
 	b.mu.Unlock()
 }
 
