@@ -23,6 +23,7 @@ type idpClient struct {
 	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris"`
 	BackchannelLogoutURI   string   `json:"backchannel_logout_uri,omitempty"`
 	TokenEndpointAuth      string   `json:"token_endpoint_auth_method,omitempty"`
+	GrantTypes             []string `json:"grant_types,omitempty"`
 }
 
 // idp is a running test IdP.

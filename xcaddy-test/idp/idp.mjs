@@ -12,7 +12,10 @@
 //   IDP_CLIENTS      path of a JSON file: an array of
 //                    { client_id, client_secret, redirect_uris,
 //                      post_logout_redirect_uris, backchannel_logout_uri?,
-//                      token_endpoint_auth_method? }
+//                      token_endpoint_auth_method?, grant_types? }
+//                    grant_types defaults to authorization_code + refresh_token;
+//                    add client_credentials for machine tokens (their sub is
+//                    the client_id)
 //   IDP_AT_TTL       access token lifetime in seconds (default 3600)
 //   IDP_KEYS_FILE    optional path; the signing JWKS is kept there so a restart
 //                    keeps the same keys
@@ -65,6 +68,7 @@ const users = [
     oid: 'org_1',
     roles: ['admin'],
     permissions: ['read', 'write', 'admin'],
+    address: { country: 'NL', locality: 'Amsterdam' },
   },
   {
     sub: 'usr_bob',
@@ -77,6 +81,20 @@ const users = [
     oid: 'org_2',
     roles: ['member'],
     permissions: ['read'],
+    address: { country: 'US', locality: 'Boston' },
+  },
+  {
+    sub: 'usr_carol',
+    login: 'carol',
+    password: 'carol-password',
+    email: 'carol@example.com',
+    name: 'Carol Editor',
+    given_name: 'Carol',
+    family_name: 'Editor',
+    oid: 'org_2',
+    roles: ['editor', 'viewer'],
+    permissions: ['read', 'write'],
+    address: { country: 'DE', locality: 'Berlin' },
   },
 ];
 
@@ -122,7 +140,7 @@ function loadClients() {
       redirect_uris: c.redirect_uris ?? [],
       post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
       token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_post',
-      grant_types: ['authorization_code', 'refresh_token'],
+      grant_types: c.grant_types ?? ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       backchannel_logout_session_required: true,
     };
@@ -245,7 +263,7 @@ ${error ? `<p class="error" id="error">${esc(error)}</p>` : ''}
 <label>Password <input name="password" id="password" type="password"></label>
 <button id="submit" type="submit">Sign in</button>
 </form>
-<p><small>Demo users: alice / alice-password, bob / bob-password</small></p>`);
+<p><small>Demo users: alice / alice-password, bob / bob-password, carol / carol-password</small></p>`);
 }
 
 // The confirmation page of RP-initiated logout answers itself with logout=yes, so
@@ -302,6 +320,7 @@ const configuration = {
   },
   ttl: {
     AccessToken: accessTokenTTL,
+    ClientCredentials: accessTokenTTL,
     IdToken: 3600,
     RefreshToken: 14 * 24 * 3600,
     AuthorizationCode: 60,
@@ -315,6 +334,7 @@ const configuration = {
     introspection: { enabled: true },
     userinfo: { enabled: true },
     backchannelLogout: { enabled: true },
+    clientCredentials: { enabled: true },
     rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
     resourceIndicators: {
       enabled: true,
@@ -342,7 +362,10 @@ const configuration = {
           jwt.payload.oid = u.oid;
           jwt.payload.roles = u.roles;
           jwt.payload.permissions = u.permissions;
+          if (u.address) jwt.payload.address = u.address;
         }
+        // A machine token (client_credentials) speaks for the client itself.
+        if (!token.accountId && !jwt.payload.sub) jwt.payload.sub = clientId;
       },
     },
   },
