@@ -188,21 +188,21 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	for _, name := range single {
 		tests = append(tests,
 			errCase{name + " duplicate", "oidc_auth {\n" + name + " a\n" + name + " b\n}", name + ": given more than once"},
-			errCase{name + " missing arg", "oidc_auth {\n" + name + "\n}", "'" + name + "'"},
-			errCase{name + " extra arg", "oidc_auth {\n" + name + " a b\n}", "wrong argument count"},
+			errCase{name + " missing arg", "oidc_auth {\n" + name + "\n}", name + ":"},
+			errCase{name + " extra arg", "oidc_auth {\n" + name + " a b\n}", name + ":"},
 		)
 	}
 	tests = append(tests, []errCase{
 		{"cookie_secret duplicate", "oidc_auth {\ncookie_secret a\ncookie_secret b\n}", "cookie_secret: given more than once"},
-		{"cookie_secret missing arg", "oidc_auth {\ncookie_secret\n}", "'cookie_secret'"},
+		{"cookie_secret missing arg", "oidc_auth {\ncookie_secret\n}", "cookie_secret:"},
 		{"bearer duplicate", "oidc_auth {\nbearer\nbearer a\n}", "bearer: given more than once"},
-		{"pass_access_token with an argument", "oidc_auth {\npass_access_token yes\n}", "wrong argument count"},
+		{"pass_access_token with an argument", "oidc_auth {\npass_access_token yes\n}", "pass_access_token:"},
 		{"pass_access_token duplicate", "oidc_auth {\npass_access_token\npass_access_token\n}", "pass_access_token: given more than once"},
 		{"scopes duplicate", "oidc_auth {\nscopes openid\nscopes email\n}", "scopes: given more than once"},
-		{"scopes missing arg", "oidc_auth {\nscopes\n}", "'scopes'"},
+		{"scopes missing arg", "oidc_auth {\nscopes\n}", "scopes:"},
 		{"session_lifetime duplicate", "oidc_auth {\nsession_lifetime 1h\nsession_lifetime 2h\n}", "session_lifetime: given more than once"},
-		{"session_lifetime missing arg", "oidc_auth {\nsession_lifetime\n}", "'session_lifetime'"},
-		{"session_lifetime extra arg", "oidc_auth {\nsession_lifetime 1h 2h\n}", "wrong argument count"},
+		{"session_lifetime missing arg", "oidc_auth {\nsession_lifetime\n}", "session_lifetime:"},
+		{"session_lifetime extra arg", "oidc_auth {\nsession_lifetime 1h 2h\n}", "session_lifetime:"},
 		{"session_lifetime bad", "oidc_auth {\nsession_lifetime forever\n}", "session_lifetime:"},
 		{"session_lifetime no unit", "oidc_auth {\nsession_lifetime 3600\n}", "session_lifetime:"},
 		{"auth_param one arg", "oidc_auth {\nauth_param prompt\n}", "auth_param:"},
@@ -212,7 +212,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"require claim only", "oidc_auth {\nrequire email\n}", "require:"},
 		{"require no args", "oidc_auth {\nrequire\n}", "require:"},
 		{"unknown subdirective", "oidc_auth {\nclient_sekret x\n}", `unrecognized subdirective "client_sekret"`},
-		{"argument on directive", "oidc_auth https://idp.example.com {\n}", "wrong argument count"},
+		{"argument on directive", "oidc_auth https://idp.example.com {\n}", "oidc_auth:"},
 	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,7 +230,6 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 // TestUnmarshalCaddyfileExtraArgNamesSubdirective: the contract says a bad
 // configuration fails with a message naming the subdirective.
 func TestUnmarshalCaddyfileExtraArgNamesSubdirective(t *testing.T) {
-	t.Skip("BUG: caddyfile.go UnmarshalCaddyfile: an extra argument gives d.ArgErr(), which names only the extra token ('b'), not the subdirective")
 	for _, name := range []string{"issuer", "client_id", "cookie_name", "session_lifetime"} {
 		t.Run(name, func(t *testing.T) {
 			arg := "a"
