@@ -54,9 +54,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		r.Header.Set("Authorization", "Bearer "+p.accessToken)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	for _, kv := range p.id.placeholders {
-		repl.Set(kv[0], kv[1])
-	}
+	repl.Map(p.id.replace)
 	return next.ServeHTTP(w, r)
 }
 
@@ -96,6 +94,10 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 				return nil, m.unauthenticated(w, r, true, api)
 			}
 		} else {
+			// Decoded sessions are shared through the codec's cache: refresh
+			// a copy.
+			cp := *s
+			s = &cp
 			ts, err := m.refreshSession(r.Context(), s, now)
 			switch {
 			case err == nil:
@@ -363,14 +365,33 @@ var identityHeaderPrefixes = []string{
 
 func stripIdentityHeaders(h http.Header) {
 	for name := range h {
-		n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
 		for _, p := range identityHeaderPrefixes {
-			if strings.HasPrefix(n, p) {
+			if headerHasPrefix(name, p) {
 				delete(h, name)
 				break
 			}
 		}
 	}
+}
+
+// headerHasPrefix compares a header name with a lowercase prefix, ignoring
+// case and reading '_' as '-', without allocating.
+func headerHasPrefix(name, prefix string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func sanitizeRealm(host string) string {

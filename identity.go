@@ -12,7 +12,22 @@ import (
 // and permissions there), and the placeholders made from them.
 type identity struct {
 	claims       map[string]any
-	placeholders [][2]string
+	placeholders [][2]string       // sorted by name
+	values       map[string]string // the same, for lookups
+}
+
+// placeholderPrefix is the namespace of the identity placeholders.
+const placeholderPrefix = "http.auth.user."
+
+// replace serves the identity placeholders to a request's replacer. Values
+// are looked up only when a placeholder is used, so an unused claim costs
+// nothing per request.
+func (id *identity) replace(key string) (any, bool) {
+	if len(key) <= len(placeholderPrefix) || key[:len(placeholderPrefix)] != placeholderPrefix {
+		return nil, false
+	}
+	v, ok := id.values[key]
+	return v, ok
 }
 
 // identityFor builds the identity once per access token; the result is
@@ -38,9 +53,13 @@ func (v *verifiedToken) identityFor(s *session) *identity {
 			}
 		}
 		id := &identity{claims: claims}
-		id.placeholders = append(id.placeholders, [2]string{"http.auth.user.id", s.Subject})
-		flattenClaims("http.auth.user.", claims, &id.placeholders)
+		id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", s.Subject})
+		flattenClaims(placeholderPrefix, claims, &id.placeholders)
 		sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })
+		id.values = make(map[string]string, len(id.placeholders))
+		for _, kv := range id.placeholders {
+			id.values[kv[0]] = kv[1]
+		}
 		v.id = id
 	})
 	return v.id
@@ -129,8 +148,9 @@ func ruleMatches(patterns []string, v any) bool {
 		}
 		return false
 	}
-	if _, ok := v.(map[string]any); ok {
-		return false
+	switch v.(type) {
+	case map[string]any, nil:
+		return false // an object or a null claim equals no value
 	}
 	s := claimString(v)
 	for _, p := range patterns {

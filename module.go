@@ -198,6 +198,11 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	if m.CookieSecret, err = expandSecret(repl, "cookie_secret", m.CookieSecret); err != nil {
 		return err
 	}
+	for i := range m.PreviousCookieSecrets {
+		if m.PreviousCookieSecrets[i], err = expandSecret(repl, "previous_cookie_secrets", m.PreviousCookieSecrets[i]); err != nil {
+			return err
+		}
+	}
 	if err := m.checkConfig(); err != nil {
 		return err
 	}
@@ -212,13 +217,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		}
 	}
 	var previous [][]byte
-	for i, p := range m.PreviousCookieSecrets {
-		if p, err = expandSecret(repl, "previous_cookie_secrets", p); err != nil {
-			return err
-		}
-		if len(p) < minCookieSecretLen {
-			return fmt.Errorf("previous_cookie_secrets: secret %d must be at least %d bytes", i+1, minCookieSecretLen)
-		}
+	for _, p := range m.PreviousCookieSecrets {
 		previous = append(previous, []byte(p))
 	}
 	if m.cookies, err = newCookieCodec(secret, m.Issuer, m.ClientID, m.CookieName, previous...); err != nil {
@@ -309,6 +308,11 @@ func (m *OIDCAuth) checkConfig() error {
 	}
 	if len(m.PreviousCookieSecrets) > 0 && m.CookieSecret == "" {
 		return errors.New("previous_cookie_secrets: needs cookie_secret (the current secret)")
+	}
+	for i, p := range m.PreviousCookieSecrets {
+		if len(p) < minCookieSecretLen {
+			return fmt.Errorf("previous_cookie_secrets: older secret %d (after the first value of cookie_secret) must be at least %d bytes, got %d", i+1, minCookieSecretLen, len(p))
+		}
 	}
 	for field, v := range map[string]string{
 		"authorization_endpoint": m.AuthorizationEndpoint,

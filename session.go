@@ -1,6 +1,9 @@
 package oidcauth
 
 import (
+	"hash/maphash"
+	"sync"
+
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -48,10 +51,25 @@ type cookieCodec struct {
 	aead     cipher.AEAD   // from the current secret: seals and opens
 	previous []cipher.AEAD // from older secrets: only open, during a rotation
 	name     string        // base name, without a __Host-/__Secure- prefix
+
+	// Decoded sessions by a keyed 128-bit hash of their sealed value, so
+	// a session seen before costs no decryption or parsing. The entries are
+	// shared and must not be modified. The cache lives and dies with the
+	// codec, so a reload that changes the secrets starts it afresh.
+	seeds   [2]maphash.Seed
+	cacheMu sync.RWMutex
+	cache   map[[2]uint64]*session
 }
 
+// maxCachedSessions bounds the decoded-session cache (a few KB each).
+const maxCachedSessions = 20_000
+
 func newCookieCodec(secret []byte, issuer, clientID, name string, previous ...[]byte) (*cookieCodec, error) {
-	c := &cookieCodec{name: name}
+	c := &cookieCodec{
+		name:  name,
+		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		cache: map[[2]uint64]*session{},
+	}
 	var err error
 	if c.aead, err = deriveAEAD(secret, issuer, clientID); err != nil {
 		return nil, err
@@ -260,6 +278,32 @@ func (c *cookieCodec) readSession(r *http.Request) (*session, error) {
 	if !ok {
 		return nil, errBadCookie
 	}
+	key := [2]uint64{maphash.String(c.seeds[0], v), maphash.String(c.seeds[1], v)}
+	c.cacheMu.RLock()
+	s, hit := c.cache[key]
+	c.cacheMu.RUnlock()
+	if hit {
+		return s, nil
+	}
+	s, err := c.decodeSession(v)
+	if err != nil {
+		return nil, err
+	}
+	c.cacheMu.Lock()
+	if len(c.cache) >= maxCachedSessions {
+		for k := range c.cache { // map order is random: drops about half
+			if len(c.cache) < maxCachedSessions/2 {
+				break
+			}
+			delete(c.cache, k)
+		}
+	}
+	c.cache[key] = s
+	c.cacheMu.Unlock()
+	return s, nil
+}
+
+func (c *cookieCodec) decodeSession(v string) (*session, error) {
 	plain, old, err := c.openKey(purposeSession, v)
 	if err != nil {
 		return nil, err
