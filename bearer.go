@@ -68,6 +68,11 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 		if v.expiry <= now.Unix() {
 			return nil, "", errors.New("token expired")
 		}
+		// The cache is shared by every handler of this client, and each
+		// may accept other audiences.
+		if !m.bearerAudienceOK(claimStrings(v.claims["aud"])) {
+			return nil, "", fmt.Errorf("audience %q not accepted", v.claims["aud"])
+		}
 		sub, _ := v.claims["sub"].(string)
 		return v, sub, nil
 	}
@@ -87,19 +92,27 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	if err != nil {
 		return nil, "", err
 	}
-	accepted := false
-	for _, aud := range tok.Audience {
-		if aud == m.ClientID || containsString(m.Bearer.Audiences, aud) {
-			accepted = true
-			break
-		}
-	}
-	if !accepted {
+	if !m.bearerAudienceOK(tok.Audience) {
 		return nil, "", fmt.Errorf("audience %q not accepted", tok.Audience)
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
 		return nil, "", err
+	}
+	// An ID token is signed by the same keys for the same audience, but it
+	// travels in URLs (id_token_hint) and is no credential for an API.
+	// RFC 9068 access tokens say so in typ; without it, the claims only
+	// ID tokens carry give one away.
+	typ, err := jwtType(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	if t := strings.ToLower(typ); t != "at+jwt" && t != "application/at+jwt" {
+		for _, c := range []string{"nonce", "at_hash", "c_hash"} {
+			if _, ok := claims[c]; ok {
+				return nil, "", errors.New("an ID token is not an access token")
+			}
+		}
 	}
 	var iat *float64
 	if n, ok := claims["iat"].(float64); ok {
@@ -116,6 +129,32 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	return v, tok.Subject, nil
 }
 
+func (m *OIDCAuth) bearerAudienceOK(auds []string) bool {
+	for _, aud := range auds {
+		if aud == m.ClientID || containsString(m.Bearer.Audiences, aud) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimStrings reads a string-or-array claim such as aud.
+func claimStrings(v any) []string {
+	switch t := v.(type) {
+	case string:
+		return []string{t}
+	case []any:
+		out := make([]string, 0, len(t))
+		for _, e := range t {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
 func claimInt(claims map[string]any, name string) int64 {
 	f, _ := claims[name].(float64)
 	return int64(f)
@@ -129,6 +168,7 @@ func (m *OIDCAuth) handleSessionInfo(w http.ResponseWriter, r *http.Request) err
 		w.Header().Set("Allow", "GET, HEAD")
 		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
 	}
+	r = r.WithContext(context.WithValue(r.Context(), apiOnlyKey{}, true))
 	p, err := m.resolve(w, r, true)
 	if p == nil {
 		return err

@@ -313,9 +313,16 @@ func resolveAgainst(r *http.Request, u *url.URL) string {
 	return abs.String()
 }
 
+// apiOnlyKey marks a request (in its context) that is answered as an API
+// call whatever it looks like, such as those of the session info endpoint.
+type apiOnlyKey struct{}
+
 // isAPIRequest tells API calls (which get a 401) from page navigations
 // (which are sent to log in), by the hints browsers and clients send.
 func isAPIRequest(r *http.Request) bool {
+	if r.Context().Value(apiOnlyKey{}) != nil {
+		return true
+	}
 	if r.Header.Get("X-Requested-With") != "" {
 		return true
 	}

@@ -26,8 +26,9 @@ func (id *identity) replace(key string) (any, bool) {
 	if len(key) <= len(placeholderPrefix) || key[:len(placeholderPrefix)] != placeholderPrefix {
 		return nil, false
 	}
-	v, ok := id.values[key]
-	return v, ok
+	// A claim this user lacks is empty rather than left as literal text
+	// (header_up and other ReplaceKnown users would pass "{...}" on).
+	return id.values[key], true
 }
 
 // identityFor builds the identity once per access token; the result is

@@ -140,7 +140,10 @@ func (b *redisBackend) watch(apply func(revocation)) {
 	}()
 	sub := b.client.Subscribe(ctx, b.channel())
 	defer sub.Close()
-	msgs := sub.Channel()
+	// With subscription confirmations too: each one (the first, and every
+	// one after a reconnect) triggers a full reload, since announcements
+	// made while the connection was down are lost.
+	msgs := sub.ChannelWithSubscriptions()
 	tick := time.NewTicker(redisResync)
 	defer tick.Stop()
 	resync := func() {
@@ -163,9 +166,16 @@ func (b *redisBackend) watch(apply func(revocation)) {
 			if !ok {
 				return
 			}
-			var rev revocation
-			if json.Unmarshal([]byte(msg.Payload), &rev) == nil {
-				apply(rev)
+			switch msg := msg.(type) {
+			case *redis.Subscription:
+				if msg.Kind == "subscribe" {
+					resync()
+				}
+			case *redis.Message:
+				var rev revocation
+				if json.Unmarshal([]byte(msg.Payload), &rev) == nil {
+					apply(rev)
+				}
 			}
 		case <-tick.C:
 			resync()
