@@ -5,8 +5,14 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"strconv"
+
 	"errors"
 	"fmt"
+	"github.com/go-jose/go-jose/v4"
 	"io/fs"
 	"net"
 	"os"
@@ -31,7 +37,24 @@ var (
 	caddyBin  string // the binary under test
 	buildOnce sync.Once
 	buildErr  error
+
+	sharedKeysFile string // the IdPs' signing JWKS, unless a test brings its own
 )
+
+// writeSigningKeys writes a private RS256 JWKS in the format the test IdP
+// reads from IDP_KEYS_FILE.
+func writeSigningKeys(path string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	jwk := jose.JSONWebKey{Key: key, KeyID: "e2e-" + strconv.FormatInt(time.Now().UnixNano(), 36), Algorithm: "RS256", Use: "sig"}
+	b, err := json.Marshal(map[string]any{"keys": []jose.JSONWebKey{jwk}})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
 
 func TestMain(m *testing.M) {
 	wd, err := os.Getwd()
@@ -41,7 +64,22 @@ func TestMain(m *testing.M) {
 	}
 	rigDir = wd
 	repoRoot = filepath.Dir(wd)
-	os.Exit(m.Run())
+	// One signing key for every IdP of the run: RSA key generation is the
+	// slowest part of an IdP's start, and on a busy 2-core machine it made
+	// starts time out.
+	dir, err := os.MkdirTemp("", "oidcauth-e2e-keys-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	sharedKeysFile = filepath.Join(dir, "jwks.json")
+	if err := writeSigningKeys(sharedKeysFile); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // caddyBinary builds Caddy with the module once per test run and returns its

@@ -68,12 +68,14 @@ func startIdP(t *testing.T, opts idpOptions) *idp {
 		"IDP_CLIENTS="+clientsFile,
 		"IDP_AT_TTL="+strconv.Itoa(int(ttl/time.Second)),
 	)
-	if opts.keysFile != "" {
-		cmd.Env = append(cmd.Env, "IDP_KEYS_FILE="+opts.keysFile)
+	keys := opts.keysFile
+	if keys == "" {
+		keys = sharedKeysFile
 	}
+	cmd.Env = append(cmd.Env, "IDP_KEYS_FILE="+keys)
 	p := startProcess(t, "idp", cmd)
 	i := &idp{Port: port, Issuer: fmt.Sprintf("http://127.0.0.1:%d", port), proc: p}
-	waitFor(t, "the IdP's discovery document", 20*time.Second, func() bool {
+	waitFor(t, "the IdP's discovery document", 60*time.Second, func() bool {
 		if p.exited() {
 			t.Fatalf("the IdP exited: %v\n%s", p.err, p.log.String())
 		}
