@@ -14,7 +14,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	echo "setup: installing ${need_apt[*]}"
 	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}"
 fi
 
 command -v node >/dev/null 2>&1 || { echo "setup: node (20 or later) is required" >&2; exit 1; }
