@@ -40,6 +40,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		bearer          [<audience>...]
 //		pass_access_token
 //		session_info_path <path>
+//		initiate_login_path <path>
+//		webhook_secret  <whsec_...>
+//		webhook_path    <path>
 //		authorization_endpoint <url>
 //		token_endpoint         <url>
 //		jwks_uri               <url>
@@ -74,6 +77,9 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"backchannel_logout_path":  &m.BackchannelLogoutPath,
 			"frontchannel_logout_path": &m.FrontchannelLogoutPath,
 			"session_info_path":        &m.SessionInfoPath,
+			"initiate_login_path":      &m.InitiateLoginPath,
+			"webhook_path":             &m.WebhookPath,
+			"webhook_secret":           &m.WebhookSecret,
 			"cookie_name":              &m.CookieName,
 			"store":                    &m.Store,
 			"authorization_endpoint":   &m.AuthorizationEndpoint,

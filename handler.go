@@ -30,6 +30,10 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		return m.handleFrontchannelLogout(w, r)
 	case m.SessionInfoPath:
 		return m.handleSessionInfo(w, r)
+	case m.InitiateLoginPath:
+		return m.handleInitiateLogin(w, r)
+	case m.WebhookPath:
+		return m.handleWebhook(w, r)
 	}
 	return m.authenticate(w, r, next)
 }
@@ -237,21 +241,40 @@ func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", "GET, HEAD")
 		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET to start a login.", "")
 	}
+	q := r.URL.Query()
 	returnTo := "/"
-	if rt := r.URL.Query().Get("return_to"); rt != "" {
+	if rt := q.Get("return_to"); rt != "" {
 		safe, ok := safeReturnTo(rt)
 		if !ok {
 			return m.fail(w, r, http.StatusBadRequest, "The return_to parameter must be a path on this site.", m.LoginPath)
 		}
 		returnTo = safe
 	}
-	return m.beginLogin(w, r, returnTo)
+	hints := map[string]string{}
+	for _, name := range loginHintParams {
+		if v := q.Get(name); v != "" && len(v) <= 512 {
+			hints[name] = v
+		}
+	}
+	target, st, err := m.startLogin(w, r, returnTo, false, hints)
+	if st == nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
 }
+
+// loginHintParams are the query parameters of login_path passed on to the
+// authorization request, so a site can offer "sign in with your company"
+// links (organization_id, connection_id, domain_hint and provider are
+// Scalekit's). Anything else is dropped.
+var loginHintParams = []string{"login_hint", "organization_id", "connection_id", "domain_hint", "prompt", "provider"}
 
 // beginLogin stores a new login attempt in its own state cookie and
 // redirects to the authorization endpoint.
 func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo string) error {
-	target, st, err := m.startLogin(w, r, returnTo, false)
+	target, st, err := m.startLogin(w, r, returnTo, false, nil)
 	if st == nil {
 		return err
 	}
@@ -262,7 +285,7 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 
 // startLogin stores a new login attempt and returns the authorization URL
 // to send the browser to. A nil state means the response was written.
-func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo string, post bool) (string, *loginState, error) {
+func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo string, post bool, hints map[string]string) (string, *loginState, error) {
 	now := m.now()
 	meta, err := m.provider.metadata(r.Context(), now)
 	if err != nil {
@@ -288,6 +311,9 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		oauth2.S256ChallengeOption(st.Verifier),
 	}
 	for k, v := range m.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	for k, v := range hints { // after auth_param: a link's hint wins
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
 	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)

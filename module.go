@@ -31,6 +31,8 @@ const (
 	defaultBackchannelLogoutPath  = "/auth/backchannel-logout"
 	defaultFrontchannelLogoutPath = "/auth/frontchannel-logout"
 	defaultSessionInfoPath        = "/auth/session"
+	defaultInitiateLoginPath      = "/auth/initiate"
+	defaultWebhookPath            = "/auth/webhook"
 	defaultSessionLifetime        = 24 * time.Hour
 	minCookieSecretLen            = 32
 )
@@ -144,11 +146,28 @@ type OIDCAuth struct {
 	// Default: `/auth/session`.
 	SessionInfoPath string `json:"session_info_path,omitempty"`
 
+	// The path at which the IdP starts a login: Scalekit's IdP-initiated
+	// login (`?idp_initiated_login=<JWT>`) and OIDC third-party initiated
+	// login (`iss`, `login_hint`, `target_link_uri`). Register it at the IdP
+	// as the "initiate login" URL. Default: `/auth/initiate`.
+	InitiateLoginPath string `json:"initiate_login_path,omitempty"`
+
+	// The signing secret (`whsec_...`) of Scalekit webhooks. When set,
+	// webhook_path accepts signed `user.logout` events and ends the
+	// sessions of their `data.user_session.session_id` (the tokens' sid).
+	// `{env.*}` and `{file.*}` placeholders are expanded. Default: none
+	// (webhooks off).
+	WebhookSecret string `json:"webhook_secret,omitempty"`
+
+	// Where webhooks are received. Default: `/auth/webhook`.
+	WebhookPath string `json:"webhook_path,omitempty"`
+
 	// How the client authenticates at the token endpoint:
 	// `client_secret_basic` or `client_secret_post`. Default: what the
 	// provider's metadata lists, preferring `client_secret_basic`.
 	TokenAuthMethod string `json:"token_auth_method,omitempty"`
 
+	webhookKey      []byte
 	callbackPath    string
 	redirectURL     *url.URL // absolute when configured so; else only a path
 	postLogoutURL   *url.URL
@@ -196,6 +215,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if m.CookieSecret, err = expandSecret(repl, "cookie_secret", m.CookieSecret); err != nil {
+		return err
+	}
+	if m.WebhookSecret, err = expandSecret(repl, "webhook_secret", m.WebhookSecret); err != nil {
 		return err
 	}
 	for i := range m.PreviousCookieSecrets {
@@ -379,16 +401,32 @@ func (m *OIDCAuth) checkConfig() error {
 	if m.SessionInfoPath == "" {
 		m.SessionInfoPath = defaultSessionInfoPath
 	}
+	if m.InitiateLoginPath == "" {
+		m.InitiateLoginPath = defaultInitiateLoginPath
+	}
+	if m.WebhookPath == "" {
+		m.WebhookPath = defaultWebhookPath
+	}
+	m.webhookKey = nil
+	if m.WebhookSecret != "" {
+		key, err := parseWebhookSecret(m.WebhookSecret)
+		if err != nil {
+			return err
+		}
+		m.webhookKey = key
+	}
 	paths := map[string]string{
 		"login_path":               m.LoginPath,
 		"logout_path":              m.LogoutPath,
 		"backchannel_logout_path":  m.BackchannelLogoutPath,
 		"frontchannel_logout_path": m.FrontchannelLogoutPath,
 		"session_info_path":        m.SessionInfoPath,
+		"initiate_login_path":      m.InitiateLoginPath,
+		"webhook_path":             m.WebhookPath,
 		"redirect_uri":             m.callbackPath,
 	}
 	seen := map[string]string{}
-	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path"} {
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path"} {
 		p := paths[field]
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("%s: must be a path starting with '/', got %q", field, p)

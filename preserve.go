@@ -40,7 +40,7 @@ func (m *OIDCAuth) preservePost(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return m.fail(w, r, http.StatusBadRequest, "The form is malformed.", "")
 	}
-	target, st, err := m.startLogin(w, r, r.URL.RequestURI(), true)
+	target, st, err := m.startLogin(w, r, r.URL.RequestURI(), true, nil)
 	if st == nil {
 		return err
 	}

@@ -1,0 +1,130 @@
+package oidcauth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+)
+
+// handleInitiateLogin starts a login that the IdP asked for. Two forms:
+//
+//   - Scalekit's IdP-initiated login: ?idp_initiated_login=<JWT>, signed
+//     with the IdP's keys, naming the connection, organization and login
+//     hint to use. Its relay_state is only data: a same-site path to land
+//     on, never our CSRF state.
+//   - OIDC third-party initiated login (Core 4): iss (must be ours),
+//     login_hint and target_link_uri (must be on this site).
+//
+// Either way the result is an ordinary login with a fresh state, nonce and
+// PKCE, so nothing from the request is trusted beyond its hints.
+func (m *OIDCAuth) handleInitiateLogin(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET or POST.", "")
+	}
+	if err := r.ParseForm(); err != nil {
+		return m.fail(w, r, http.StatusBadRequest, "The login request is malformed.", m.LoginPath)
+	}
+	hints := map[string]string{}
+	returnTo := "/"
+
+	if raw := r.Form.Get("idp_initiated_login"); raw != "" {
+		claims, err := m.verifyInitiation(r, raw)
+		if err != nil {
+			if errors.Is(err, errIdPUnavailable) {
+				return m.unavailable(w, r)
+			}
+			m.logger.Warn("IdP-initiated login refused", zap.Error(err))
+			countLogin("failed", "initiation")
+			return m.fail(w, r, http.StatusBadRequest, "This sign-in link is invalid or has expired.", m.LoginPath)
+		}
+		for _, name := range []string{"organization_id", "connection_id", "login_hint"} {
+			if v, ok := claims[name].(string); ok && v != "" {
+				hints[name] = v
+			}
+		}
+		if rs, ok := claims["relay_state"].(string); ok {
+			if safe, ok := safeReturnTo(rs); ok {
+				returnTo = safe
+			}
+		}
+	} else {
+		if iss := r.Form.Get("iss"); iss != m.Issuer {
+			m.logger.Warn("third-party initiated login refused", zap.String("reason", "iss is not this site's issuer"))
+			return m.fail(w, r, http.StatusBadRequest, "This sign-in request names another identity provider.", m.LoginPath)
+		}
+		if hint := r.Form.Get("login_hint"); hint != "" && len(hint) <= 512 {
+			hints["login_hint"] = hint
+		}
+		if target := r.Form.Get("target_link_uri"); target != "" {
+			path, ok := sameSitePath(r, target)
+			if !ok {
+				m.logger.Warn("third-party initiated login refused", zap.String("reason", "target_link_uri is not on this site"))
+				return m.fail(w, r, http.StatusBadRequest, "This sign-in request points to another site.", m.LoginPath)
+			}
+			returnTo = path
+		}
+	}
+	target, st, err := m.startLogin(w, r, returnTo, false, hints)
+	if st == nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// verifyInitiation checks an idp_initiated_login token: signature with the
+// IdP's keys and pinned algorithms, exp (required), nbf, and iss when it
+// is present.
+func (m *OIDCAuth) verifyInitiation(r *http.Request, raw string) (map[string]any, error) {
+	meta, err := m.provider.metadata(r.Context(), m.now())
+	if err != nil {
+		return nil, err
+	}
+	v := oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+		SkipClientIDCheck:    true, // such tokens are for the environment, not one client
+		SkipIssuerCheck:      true, // checked below, when present
+		SupportedSigningAlgs: meta.algs,
+		Now:                  m.now,
+	})
+	tok, err := v.Verify(oidc.ClientContext(r.Context(), m.provider.client), raw)
+	if err != nil {
+		return nil, err
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return nil, err
+	}
+	if iss, ok := claims["iss"]; ok && iss != m.Issuer {
+		return nil, fmt.Errorf("issued by %v, not %s", iss, m.Issuer)
+	}
+	if _, ok := claims["exp"]; !ok {
+		return nil, errors.New("token has no exp")
+	}
+	return claims, nil
+}
+
+// sameSitePath turns a URL on this site (same scheme and host as the
+// request) into a path for return_to.
+func sameSitePath(r *http.Request, raw string) (string, bool) {
+	if safe, ok := safeReturnTo(raw); ok {
+		return safe, true
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.User != nil {
+		return "", false
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if u.Scheme != scheme || u.Host != r.Host {
+		return "", false
+	}
+	return safeReturnTo(u.RequestURI())
+}
