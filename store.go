@@ -70,10 +70,11 @@ type appState struct {
 	shared   *redisBackend // non-nil with a shared store
 	logger   *zap.Logger
 
-	mu       sync.RWMutex
-	sessions map[string]int64 // revoked session ID -> keep until (unix)
-	sids     map[string]int64 // revoked IdP sid -> keep until
-	subs     map[string]subRevocation
+	mu        sync.RWMutex
+	lastPrune int64            // unix time of the last sweep of expired revocations
+	sessions  map[string]int64 // revoked session ID -> keep until (unix)
+	sids      map[string]int64 // revoked IdP sid -> keep until
+	subs      map[string]subRevocation
 
 	refreshMu sync.Mutex
 	refreshes map[string]*refreshCall
@@ -173,7 +174,12 @@ func (a *appState) apply(rev revocation) {
 			a.subs[rev.Value] = subRevocation{at: rev.At, until: rev.Until}
 		}
 	}
-	a.sweepRevocationsLocked(now)
+	// Sweeping is O(n): at most once a minute, so a burst of logouts over
+	// a large store does not each pay for it.
+	if now-a.lastPrune >= 60 {
+		a.sweepRevocationsLocked(now)
+		a.lastPrune = now
+	}
 }
 
 // sweepRevocationsLocked forgets revocations that can no longer match a
