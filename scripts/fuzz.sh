@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the package for a while each.
+# Usage: bash scripts/fuzz.sh [seconds per target, default 10]
+# Inputs that fail are written to testdata/fuzz/<FuzzName>/ and make the
+# script exit non-zero; `go test` then replays them on every run.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+secs="${1:-10}"
+targets="$(go test -list '^Fuzz' . | grep '^Fuzz')"
+for target in $targets; do
+	echo "== fuzz $target (${secs}s)"
+	go test -run '^$' -fuzz "^${target}\$" -fuzztime "${secs}s" -parallel 2 .
+done
