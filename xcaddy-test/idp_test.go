@@ -39,6 +39,9 @@ type idpOptions struct {
 	keysFile    string
 	clients     []idpClient
 	issuerAlias string
+	// profile is IDP_PROFILE (see idp/idp.mjs); empty: the Scalekit-shaped
+	// default.
+	profile string
 }
 
 // startIdP starts idp/idp.mjs with node and waits for its discovery document.
@@ -73,6 +76,9 @@ func startIdP(t *testing.T, opts idpOptions) *idp {
 		keys = sharedKeysFile
 	}
 	cmd.Env = append(cmd.Env, "IDP_KEYS_FILE="+keys)
+	if opts.profile != "" {
+		cmd.Env = append(cmd.Env, "IDP_PROFILE="+opts.profile)
+	}
 	p := startProcess(t, "idp", cmd)
 	i := &idp{Port: port, Issuer: fmt.Sprintf("http://127.0.0.1:%d", port), proc: p}
 	waitFor(t, "the IdP's discovery document", 60*time.Second, func() bool {

@@ -19,6 +19,24 @@
 //   IDP_AT_TTL       access token lifetime in seconds (default 3600)
 //   IDP_KEYS_FILE    optional path; the signing JWKS is kept there so a restart
 //                    keeps the same keys
+//   IDP_PROFILE      how the IdP behaves (default scalekit); one of
+//                      scalekit        JWT access tokens (aud [client_id]), refresh
+//                                      tokens rotated on use, end_session, back-channel
+//                      opaque          opaque access tokens (no resource indicators),
+//                                      like Google or Auth0 without an API audience
+//                      no-end-session  discovery without end_session_endpoint or
+//                                      back/front-channel logout support, like Google
+//                      no-refresh      no refresh token is ever issued
+//                      no-rotation     refresh tokens are not rotated on use
+//                      basic-only      token endpoint accepts client_secret_basic only
+//                                      (announced so; clients default to it)
+//                      es256           an ES256 (P-256) signing key; ID and access tokens
+//                                      are ES256
+//                      multi-key       several RS256 keys in the JWKS (the first signs)
+//                      foreign-aud     JWT access tokens for an API, not for the client:
+//                                      aud is the API, the client is in azp (Keycloak
+//                                      without an audience mapper, Okta custom
+//                                      authorization servers, Auth0 with an audience)
 //
 // Routes (as Scalekit names them):
 //   /oauth/authorize  /oauth/token  /oauth/revoke  /keys  /oidc/logout  /userinfo
@@ -35,11 +53,23 @@
 //   POST /__test/token-failure?status=<code>&count=<n>
 //                              the next n requests to the token endpoint answer
 //                              <code> (n=-1: until turned off with count=0)
+//   GET  /__test/profile       the profile, the signing alg and kid, the published
+//                              kids, JWKS fetches, token endpoint client
+//                              authentication styles seen (basic/post)
+//   POST /__test/rotate-key    a fresh signing key (same alg) is published first in
+//                              the JWKS and signs every token from now on; the older
+//                              keys stay published
+//   GET  /__test/idp-initiated?connection_id=&organization_id=&login_hint=
+//                              &relay_state=&exp=<seconds from now>&iss=<override,
+//                              "-" for none>&key=foreign
+//                              a Scalekit-style idp_initiated_login JWT, signed with
+//                              the active key (key=foreign: a key not in the JWKS)
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import Provider from 'oidc-provider';
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 const port = Number.parseInt(process.env.IDP_PORT ?? '', 10);
 if (!Number.isInteger(port) || port <= 0) {
@@ -48,6 +78,14 @@ if (!Number.isInteger(port) || port <= 0) {
 }
 const issuer = process.env.IDP_ISSUER || `http://127.0.0.1:${port}`;
 const accessTokenTTL = Number.parseInt(process.env.IDP_AT_TTL || '3600', 10);
+
+const profiles = ['scalekit', 'opaque', 'no-end-session', 'no-refresh', 'no-rotation', 'basic-only', 'es256', 'multi-key', 'foreign-aud'];
+const profile = process.env.IDP_PROFILE || 'scalekit';
+if (!profiles.includes(profile)) {
+  console.error(`IDP_PROFILE must be one of ${profiles.join(', ')}`);
+  process.exit(2);
+}
+const defaultAuthMethod = profile === 'basic-only' ? 'client_secret_basic' : 'client_secret_post';
 
 // The audience every access token is minted for, before the customizer below
 // replaces it with [client_id] the way Scalekit does.
@@ -139,7 +177,7 @@ function loadClients() {
       client_secret: c.client_secret,
       redirect_uris: c.redirect_uris ?? [],
       post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
-      token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_post',
+      token_endpoint_auth_method: c.token_endpoint_auth_method ?? defaultAuthMethod,
       grant_types: c.grant_types ?? ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       backchannel_logout_session_required: true,
@@ -165,13 +203,38 @@ function loadOrCreateKeys() {
   return jwks;
 }
 
-const jwks = loadOrCreateKeys();
-const publicKeys = new Map(
-  jwks.keys.map((k) => {
+function newSigningKey(alg) {
+  const { privateKey } = alg === 'ES256'
+    ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomBytes(8).toString('hex'), alg, use: 'sig' };
+}
+
+// The profile decides the keys: es256 signs with a P-256 key whatever the keys
+// file holds, multi-key publishes at least three keys.
+function profileKeys(set) {
+  if (profile === 'es256') {
+    const ec = set.keys.filter((k) => k.kty === 'EC' && k.crv === 'P-256');
+    return { keys: ec.length ? ec : [newSigningKey('ES256')] };
+  }
+  const keys = set.keys.filter((k) => k.kty === 'RSA');
+  if (profile === 'multi-key') {
+    while (keys.length < 3) keys.push(newSigningKey('RS256'));
+    return { keys };
+  }
+  return { keys: keys.slice(0, 1) };
+}
+
+const jwks = profileKeys(loadOrCreateKeys());
+const signingAlg = jwks.keys[0].alg || 'RS256';
+const publicKeys = new Map();
+function indexPublicKeys() {
+  for (const k of jwks.keys) {
     const { d, p, q, dp, dq, qi, ...pub } = k;
-    return [k.kid, crypto.createPublicKey({ key: pub, format: 'jwk' })];
-  }),
-);
+    if (!publicKeys.has(k.kid)) publicKeys.set(k.kid, crypto.createPublicKey({ key: pub, format: 'jwk' }));
+  }
+}
+indexPublicKeys();
 
 // ---------------------------------------------------------------- storage
 
@@ -295,9 +358,13 @@ const configuration = {
   clientDefaults: {
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
-    token_endpoint_auth_method: 'client_secret_post',
-    id_token_signed_response_alg: 'RS256',
+    token_endpoint_auth_method: defaultAuthMethod,
+    id_token_signed_response_alg: signingAlg,
   },
+  ...(profile === 'basic-only' ? { clientAuthMethods: ['client_secret_basic'] } : {}),
+  // With opaque access tokens (usable at userinfo) oidc-provider would keep the
+  // scope claims out of the ID token; Google and Auth0 put them in.
+  ...(profile === 'opaque' ? { conformIdTokenClaims: false } : {}),
   jwks,
   findAccount,
   adapter: MemoryAdapter,
@@ -337,7 +404,8 @@ const configuration = {
     clientCredentials: { enabled: true },
     rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
     resourceIndicators: {
-      enabled: true,
+      // Without them every access token is opaque.
+      enabled: profile !== 'opaque',
       defaultResource: () => apiResource,
       useGrantedResource: () => true,
       getResourceServerInfo: () => ({
@@ -345,7 +413,7 @@ const configuration = {
         audience: apiResource,
         accessTokenFormat: 'jwt',
         accessTokenTTL,
-        jwt: { sign: { alg: 'RS256' } },
+        jwt: { sign: { alg: signingAlg } },
       }),
     },
   },
@@ -356,6 +424,10 @@ const configuration = {
       async jwt(_ctx, token, jwt) {
         const clientId = token.clientId ?? token.client?.clientId;
         jwt.payload.aud = [clientId];
+        if (profile === 'foreign-aud') {
+          jwt.payload.aud = apiResource;
+          jwt.payload.azp = clientId;
+        }
         if (token.sid) jwt.payload.sid = token.sid;
         const u = userBySub(token.accountId);
         if (u) {
@@ -369,8 +441,8 @@ const configuration = {
       },
     },
   },
-  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
-  rotateRefreshToken: true,
+  issueRefreshToken: async (_ctx, client) => profile !== 'no-refresh' && client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: profile !== 'no-rotation',
   expiresWithSession: async () => false,
   // Consent is granted without asking: the grant simply covers what was asked for.
   async loadExistingGrant(ctx) {
@@ -385,7 +457,7 @@ const configuration = {
     for (const [resource, rs] of Object.entries(oidc.resourceServers ?? {})) {
       grant.addResourceScope(resource, rs.scope);
     }
-    grant.addResourceScope(apiResource, oidcScopes);
+    if (profile !== 'opaque') grant.addResourceScope(apiResource, oidcScopes);
     await grant.save();
     return grant;
   },
@@ -402,6 +474,7 @@ const configuration = {
 };
 
 const provider = new Provider(issuer, configuration);
+installKeys();
 
 // ---------------------------------------------------------------- counters
 
@@ -489,11 +562,119 @@ function verifyAccessToken(token) {
     return undefined;
   }
   const key = publicKeys.get(header.kid);
-  if (!key || header.alg !== 'RS256') return undefined;
-  const ok = crypto.verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), key, Buffer.from(parts[2], 'base64url'));
+  if (!key || header.alg !== signingAlg) return undefined;
+  const ok = crypto.verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(parts[2], 'base64url'));
   if (!ok || payload.iss !== issuer || !(payload.exp > Date.now() / 1000)) return undefined;
   return payload;
 }
+
+// ---------------------------------------------------------------- profiles
+
+const profileStats = {
+  jwks_fetches: 0,
+  token_auth: { basic: 0, post: 0 }, // client authentication seen at the token endpoint
+  access_tokens: { jwt: 0, opaque: 0 }, // format of the access tokens handed out
+  refresh_tokens_issued: 0, // token responses with a refresh_token
+  // answers to refresh grants: a new refresh token, the same one again, or none
+  refresh_answers: { rotated: 0, same: 0, none: 0 },
+};
+
+function recordTokenResponse(ctx) {
+  const body = ctx.body;
+  if (ctx.status !== 200 || !body || typeof body !== 'object' || !body.access_token) return;
+  profileStats.access_tokens[body.access_token.split('.').length === 3 ? 'jwt' : 'opaque'] += 1;
+  if (body.refresh_token) profileStats.refresh_tokens_issued += 1;
+  if (ctx.oidc?.params?.grant_type === 'refresh_token') {
+    const sent = ctx.oidc.params.refresh_token;
+    let answer = 'none';
+    if (body.refresh_token) answer = body.refresh_token === sent ? 'same' : 'rotated';
+    profileStats.refresh_answers[answer] += 1;
+  }
+}
+
+// The signing keys, the one that signs first. The provider's keystore and its
+// published JWKS are replaced on rotation (oidc-provider has no public API for
+// that; its internal state is reached through its weak cache).
+function installKeys() {
+  const ks = instance(provider).keystore;
+  ks.clear();
+  for (const k of jwks.keys) ks.add(structuredClone(k));
+  instance(provider).jwks = {
+    keys: jwks.keys.map(({ d, p, q, dp, dq, qi, ...pub }) => pub),
+  };
+  indexPublicKeys();
+}
+
+function signJWT(payload, jwk) {
+  const header = { alg: jwk.alg, typ: 'JWT', kid: jwk.kid };
+  const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  const key = crypto.createPrivateKey({ key: jwk, format: 'jwk' });
+  const sig = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+provider.use(async (ctx, next) => {
+  const { path, method } = ctx;
+  const url = new URL(ctx.url, issuer);
+
+  if (path === '/__test/profile' && method === 'GET') {
+    return json(ctx, 200, {
+      profile,
+      signing_alg: signingAlg,
+      active_kid: jwks.keys[0].kid,
+      published_kids: instance(provider).jwks.keys.map((k) => k.kid),
+      ...profileStats,
+    });
+  }
+  if (path === '/__test/rotate-key' && method === 'POST') {
+    const previous = jwks.keys[0].kid;
+    jwks.keys.unshift(newSigningKey(signingAlg));
+    installKeys();
+    console.log(`admin: signing key rotated from ${previous} to ${jwks.keys[0].kid}`);
+    return json(ctx, 200, { kid: jwks.keys[0].kid, previous });
+  }
+  if (path === '/__test/idp-initiated' && method === 'GET') {
+    const q = url.searchParams;
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iat: now, exp: now + Number.parseInt(q.get('exp') || '300', 10), jti: crypto.randomUUID() };
+    const iss = q.get('iss') ?? issuer;
+    if (iss !== '-') claims.iss = iss;
+    for (const name of ['connection_id', 'organization_id', 'login_hint', 'relay_state']) {
+      if (q.get(name) !== null) claims[name] = q.get(name);
+    }
+    const key = q.get('key') === 'foreign' ? newSigningKey(signingAlg) : jwks.keys[0];
+    return json(ctx, 200, { token: signJWT(claims, key), claims });
+  }
+
+  if (path === '/keys') profileStats.jwks_fetches += 1;
+
+  if (path === '/oauth/token' || path === '/oauth/revoke') {
+    const basic = /^basic /i.test(ctx.get('authorization'));
+    if (path === '/oauth/token') profileStats.token_auth[basic ? 'basic' : 'post'] += 1;
+    if (profile === 'basic-only' && !basic) {
+      console.log(`${path}: refused: client authentication other than client_secret_basic`);
+      return json(ctx, 401, { error: 'invalid_client', error_description: 'only client_secret_basic is accepted' });
+    }
+    if (path === '/oauth/token') {
+      await next();
+      recordTokenResponse(ctx);
+      return undefined;
+    }
+  }
+
+  if (path === '/.well-known/openid-configuration' && profile === 'no-end-session') {
+    await next();
+    if (ctx.body && typeof ctx.body === 'object') {
+      for (const name of ['end_session_endpoint', 'backchannel_logout_supported', 'backchannel_logout_session_supported',
+        'frontchannel_logout_supported', 'frontchannel_logout_session_supported']) {
+        delete ctx.body[name];
+      }
+    }
+    return undefined;
+  }
+
+  return next();
+});
 
 provider.use(async (ctx, next) => {
   const { path, method } = ctx;
@@ -591,7 +772,7 @@ provider.use(async (ctx, next) => {
     // covers the request, so a plain result is enough.
     const grant = new provider.Grant({ accountId: details.session?.accountId, clientId: params.client_id });
     grant.addOIDCScope(String(params.scope ?? 'openid'));
-    grant.addResourceScope(apiResource, oidcScopes);
+    if (profile !== 'opaque') grant.addResourceScope(apiResource, oidcScopes);
     const grantId = await grant.save();
     const returnTo = await provider.interactionResult(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
     ctx.status = 303;
