@@ -148,6 +148,8 @@ type stackOptions struct {
 	greeting string
 	// issuer override (e.g. a closed port); the IdP is still started
 	issuer string
+	// the cookie_secret line's values; default cookieSecret
+	cookieSecret string
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -181,6 +183,7 @@ func (s *stack) caddyfile(adminPort int, opts stackOptions) string {
 		extra:        opts.extra,
 		greeting:     opts.greeting,
 		upstream:     s.upstream.URL,
+		cookieSecret: opts.cookieSecret,
 	}.block()
 }
 
@@ -192,11 +195,16 @@ type siteConfig struct {
 	extra                  string // more lines inside the oidc_auth block
 	greeting               string // the respond text; default shows id and email
 	upstream               string // URL of the Go upstream for /echo and /html
+	cookieSecret           string // the cookie_secret line's values; default cookieSecret
 }
 
 // block renders the site: /signed-out is public, everything else is behind
 // oidc_auth; /echo and /html go to the Go upstream, the rest is a respond.
 func (c siteConfig) block() string {
+	secret := c.cookieSecret
+	if secret == "" {
+		secret = cookieSecret
+	}
 	greeting := c.greeting
 	if greeting == "" {
 		greeting = "hello {http.auth.user.id} {http.auth.user.email}"
@@ -230,7 +238,7 @@ http://127.0.0.1:%[1]d {
 		}
 	}
 }
-`, c.port, c.issuer, c.clientID, c.clientSecret, cookieSecret, indent(c.extra, "\t\t\t"), strings.TrimPrefix(c.upstream, "http://"), greeting)
+`, c.port, c.issuer, c.clientID, c.clientSecret, secret, indent(c.extra, "\t\t\t"), strings.TrimPrefix(c.upstream, "http://"), greeting)
 }
 
 // registration is the IdP client entry for an app on 127.0.0.1:port.

@@ -53,6 +53,12 @@
 //   POST /__test/token-failure?status=<code>&count=<n>
 //                              the next n requests to the token endpoint answer
 //                              <code> (n=-1: until turned off with count=0)
+//   GET  /__test/issued        every secret value handed out so far: authorization
+//                              codes, access, refresh, ID and logout tokens
+//   GET  /__test/refresh-tokens?sub=<sub>[&client_id=<id>]
+//                              the refresh tokens issued to that user, each with
+//                              whether it still works (not revoked, consumed or
+//                              expired)
 //   GET  /__test/profile       the profile, the signing alg and kid, the published
 //                              kids, JWKS fetches, token endpoint client
 //                              authentication styles seen (basic/post)
@@ -465,6 +471,10 @@ const configuration = {
   // logout calls here go to Caddy on 127.0.0.1, so drop that dispatcher.
   fetch(url, options) {
     const { dispatcher, ...rest } = options;
+    if (typeof rest.body === 'string' || rest.body instanceof URLSearchParams) {
+      const lt = new URLSearchParams(String(rest.body)).get('logout_token');
+      if (lt) issued.logout_tokens.push(lt);
+    }
     return globalThis.fetch(url, rest);
   },
   renderError,
@@ -479,6 +489,7 @@ installKeys();
 // ---------------------------------------------------------------- counters
 
 const stats = {
+  revocations: [], // { status, token_type_hint } of each call to the revocation endpoint
   grants: {}, // grant_type -> count
   grants_by_client: {}, // client_id -> grant_type -> count
   grant_errors: {}, // grant_type -> count
@@ -487,17 +498,46 @@ const stats = {
   token_failures_served: 0, // answers of /__test/token-failure
 };
 
+// Every secret value handed out (never reset), so tests can look for them in
+// places they must not appear, and ask whether a refresh token still works.
+const issued = {
+  codes: [],
+  access_tokens: [],
+  refresh_tokens: [], // { token, sub, client_id }
+  id_tokens: [],
+  logout_tokens: [],
+};
+
+function recordIssued(body) {
+  if (!body || typeof body !== 'object') return;
+  if (body.access_token) issued.access_tokens.push(body.access_token);
+  if (body.id_token) issued.id_tokens.push(body.id_token);
+  if (body.refresh_token) {
+    const rt = store.get(`RefreshToken:${body.refresh_token}`)?.payload;
+    issued.refresh_tokens.push({ token: body.refresh_token, sub: rt?.accountId, client_id: rt?.clientId });
+  }
+}
+
+function refreshTokenActive(token) {
+  const entry = alive(store.get(`RefreshToken:${token}`));
+  return Boolean(entry && !entry.payload.consumed && store.has(`Grant:${entry.payload.grantId}`));
+}
+
 function bump(obj, key) {
   obj[key] = (obj[key] ?? 0) + 1;
 }
 
 provider.on('grant.success', (ctx) => {
+  recordIssued(ctx.body);
   const gt = ctx.oidc.params?.grant_type ?? 'unknown';
   const clientId = ctx.oidc.client?.clientId ?? 'unknown';
   bump(stats.grants, gt);
   stats.grants_by_client[clientId] ??= {};
   bump(stats.grants_by_client[clientId], gt);
   console.log(`token: grant_type=${gt} client=${clientId} ok`);
+});
+provider.on('authorization.success', (_ctx, out) => {
+  if (out?.code) issued.codes.push(out.code);
 });
 provider.on('grant.error', (ctx, err) => {
   const gt = ctx.oidc.params?.grant_type ?? 'unknown';
@@ -691,6 +731,7 @@ provider.use(async (ctx, next) => {
       stats.backchannel = [];
       stats.revoked_grants = 0;
       stats.token_failures_served = 0;
+      stats.revocations = [];
       tokenFailure = { status: 0, count: 0 };
       return json(ctx, 200, { ok: true });
     }
@@ -699,6 +740,19 @@ provider.use(async (ctx, next) => {
       const n = await revokeUser(sub);
       console.log(`admin: revoked ${n} grant(s) of ${sub}`);
       return json(ctx, 200, { revoked_grants: n });
+    }
+    if (path === '/__test/issued' && method === 'GET') {
+      return json(ctx, 200, {
+        ...issued,
+        refresh_tokens: issued.refresh_tokens.map((r) => r.token),
+      });
+    }
+    if (path === '/__test/refresh-tokens' && method === 'GET') {
+      const sub = url.searchParams.get('sub');
+      const client = url.searchParams.get('client_id');
+      return json(ctx, 200, issued.refresh_tokens
+        .filter((r) => r.sub === sub && (!client || r.client_id === client))
+        .map((r) => ({ ...r, active: refreshTokenActive(r.token) })));
     }
     if (path === '/__test/token-failure' && method === 'POST') {
       tokenFailure = {
@@ -716,6 +770,13 @@ provider.use(async (ctx, next) => {
     stats.token_failures_served += 1;
     console.log(`token: failing on purpose with ${tokenFailure.status}`);
     return json(ctx, tokenFailure.status, { error: 'temporarily_unavailable' });
+  }
+
+  if (path === '/oauth/revoke') {
+    await next();
+    stats.revocations.push({ status: ctx.status, token_type_hint: ctx.oidc?.params?.token_type_hint });
+    console.log(`revocation: status=${ctx.status}`);
+    return undefined;
   }
 
   if (path === '/userinfo') {
