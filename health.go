@@ -82,7 +82,22 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 	}{Ready: true, Providers: []providerHealth{}, Stores: []storeHealth{}}
 
 	providers.Range(func(_, v any) bool {
-		h := v.(*provider).health()
+		p := v.(*provider)
+		// A readiness probe must not wait for a user's request to make the
+		// provider known: the probe itself discovers it (with the usual
+		// backoff) and loads its keys.
+		if _, err := p.metadata(r.Context(), time.Now()); err == nil {
+			p.mu.Lock()
+			keys := p.keys
+			p.mu.Unlock()
+			keys.mu.RLock()
+			empty := len(keys.keys) == 0
+			keys.mu.RUnlock()
+			if empty {
+				_ = keys.refetch(r.Context())
+			}
+		}
+		h := p.health()
 		if !h.Discovered || h.JWKSKeys == 0 {
 			report.Ready = false
 		}
@@ -147,10 +162,9 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	var handlers []json.RawMessage
 	findHandlers(doc, &handlers)
 	if len(handlers) == 0 {
-		fmt.Println("No oidc_auth handler in this config.")
-		return 1, nil
+		return 1, errors.New("no oidc_auth handler in this config")
 	}
-	failed := false
+	problems := 0
 	for i, raw := range handlers {
 		var m OIDCAuth
 		if err := json.Unmarshal(raw, &m); err != nil {
@@ -159,11 +173,15 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		fmt.Printf("oidc_auth #%d: issuer %s, client_id %s\n", i+1, m.Issuer, m.ClientID)
 		for _, line := range m.selfCheck(context.Background()) {
 			fmt.Println("  " + line.String())
-			failed = failed || !line.ok
+			if !line.ok {
+				problems++
+			}
 		}
 	}
-	if failed {
-		return 1, nil
+	if problems > 0 {
+		// Caddy's command wrapper exits non-zero only on an error (or a
+		// status above 1).
+		return 1, fmt.Errorf("%d problem(s) found", problems)
 	}
 	return 0, nil
 }
