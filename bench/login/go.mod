@@ -1,0 +1,3 @@
+module github.com/caddy-oidc-auth/oidcauth/bench/login
+
+go 1.24

@@ -1,0 +1,580 @@
+#!/usr/bin/env bash
+# Request throughput, latency and server CPU per request of one Caddy binary
+# serving the same 1 KB static file five ways:
+#
+#   a  plain file_server (no authentication)
+#   b  oidc_auth with a signed-in session (cookie from a real login)
+#   c  forward_auth to oauth2-proxy, signed in
+#   d  greenpau/caddy-security (OIDC generic provider + authorization policy), signed in
+#   e  b with `store redis://...` (a local redis-server)
+#   f  a, with wrk sending b's session cookie anyway (plain file_server does
+#      not read it): what the cookie's bytes alone cost, without the module
+#
+# Everything runs on 127.0.0.1: the test IdP (xcaddy-test/idp), Redis,
+# oauth2-proxy, one Caddy process per configuration and wrk. Runs are
+# interleaved (a b c d e a b c d e ...) and medians are reported.
+#
+# Usage: bash bench/run.sh
+#
+# Environment knobs:
+#   BENCH_ROUNDS       rounds of runs (default 5)
+#   BENCH_DURATION     wrk duration of one run (default 10s)
+#   BENCH_THREADS      wrk threads (default 2)
+#   BENCH_CONNECTIONS  wrk connections (default 32)
+#   BENCH_WARMUP       unmeasured wrk run per configuration first (default 3s)
+#   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f needs b)
+#   BENCH_OUT          file for the report (default bench/.build/report-<time>.txt)
+#   BENCH_KEEP=1       keep the temporary directory (configs and logs)
+#   BENCH_MAX_LOAD     if set (e.g. 1.0), wait before measuring until the 1-minute
+#                      load average is at most this (polled every 60 s, 30 min at most)
+set -euo pipefail
+
+ROUNDS=${BENCH_ROUNDS:-5}
+DURATION=${BENCH_DURATION:-10s}
+THREADS=${BENCH_THREADS:-2}
+CONNS=${BENCH_CONNECTIONS:-32}
+WARMUP=${BENCH_WARMUP:-3s}
+CONFIGS=${BENCH_CONFIGS:-"a b c d e f"}
+
+CADDY_VERSION=v2.11.9
+XCADDY_VERSION=v0.4.5
+OAUTH2_PROXY_VERSION=v7.15.6
+# v1.1.32 is the newest caddy-security whose go-authcrunch dependency the Go
+# module proxy serves here; later ones need go-authcrunch versions it refuses.
+CADDY_SECURITY_VERSION=v1.1.32
+MODULE=github.com/caddy-oidc-auth/oidcauth
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$ROOT/bench/.build
+mkdir -p "$BUILD"
+OUT=${BENCH_OUT:-$BUILD/report-$(date +%Y%m%d-%H%M%S).txt}
+WORK=$(mktemp -d /tmp/oidcauth-bench.XXXXXX)
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '\n[bench] FAILED: %s\n' "$*" >&2; exit 1; }
+
+# ------------------------------------------------------------ process control
+
+PIDS=()
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+		log "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD... : runs CMD in the background with its output in $WORK/NAME.log
+start() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	PIDS+=("$!")
+	LAST_PID=$!
+}
+
+# wait_http URL PID NAME: until URL answers anything, or PID dies
+wait_http() {
+	local url=$1 pid=$2 name=$3
+	local deadline=$((SECONDS + 120))
+	while ((SECONDS < deadline)); do
+		kill -0 "$pid" 2>/dev/null || { tail -n 40 "$WORK/$name.log" >&2; die "$name exited"; }
+		if curl -s -o /dev/null --max-time 2 "$url"; then return 0; fi
+		sleep 0.1
+	done
+	tail -n 40 "$WORK/$name.log" >&2
+	die "$name did not answer $url within 120 s"
+}
+
+USED_PORTS=" "
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 30000))
+		[[ $USED_PORTS == *" $p "* ]] && continue
+		if [[ -z $(ss -Htln "sport = :$p") ]]; then
+			USED_PORTS+="$p "
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port"
+}
+
+# ------------------------------------------------------------ tools
+
+need_apt() {
+	local bin=$1 pkg=$2
+	command -v "$bin" >/dev/null && return 0
+	log "installing $pkg"
+	if ! apt-get install -y -q "$pkg" >/dev/null 2>&1; then
+		apt-get update -q >/dev/null 2>&1 || true
+		apt-get install -y -q "$pkg" >/dev/null || die "cannot install $pkg"
+	fi
+}
+need_apt wrk wrk
+need_apt redis-server redis-server
+need_apt curl curl
+need_apt ss iproute2
+command -v go >/dev/null || die "go is not installed"
+command -v node >/dev/null || die "node is not installed"
+
+GOBIN_DIR=$(go env GOPATH)/bin
+XCADDY=$(command -v xcaddy || echo "$GOBIN_DIR/xcaddy")
+if [[ ! -x $XCADDY ]]; then
+	log "installing xcaddy $XCADDY_VERSION"
+	go install "github.com/caddyserver/xcaddy/cmd/xcaddy@$XCADDY_VERSION"
+fi
+
+if [[ ! -d $ROOT/xcaddy-test/idp/node_modules/oidc-provider ]]; then
+	log "installing the test IdP's npm packages"
+	(cd "$ROOT/xcaddy-test/idp" && npm ci --no-audit --no-fund >/dev/null)
+fi
+
+# One Caddy binary for every configuration: this module and caddy-security.
+# Rebuilt when a Go or module file of the module is newer, or the pins change.
+CADDY=$BUILD/caddy
+STAMP="caddy=$CADDY_VERSION caddy-security=$CADDY_SECURITY_VERSION"
+if [[ ! -x $CADDY || $(cat "$BUILD/caddy.stamp" 2>/dev/null) != "$STAMP" ||
+	-n $(find "$ROOT" -maxdepth 1 \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -newer "$CADDY" | head -1) ]]; then
+	log "building Caddy $CADDY_VERSION with $MODULE and caddy-security $CADDY_SECURITY_VERSION (a few minutes)"
+	# go-authcrunch is served by the module proxy but not known to the
+	# checksum database that answers here, so it is not looked up there.
+	(cd "$BUILD" && GONOSUMDB=github.com/greenpau "$XCADDY" build "$CADDY_VERSION" \
+		--with "$MODULE@v0.0.0=$ROOT" \
+		--with "github.com/greenpau/caddy-security@$CADDY_SECURITY_VERSION" \
+		--output "$CADDY.tmp") >"$BUILD/build-caddy.log" 2>&1 || { tail -n 30 "$BUILD/build-caddy.log" >&2; die "xcaddy build"; }
+	mv "$CADDY.tmp" "$CADDY"
+	echo "$STAMP" >"$BUILD/caddy.stamp"
+	(cd "$ROOT" && echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ':!bench' ':!xcaddy-test' 2>/dev/null || echo '+local changes')") >"$BUILD/caddy.source"
+fi
+
+OAUTH2_PROXY=$BUILD/oauth2-proxy-$OAUTH2_PROXY_VERSION
+if [[ ! -x $OAUTH2_PROXY ]]; then
+	log "building oauth2-proxy $OAUTH2_PROXY_VERSION"
+	mkdir -p "$BUILD/gobin"
+	GOBIN=$BUILD/gobin go install "github.com/oauth2-proxy/oauth2-proxy/v7@$OAUTH2_PROXY_VERSION" >"$BUILD/build-oauth2-proxy.log" 2>&1 ||
+		{ tail -n 30 "$BUILD/build-oauth2-proxy.log" >&2; die "go install oauth2-proxy"; }
+	mv "$BUILD/gobin/oauth2-proxy" "$OAUTH2_PROXY"
+fi
+
+LOGIN=$BUILD/login
+(cd "$ROOT/bench/login" && go build -o "$LOGIN" .) || die "building bench/login"
+
+# ------------------------------------------------------------ the site
+
+SITE=$WORK/site
+mkdir -p "$SITE"
+# 1024 bytes of text
+awk 'BEGIN { for (i = 0; i < 16; i++) printf "%063d\n", i }' >"$SITE/bench-1k.txt"
+FILE_PATH=/bench-1k.txt
+[[ $(wc -c <"$SITE/bench-1k.txt") == 1024 ]] || die "the test file is not 1024 bytes"
+
+IDP_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+O2P_PORT=$(free_port)
+declare -A PORT
+for c in a b c d e f; do PORT[$c]=$(free_port); done
+ISSUER=http://127.0.0.1:$IDP_PORT
+
+# ------------------------------------------------------------ IdP
+
+cat >"$WORK/clients.json" <<EOF
+[
+  {"client_id": "bench-oidc", "client_secret": "bench-oidc-secret",
+   "redirect_uris": ["http://127.0.0.1:${PORT[b]}/auth/callback"], "post_logout_redirect_uris": []},
+  {"client_id": "bench-oidc-redis", "client_secret": "bench-oidc-redis-secret",
+   "redirect_uris": ["http://127.0.0.1:${PORT[e]}/auth/callback"], "post_logout_redirect_uris": []},
+  {"client_id": "bench-oauth2-proxy", "client_secret": "bench-oauth2-proxy-secret",
+   "redirect_uris": ["http://127.0.0.1:${PORT[c]}/oauth2/callback"], "post_logout_redirect_uris": [],
+   "token_endpoint_auth_method": "client_secret_basic"},
+  {"client_id": "bench-caddy-security", "client_secret": "bench-caddy-security-secret",
+   "redirect_uris": ["http://127.0.0.1:${PORT[d]}/auth/oauth2/generic/authorization-code-callback"],
+   "post_logout_redirect_uris": []}
+]
+EOF
+log "starting the IdP on $ISSUER"
+# Access tokens live a day: no refresh happens during the runs. The signing
+# key is kept in .build: generating one is the slowest part of a start.
+start idp env IDP_PORT="$IDP_PORT" IDP_CLIENTS="$WORK/clients.json" IDP_AT_TTL=86400 \
+	IDP_KEYS_FILE="$BUILD/idp-keys.json" node "$ROOT/xcaddy-test/idp/idp.mjs"
+IDP_PID=$LAST_PID
+wait_http "$ISSUER/.well-known/openid-configuration" "$IDP_PID" idp
+
+# ------------------------------------------------------------ Redis, oauth2-proxy
+
+if [[ " $CONFIGS " == *" e "* ]]; then
+	log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+	start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK"
+	REDIS_PID=$LAST_PID
+	for _ in $(seq 100); do
+		[[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+		sleep 0.1
+	done
+	[[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || die "redis-server does not answer"
+fi
+
+if [[ " $CONFIGS " == *" c "* ]]; then
+	log "starting oauth2-proxy $OAUTH2_PROXY_VERSION on 127.0.0.1:$O2P_PORT"
+	start oauth2-proxy "$OAUTH2_PROXY" \
+		--http-address="127.0.0.1:$O2P_PORT" \
+		--provider=oidc \
+		--oidc-issuer-url="$ISSUER" \
+		--client-id=bench-oauth2-proxy \
+		--client-secret=bench-oauth2-proxy-secret \
+		--redirect-url="http://127.0.0.1:${PORT[c]}/oauth2/callback" \
+		--code-challenge-method=S256 \
+		--scope="openid email profile" \
+		--cookie-secret=0123456789abcdef0123456789abcdef \
+		--cookie-secure=false \
+		--cookie-expire=24h \
+		--email-domain='*' \
+		--reverse-proxy=true \
+		--skip-provider-button=true \
+		--set-xauthrequest=true \
+		--upstream=static://202 \
+		--whitelist-domain='127.0.0.1:*' \
+		--request-logging=false
+	O2P_PID=$LAST_PID
+	wait_http "http://127.0.0.1:$O2P_PORT/ping" "$O2P_PID" oauth2-proxy
+fi
+
+# ------------------------------------------------------------ Caddy
+
+global_options() {
+	cat <<EOF
+{
+	admin off
+	auto_https off
+	persist_config off
+	storage file_system $WORK/caddy-$1/storage
+EOF
+}
+
+site_head() {
+	cat <<EOF
+http://127.0.0.1:${PORT[$1]} {
+	bind 127.0.0.1
+	root * $SITE
+EOF
+}
+
+caddyfile() {
+	local c=$1
+	case $c in
+	a | f)
+		global_options "$c"
+		echo "}"
+		site_head "$c"
+		cat <<EOF
+	file_server
+}
+EOF
+		;;
+	b | e)
+		global_options "$c"
+		echo "}"
+		site_head "$c"
+		local id=bench-oidc store=""
+		if [[ $c == e ]]; then
+			id=bench-oidc-redis
+			store="store redis://127.0.0.1:$REDIS_PORT/0"
+		fi
+		cat <<EOF
+	oidc_auth {
+		issuer $ISSUER
+		client_id $id
+		client_secret $id-secret
+		cookie_secret bench-cookie-secret-0123456789abcdef-$c
+		$store
+	}
+	file_server
+}
+EOF
+		;;
+	c)
+		global_options c
+		echo "}"
+		site_head c
+		# As in oauth2-proxy's Caddy integration docs.
+		cat <<EOF
+	handle /oauth2/* {
+		reverse_proxy 127.0.0.1:$O2P_PORT {
+			header_up X-Real-IP {remote_host}
+			header_up X-Forwarded-Uri {uri}
+		}
+	}
+	handle {
+		forward_auth 127.0.0.1:$O2P_PORT {
+			uri /oauth2/auth
+			header_up X-Real-IP {remote_host}
+			copy_headers X-Auth-Request-User X-Auth-Request-Email
+			@error status 401
+			handle_response @error {
+				redir * /oauth2/sign_in?rd={scheme}://{hostport}{uri}
+			}
+		}
+		file_server
+	}
+}
+EOF
+		;;
+	d)
+		global_options d
+		cat <<EOF
+	security {
+		oauth identity provider generic {
+			realm generic
+			driver generic
+			client_id bench-caddy-security
+			client_secret bench-caddy-security-secret
+			scopes openid email profile
+			base_auth_url $ISSUER
+			metadata_url $ISSUER/.well-known/openid-configuration
+		}
+		authentication portal benchportal {
+			crypto default token lifetime 86400
+			crypto key sign-verify bench-caddy-security-shared-key-0123456789
+			enable identity provider generic
+			cookie insecure on
+			transform user {
+				match realm generic
+				action add role authp/user
+			}
+		}
+		authorization policy benchpolicy {
+			set auth url /auth/oauth2/generic
+			crypto key verify bench-caddy-security-shared-key-0123456789
+			allow roles authp/user
+		}
+	}
+}
+EOF
+		site_head d
+		cat <<EOF
+	route /auth* {
+		authenticate with benchportal
+	}
+	route {
+		authorize with benchpolicy
+		file_server
+	}
+}
+EOF
+		;;
+	esac
+}
+
+declare -A CADDY_PID AUX_PID COOKIE
+COOKIE_SIZES=""
+for c in $CONFIGS; do
+	mkdir -p "$WORK/caddy-$c"
+	caddyfile "$c" >"$WORK/caddy-$c/Caddyfile"
+	log "starting Caddy ($c) on 127.0.0.1:${PORT[$c]}"
+	start "caddy-$c" env HOME="$WORK/caddy-$c" XDG_CONFIG_HOME="$WORK/caddy-$c/config" XDG_DATA_HOME="$WORK/caddy-$c/data" \
+		"$CADDY" run --config "$WORK/caddy-$c/Caddyfile" --adapter caddyfile
+	CADDY_PID[$c]=$LAST_PID
+	wait_http "http://127.0.0.1:${PORT[$c]}/" "${CADDY_PID[$c]}" "caddy-$c"
+	AUX_PID[$c]=""
+	[[ $c == c ]] && AUX_PID[$c]=$O2P_PID
+	[[ $c == e ]] && AUX_PID[$c]=$REDIS_PID
+done
+
+# ------------------------------------------------------------ sign in and check
+
+URL() { echo "http://127.0.0.1:${PORT[$1]}$FILE_PATH"; }
+
+for c in $CONFIGS; do
+	COOKIE[$c]=""
+	[[ $c == a || $c == f ]] && continue
+	log "signing in to ($c) as alice through the IdP's login form"
+	COOKIE[$c]=$("$LOGIN" -url "$(URL "$c")" -user alice -password alice-password 2>"$WORK/login-$c.log") ||
+		{ cat "$WORK/login-$c.log" >&2; tail -n 30 "$WORK/caddy-$c.log" >&2; die "login to ($c) failed"; }
+	# Without the cookie the file must not be served.
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$(URL "$c")")
+	[[ $code != 200 ]] || die "($c) serves the file without a session: authentication is not in the path"
+	log "  ($c) without a session: $code; cookie header of ${#COOKIE[$c]} bytes"
+	COOKIE_SIZES+="$c=${#COOKIE[$c]} "
+done
+if [[ " $CONFIGS " == *" f "* ]]; then
+	[[ -n ${COOKIE[b]:-} ]] || die "configuration f needs b (it sends b's session cookie)"
+	COOKIE[f]=${COOKIE[b]}
+fi
+
+# check_file C: one request with the session must return the 1 KB file with 200
+check_file() {
+	local c=$1 code hdr=()
+	[[ -n ${COOKIE[$c]} ]] && hdr=(-H "Cookie: ${COOKIE[$c]}")
+	code=$(curl -s -o "$WORK/check-$c.body" -w '%{http_code}' --max-time 10 "${hdr[@]}" "$(URL "$c")")
+	if [[ $code != 200 ]] || ! cmp -s "$WORK/check-$c.body" "$SITE/bench-1k.txt"; then
+		head -c 300 "$WORK/check-$c.body" >&2
+		die "($c) answered $code instead of 200 with the 1 KB file"
+	fi
+}
+for c in $CONFIGS; do
+	check_file "$c"
+	log "($c) serves the 1 KB file with 200"
+done
+
+# ------------------------------------------------------------ measure
+
+cpu_ticks() { # utime+stime of a process, in clock ticks (0 for none)
+	[[ -z ${1:-} ]] && { echo 0; return; }
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+to_us() { # wrk latency (e.g. 812.00us, 1.23ms, 2.00s) in microseconds
+	awk -v v="$1" 'BEGIN {
+		n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+		if (u == "us") f = 1; else if (u == "ms") f = 1000; else if (u == "s") f = 1000000; else f = 60000000
+		printf "%.1f", n * f }'
+}
+
+to_bytes() { # wrk size (e.g. 150.23MB) in bytes
+	awk -v v="$1" 'BEGIN {
+		n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+		f = 1; if (u == "KB") f = 1024; else if (u == "MB") f = 1048576; else if (u == "GB") f = 1073741824
+		printf "%.0f", n * f }'
+}
+
+RAW=$WORK/raw.tsv
+printf 'round\tconfig\treq_per_s\trequests\tp50_us\tp99_us\tcaddy_cpu_us_per_req\taux_cpu_us_per_req\tbytes_per_req\n' >"$RAW"
+
+run_wrk() { # run_wrk C DURATION ROUND (ROUND 0: warm-up, not recorded)
+	local c=$1 dur=$2 round=$3 hdr=() out before after abefore aafter
+	[[ -n ${COOKIE[$c]} ]] && hdr=(-H "Cookie: ${COOKIE[$c]}")
+	before=$(cpu_ticks "${CADDY_PID[$c]}")
+	abefore=$(cpu_ticks "${AUX_PID[$c]}")
+	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$dur" --latency "${hdr[@]}" "$(URL "$c")") || die "wrk failed for ($c)"
+	after=$(cpu_ticks "${CADDY_PID[$c]}")
+	aafter=$(cpu_ticks "${AUX_PID[$c]}")
+	echo "$out" >"$WORK/wrk-$c-$round.txt"
+	local rps reqs read p50 p99 non2xx errors bpr
+	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+	reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+	read=$(awk '/requests in/ { print $5 }' <<<"$out")
+	p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
+	p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+	non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+	errors=$(awk '/Socket errors:/' <<<"$out")
+	[[ -n $rps && -n $reqs && $reqs -gt 0 ]] || { echo "$out" >&2; die "cannot read wrk's output for ($c)"; }
+	[[ -z $non2xx ]] || { echo "$out" >&2; die "($c): $non2xx answers were not 2xx/3xx"; }
+	[[ -z $errors ]] || log "($c) round $round: $errors"
+	bpr=$(($(to_bytes "${read%,}") / reqs))
+	# 1024 bytes of body plus headers; a redirect or an error page is shorter.
+	((bpr >= 1100)) || { echo "$out" >&2; die "($c): $bpr bytes per answer, not the 1 KB file"; }
+	[[ $round == 0 ]] && return 0
+	awk -v r="$round" -v c="$c" -v rps="$rps" -v n="$reqs" -v p50="$(to_us "$p50")" -v p99="$(to_us "$p99")" \
+		-v ct=$((after - before)) -v at=$((aafter - abefore)) -v hz="$CLK_TCK" -v bpr="$bpr" 'BEGIN {
+		printf "%s\t%s\t%.0f\t%d\t%s\t%s\t%.2f\t%.2f\t%d\n", r, c, rps, n, p50, p99, ct * 1e6 / hz / n, at * 1e6 / hz / n, bpr }' >>"$RAW"
+	log "  round $round ($c): $(tail -n 1 "$RAW" | cut -f3,5,6,7,8 | tr '\t' ' ') (req/s p50 p99 caddy-cpu aux-cpu)"
+}
+
+if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
+	for c in $CONFIGS; do
+		log "warm-up ($c) $WARMUP"
+		run_wrk "$c" "$WARMUP" 0
+	done
+fi
+if [[ -n ${BENCH_MAX_LOAD:-} ]]; then
+	for i in $(seq 31); do
+		load=$(cut -d' ' -f1 /proc/loadavg)
+		awk -v l="$load" -v m="$BENCH_MAX_LOAD" 'BEGIN { exit !(l <= m) }' && break
+		((i == 31)) && die "the load average stayed above $BENCH_MAX_LOAD for 30 minutes"
+		log "1-minute load average $load > $BENCH_MAX_LOAD: waiting 60 s"
+		sleep 60
+	done
+fi
+log "measuring: $ROUNDS rounds of $CONFIGS, wrk -t$THREADS -c$CONNS -d$DURATION --latency"
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in $(seq "$ROUNDS"); do
+	for c in $CONFIGS; do
+		run_wrk "$c" "$DURATION" "$r"
+	done
+done
+LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# The sessions must still be good after the runs (no refresh, no logout).
+for c in $CONFIGS; do check_file "$c"; done
+
+# ------------------------------------------------------------ report
+
+NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie"
+{
+	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
+	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$BUILD/caddy.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
+	echo "run: $ROUNDS rounds x {$CONFIGS}, wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive"
+	echo "load average (1/5/15 min): $LOAD_AT_START at start, $LOAD_AT_END at end"
+	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]}}"
+	echo
+	echo "## raw runs"
+	echo
+	column -t -s $'\t' "$RAW"
+	echo
+	echo "## medians (cpu: utime+stime of the process per request; aux: oauth2-proxy for c, redis-server for e)"
+	echo
+	awk -F'\t' -v names="$NAMES" -v order="$CONFIGS" '
+	function median(key,   n, i, j, t, a) {
+		n = split(vals[key], a, " ")
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	NR > 1 {
+		for (k = 3; k <= 9; k++) vals[$2 SUBSEP k] = vals[$2 SUBSEP k] " " $k
+		vals[$2 SUBSEP 10] = vals[$2 SUBSEP 10] " " ($7 + $8)
+	}
+	END {
+		split(names, nl, ";"); for (i in nl) { split(nl[i], kv, "="); label[kv[1]] = kv[2] }
+		nc = split(order, cfg, " ")
+		for (i = 1; i <= nc; i++) { c = cfg[i]; for (k = 3; k <= 10; k++) m[c, k] = median(c SUBSEP k) }
+		printf "%-3s %-30s %10s %10s %10s %14s %12s %14s\n", "", "configuration", "req/s", "p50 ms", "p99 ms", "caddy cpu us", "aux cpu us", "total cpu us"
+		for (i = 1; i <= nc; i++) {
+			c = cfg[i]
+			printf "%-3s %-30s %10.0f %10.3f %10.3f %14.2f %12.2f %14.2f\n", "(" c ")", label[c], m[c,3], m[c,5] / 1000, m[c,6] / 1000, m[c,7], m[c,8], m[c,10]
+		}
+		if (!(("a", 3) in m)) exit
+		print ""
+		print "## ratios to (a) plain file_server (medians)"
+		print ""
+		printf "%-3s %-30s %10s %10s %10s %14s %14s\n", "", "configuration", "req/s", "p50", "p99", "caddy cpu/req", "total cpu/req"
+		for (i = 1; i <= nc; i++) {
+			c = cfg[i]
+			printf "%-3s %-30s %9.3fx %9.3fx %9.3fx %13.3fx %13.3fx\n", "(" c ")", label[c], m[c,3] / m["a",3], m[c,5] / m["a",5], m[c,6] / m["a",6], m[c,7] / m["a",7], m[c,10] / m["a",7]
+		}
+		print ""
+		print "## targets"
+		print ""
+		if (("b", 3) in m) {
+			t("(b) req/s >= 0.97x (a)", m["b",3] / m["a",3], m["b",3] / m["a",3] >= 0.97)
+			t("(b) server cpu/req <= 1.05x (a)", m["b",7] / m["a",7], m["b",7] / m["a",7] <= 1.05)
+			t("(b) p99 <= 1.2x (a)", m["b",6] / m["a",6], m["b",6] / m["a",6] <= 1.2)
+		}
+		if (("b", 3) in m && ("d", 3) in m) {
+			t("(b) req/s ahead of (d) caddy-security", m["b",3] / m["d",3], m["b",3] > m["d",3])
+			t("(b) cpu/req below (d) caddy-security", m["b",7] / m["d",7], m["b",7] < m["d",7])
+		}
+		if (("e", 3) in m) t("(e) req/s >= 0.90x (a)", m["e",3] / m["a",3], m["e",3] / m["a",3] >= 0.90)
+	}
+	function t(what, ratio, ok) { printf "%-42s %7.3fx  %s\n", what, ratio, ok ? "met" : "NOT met" }
+	' "$RAW"
+} | tee "$OUT"
+cp "$RAW" "${OUT%.txt}.tsv"
+log "report: $OUT (raw: ${OUT%.txt}.tsv)"
