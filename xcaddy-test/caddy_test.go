@@ -211,7 +211,17 @@ func (c siteConfig) block() string {
 	}
 	return fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
-	log
+	# The access-log filter the README recommends: no code, no state, no
+	# id_token_hint (in the logout redirect's Location).
+	log {
+		format filter {
+			request>uri query {
+				delete code
+				delete state
+			}
+			resp_headers>Location delete
+		}
+	}
 	handle /signed-out {
 		header Content-Type "text/html; charset=utf-8"
 		respond "<!DOCTYPE html><title>bye</title><h1 id=\"signed-out\">signed out</h1>"

@@ -500,7 +500,7 @@ func TestOpsJourneyMetricsAndLogs(t *testing.T) {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		t.Skipf("BUG: with the site's `log` directive, Caddy's access log holds %s; e.g. %s",
+		t.Errorf("with the README's access-log filter, Caddy's access log still holds %s; e.g. %s",
 			strings.Join(keys, "; "), accessLeaks[keys[0]])
 	})
 }
@@ -580,8 +580,11 @@ func TestOpsCookieKeyRotationAcrossReloads(t *testing.T) {
 		if err != nil || out.Status != http.StatusFound || !strings.HasPrefix(out.location(), s.idp.Issuer+"/oidc/logout") {
 			t.Fatalf("logout: %s", out)
 		}
-		if loc.Query().Get("id_token_hint") == "" {
-			t.Skipf("BUG: after cookie_secret A was retired, the logout of a session that was rewritten with B sends no id_token_hint: the ID token cookie (path /auth/logout) is still sealed with A and is never rewritten during the rotation (%s)", out.location())
+		// Retired before session_lifetime (the README says to wait one), the
+		// old secret took the ID token cookie with it: the logout names the
+		// client instead, which RP-initiated logout allows.
+		if loc.Query().Get("id_token_hint") == "" && loc.Query().Get("client_id") != clientID {
+			t.Errorf("logout after an early rotation names neither the ID token nor the client: %s", out.location())
 		}
 	})
 }
