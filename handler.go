@@ -232,7 +232,7 @@ func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear
 	if r.Method == http.MethodPost {
 		return m.preservePost(w, r)
 	}
-	return m.beginLogin(w, r, r.URL.RequestURI())
+	return m.beginLogin(w, r, r.URL.RequestURI(), nil)
 }
 
 // handleLogin starts a login explicitly; ?return_to= says where to go next.
@@ -256,13 +256,7 @@ func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
 			hints[name] = v
 		}
 	}
-	target, st, err := m.startLogin(w, r, returnTo, false, hints)
-	if st == nil {
-		return err
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, target, http.StatusFound)
-	return nil
+	return m.beginLogin(w, r, returnTo, hints)
 }
 
 // loginHintParams are the query parameters of login_path passed on to the
@@ -273,8 +267,8 @@ var loginHintParams = []string{"login_hint", "organization_id", "connection_id",
 
 // beginLogin stores a new login attempt in its own state cookie and
 // redirects to the authorization endpoint.
-func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo string) error {
-	target, st, err := m.startLogin(w, r, returnTo, false, nil)
+func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo string, hints map[string]string) error {
+	target, st, err := m.startLogin(w, r, returnTo, false, hints)
 	if st == nil {
 		return err
 	}

@@ -69,13 +69,7 @@ func (m *OIDCAuth) handleInitiateLogin(w http.ResponseWriter, r *http.Request) e
 			returnTo = path
 		}
 	}
-	target, st, err := m.startLogin(w, r, returnTo, false, hints)
-	if st == nil {
-		return err
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, target, http.StatusFound)
-	return nil
+	return m.beginLogin(w, r, returnTo, hints)
 }
 
 // verifyInitiation checks an idp_initiated_login token: signature with the

@@ -386,26 +386,21 @@ func (m *OIDCAuth) checkConfig() error {
 		}
 	}
 
-	if m.LoginPath == "" {
-		m.LoginPath = defaultLoginPath
-	}
-	if m.LogoutPath == "" {
-		m.LogoutPath = defaultLogoutPath
-	}
-	if m.BackchannelLogoutPath == "" {
-		m.BackchannelLogoutPath = defaultBackchannelLogoutPath
-	}
-	if m.FrontchannelLogoutPath == "" {
-		m.FrontchannelLogoutPath = defaultFrontchannelLogoutPath
-	}
-	if m.SessionInfoPath == "" {
-		m.SessionInfoPath = defaultSessionInfoPath
-	}
-	if m.InitiateLoginPath == "" {
-		m.InitiateLoginPath = defaultInitiateLoginPath
-	}
-	if m.WebhookPath == "" {
-		m.WebhookPath = defaultWebhookPath
+	for _, p := range []struct {
+		field *string
+		def   string
+	}{
+		{&m.LoginPath, defaultLoginPath},
+		{&m.LogoutPath, defaultLogoutPath},
+		{&m.BackchannelLogoutPath, defaultBackchannelLogoutPath},
+		{&m.FrontchannelLogoutPath, defaultFrontchannelLogoutPath},
+		{&m.SessionInfoPath, defaultSessionInfoPath},
+		{&m.InitiateLoginPath, defaultInitiateLoginPath},
+		{&m.WebhookPath, defaultWebhookPath},
+	} {
+		if *p.field == "" {
+			*p.field = p.def
+		}
 	}
 	m.webhookKey = nil
 	if m.WebhookSecret != "" {

@@ -23,7 +23,7 @@ func (m *OIDCAuth) preservePost(w http.ResponseWriter, r *http.Request) error {
 		// Re-sending another site's post from our own page after login
 		// would help a cross-site request forgery past the app's origin
 		// checks. Such a post just leads to the login.
-		return m.beginLogin(w, r, r.URL.RequestURI())
+		return m.beginLogin(w, r, r.URL.RequestURI(), nil)
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "application/x-www-form-urlencoded" {
