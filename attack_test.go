@@ -782,7 +782,7 @@ func TestAttackCookieJar(t *testing.T) {
 		half := len(sess.value) / 2
 		for _, h := range []string{
 			name + "=2." + sess.value[:half],                                                 // second chunk missing
-			name + "=3." + sess.value[:half] + "; " + name + "_1=" + sess.value[half:],         // third chunk missing
+			name + "=3." + sess.value[:half] + "; " + name + "_1=" + sess.value[half:],       // third chunk missing
 			name + "=2." + sess.value[:half] + "; " + name + "_1=" + sess.value[half:] + "A", // chunk altered
 			name + "=1." + sess.value,
 			name + "=02." + sess.value[:half] + "; " + name + "_1=" + sess.value[half:],
