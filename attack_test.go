@@ -324,7 +324,6 @@ func TestAttackTokenFormats(t *testing.T) {
 	for _, f := range forms {
 		t.Run(f.name+"/ID token", func(t *testing.T) {
 			if f.name == "JWS JSON serialization" {
-				t.Skip("BUG: ID tokens in JWS JSON serialization are accepted (keySet.VerifySignature and go-oidc use jose.ParseSigned, not ParseSignedCompact; RFC 7519 JWTs are compact only)")
 			}
 			t.Parallel()
 			e := newITEnv(t)
@@ -587,7 +586,6 @@ func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 // not read without bound (the JWKS and token responses are capped at
 // 1 MB).
 func TestAttackDiscoveryBodyBounded(t *testing.T) {
-	t.Skip("BUG: discovery reads the provider's metadata with go-oidc's unbounded io.ReadAll: a hostile issuer can make every instance buffer up to idpTimeout worth of body")
 	t.Parallel()
 	var written atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -70,7 +70,7 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 		}
 		// The cache is shared by every handler of this client, and each
 		// may accept other audiences.
-		if !m.bearerAudienceOK(claimStrings(v.claims["aud"])) {
+		if !m.audienceOK(claimStrings(v.claims["aud"]), m.Bearer.Audiences) {
 			return nil, "", fmt.Errorf("audience %q not accepted", v.claims["aud"])
 		}
 		sub, _ := v.claims["sub"].(string)
@@ -92,7 +92,7 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	if err != nil {
 		return nil, "", err
 	}
-	if !m.bearerAudienceOK(tok.Audience) {
+	if !m.audienceOK(tok.Audience, m.Bearer.Audiences) {
 		return nil, "", fmt.Errorf("audience %q not accepted", tok.Audience)
 	}
 	var claims map[string]any
@@ -127,15 +127,6 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims}
 	m.app.bearer.put(raw, v, now.Unix())
 	return v, tok.Subject, nil
-}
-
-func (m *OIDCAuth) bearerAudienceOK(auds []string) bool {
-	for _, aud := range auds {
-		if aud == m.ClientID || containsString(m.Bearer.Audiences, aud) {
-			return true
-		}
-	}
-	return false
 }
 
 // claimStrings reads a string-or-array claim such as aud.

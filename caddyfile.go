@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_lifetime <duration>
 //		store           <redis-url>
 //		require         <claim> <value...>
+//		access_token_audiences <audience...>
 //		bearer          [<audience>...]
 //		pass_access_token
 //		session_info_path <path>
@@ -133,6 +134,11 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.SessionLifetime = caddy.Duration(dur)
 			if d.NextArg() {
+				return argErr()
+			}
+		case "access_token_audiences":
+			m.AccessTokenAudiences = d.RemainingArgs()
+			if len(m.AccessTokenAudiences) == 0 {
 				return argErr()
 			}
 		case "bearer":

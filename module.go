@@ -130,6 +130,13 @@ type OIDCAuth struct {
 	JWKSURI               string `json:"jwks_uri,omitempty"`
 	EndSessionEndpoint    string `json:"end_session_endpoint,omitempty"`
 
+	// Audiences accepted in access tokens besides the client ID, for IdPs
+	// whose access tokens name an API rather than the client (Keycloak
+	// without an audience mapper: `account`; Okta: `api://default`; Auth0
+	// with an API audience). Bearer mode accepts them too. Default: only
+	// the client ID, as Scalekit issues them.
+	AccessTokenAudiences []string `json:"access_token_audiences,omitempty"`
+
 	// Bearer mode: a request without a session that sends
 	// `Authorization: Bearer <JWT>` is accepted when the token is an access
 	// token of this IdP for this client (or one of the extra audiences) and

@@ -80,7 +80,8 @@ func newProvider(issuer string, overrides endpoints) *provider {
 		issuer:    issuer,
 		overrides: overrides,
 		client: &http.Client{
-			Timeout: idpTimeout,
+			Timeout:   idpTimeout,
+			Transport: limitedTransport{http.DefaultTransport},
 			// Never follow a redirect: the token endpoint receives the code
 			// and the client secret, which must go nowhere else.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -263,6 +264,10 @@ type verifiedToken struct {
 	expiry int64          // unix seconds
 	claims map[string]any // access token claims; nil for opaque tokens
 
+	// forClient: the audience holds the client ID, so every handler of the
+	// client accepts the token without looking at its audience again.
+	forClient bool
+
 	once sync.Once
 	id   *identity
 }
@@ -315,13 +320,20 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		if v.expiry <= now.Unix() {
 			return nil, errors.New("access token expired")
 		}
+		// The cache is shared by every handler of this client; one that
+		// accepts other audiences may have put the token there.
+		if !v.forClient && !m.audienceOK(claimStrings(v.claims["aud"]), nil) {
+			return nil, fmt.Errorf("access token: audience %v not accepted", v.claims["aud"])
+		}
 		return v, nil
 	}
 	if !isJWT(s.AccessToken) {
 		if s.Expiry <= now.Unix() {
 			return nil, errors.New("access token expired")
 		}
-		v := &verifiedToken{expiry: s.Expiry}
+		// Nothing to check locally: the token came from the token
+		// endpoint, inside the session's sealed cookie.
+		v := &verifiedToken{expiry: s.Expiry, forClient: true}
 		m.app.verified.put(s.AccessToken, v, now.Unix())
 		return v, nil
 	}
@@ -329,9 +341,12 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 	if err != nil {
 		return nil, err
 	}
-	tok, err := m.verifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), s.AccessToken)
+	tok, err := m.accessVerifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), s.AccessToken)
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
+	}
+	if !m.audienceOK(tok.Audience, nil) {
+		return nil, fmt.Errorf("access token: audience %q has neither the client_id nor an access_token_audiences value", tok.Audience)
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
@@ -347,9 +362,30 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 	if sub, _ := claims["sub"].(string); sub != "" && sub != s.Subject {
 		return nil, errors.New("access token: sub differs from the session's user")
 	}
-	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims}
+	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, forClient: containsString(tok.Audience, m.ClientID)}
 	m.app.verified.put(s.AccessToken, v, now.Unix())
 	return v, nil
+}
+
+// accessVerifier checks an access token's signature, iss and exp; the
+// audience is checked by audienceOK, as it may be other than the client.
+func (m *OIDCAuth) accessVerifier(meta *metadata) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+		SkipClientIDCheck:    true,
+		SupportedSigningAlgs: meta.algs,
+		Now:                  m.now,
+	})
+}
+
+// audienceOK reports whether an access token's audience holds the client
+// ID, one of access_token_audiences, or one of extra.
+func (m *OIDCAuth) audienceOK(auds, extra []string) bool {
+	for _, aud := range auds {
+		if aud == m.ClientID || containsString(m.AccessTokenAudiences, aud) || containsString(extra, aud) {
+			return true
+		}
+	}
+	return false
 }
 
 // tokenSet is what a code exchange or a refresh yields, after checking.
@@ -512,7 +548,8 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 	for i, a := range k.algs {
 		algs[i] = jose.SignatureAlgorithm(a)
 	}
-	jws, err := jose.ParseSigned(raw, algs)
+	// Compact serialization only: a JWT is never the JWS JSON form.
+	jws, err := jose.ParseSignedCompact(raw, algs)
 	if err != nil {
 		return nil, fmt.Errorf("malformed jwt: %w", err)
 	}
@@ -628,4 +665,39 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 
 func constantTimeEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// maxIdPResponse bounds every response body read from the IdP (discovery,
+// JWKS, token, revocation): no document they serve comes near it, and a
+// hostile or broken IdP must not make Caddy buffer without limit.
+const maxIdPResponse = 1 << 20
+
+type limitedTransport struct{ base http.RoundTripper }
+
+func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxIdPResponse}
+	return resp, nil
+}
+
+// limitedBody fails a read past its limit, rather than truncating, so a
+// cut-off document is an error and not a different document.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errors.New("identity provider response larger than 1 MiB")
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }

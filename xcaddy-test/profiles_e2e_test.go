@@ -83,7 +83,7 @@ func discoveryDoc(t *testing.T, issuer string) map[string]any {
 type profileStackOptions struct {
 	profile   string
 	accessTTL time.Duration
-	extra     string // more lines inside the oidc_auth block
+	extra     string // more lines inside the oidc_auth block; {idp} is the IdP's issuer
 }
 
 // newProfileStack starts an IdP with the given profile and a Caddy whose
@@ -106,7 +106,7 @@ func newProfileStack(t *testing.T, opts profileStackOptions) *stack {
 		issuer:       s.idp.Issuer,
 		clientID:     clientID,
 		clientSecret: clientSecret,
-		extra:        opts.extra,
+		extra:        strings.ReplaceAll(opts.extra, "{idp}", s.idp.Issuer),
 		upstream:     s.upstream.URL,
 	}.block()
 	s.caddy = startCaddy(t, s.dir, adminPort, cf, s.app+"/signed-out")
@@ -379,5 +379,27 @@ func TestIdPProfileForeignAudience(t *testing.T) {
 	t.Logf("callback answer: %d %s", j.final.Status, shorten(j.final.Body, 200))
 	if pi := s.idp.profileInfo(t); pi.AccessTokens["jwt"] != 1 {
 		t.Errorf("access tokens handed out: %v, want one JWT", pi.AccessTokens)
+	}
+}
+
+// TestIdPProfileForeignAudienceAccepted: with the API's audience listed in
+// access_token_audiences, the same IdP's tokens are accepted: login,
+// identity, and the audience the token really carries.
+func TestIdPProfileForeignAudienceAccepted(t *testing.T) {
+	s := newProfileStack(t, profileStackOptions{
+		profile: "foreign-aud", accessTTL: time.Minute,
+		extra: "access_token_audiences {idp}/api\n\t\t\tpass_access_token",
+	})
+	b := newBrowser(t)
+	j := b.login(s.app+"/wanted", "alice", "alice-password")
+	if j.final.Status != http.StatusOK || !strings.Contains(j.final.Body, aliceSub) {
+		t.Fatalf("login with access_token_audiences:\n%s", describeChain(j.chain))
+	}
+	status, info := sessionInfo(t, b, s.app)
+	if status != http.StatusOK || info["sub"] != aliceSub {
+		t.Fatalf("/auth/session: %d %v", status, info)
+	}
+	if aud := fmt.Sprint(info["claims"].(map[string]any)["aud"]); aud != "" && aud != "<nil>" {
+		t.Logf("claims carry aud %s", aud)
 	}
 }
