@@ -24,6 +24,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		issuer          <url>
 //		client_id       <id>
 //		client_secret   <secret>
+//		path_prefix     <path>
 //		redirect_uri    <path|url>
 //		scopes          <scope...>
 //		auth_param      <name> <value>
@@ -72,6 +73,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"client_id":                &m.ClientID,
 			"client_secret":            &m.ClientSecret,
 			"redirect_uri":             &m.RedirectURI,
+			"path_prefix":              &m.PathPrefix,
 			"login_path":               &m.LoginPath,
 			"logout_path":              &m.LogoutPath,
 			"post_logout_redirect_uri": &m.PostLogoutRedirectURI,

@@ -25,14 +25,16 @@ func init() {
 
 // Defaults for the settings that have one.
 const (
-	defaultCallbackPath           = "/auth/callback"
-	defaultLoginPath              = "/auth/login"
-	defaultLogoutPath             = "/auth/logout"
-	defaultBackchannelLogoutPath  = "/auth/backchannel-logout"
-	defaultFrontchannelLogoutPath = "/auth/frontchannel-logout"
-	defaultSessionInfoPath        = "/auth/session"
-	defaultInitiateLoginPath      = "/auth/initiate"
-	defaultWebhookPath            = "/auth/webhook"
+	// The handler's own paths default to these names under path_prefix.
+	defaultPathPrefix             = "/auth"
+	defaultCallbackPath           = "/callback"
+	defaultLoginPath              = "/login"
+	defaultLogoutPath             = "/logout"
+	defaultBackchannelLogoutPath  = "/backchannel-logout"
+	defaultFrontchannelLogoutPath = "/frontchannel-logout"
+	defaultSessionInfoPath        = "/session"
+	defaultInitiateLoginPath      = "/initiate"
+	defaultWebhookPath            = "/webhook"
 	defaultSessionLifetime        = 24 * time.Hour
 	minCookieSecretLen            = 32
 )
@@ -55,6 +57,12 @@ type OIDCAuth struct {
 	// The client secret registered at the IdP. `{env.*}` and `{file.*}`
 	// placeholders are expanded. Required.
 	ClientSecret string `json:"client_secret,omitempty"`
+
+	// The path under which the handler's own paths are, unless each is set
+	// on its own: <prefix>/callback, /login, /logout, /backchannel-logout,
+	// /frontchannel-logout, /session, /initiate and /webhook.
+	// Default: `/auth`.
+	PathPrefix string `json:"path_prefix,omitempty"`
 
 	// Where the IdP sends the user back after login. A path is resolved
 	// against the scheme and host of the request that started the login.
@@ -361,8 +369,15 @@ func (m *OIDCAuth) checkConfig() error {
 		return fmt.Errorf("token_auth_method: must be client_secret_basic or client_secret_post, got %q", m.TokenAuthMethod)
 	}
 
+	prefix := m.PathPrefix
+	if prefix == "" {
+		prefix = defaultPathPrefix
+	}
+	if !strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "?#*") {
+		return fmt.Errorf("path_prefix: must be a path like /auth (a leading '/', no trailing '/'), got %q", prefix)
+	}
 	if m.RedirectURI == "" {
-		m.RedirectURI = defaultCallbackPath
+		m.RedirectURI = prefix + defaultCallbackPath
 	}
 	u, err := checkPathOrURL("redirect_uri", m.RedirectURI)
 	if err != nil {
@@ -406,7 +421,7 @@ func (m *OIDCAuth) checkConfig() error {
 		{&m.WebhookPath, defaultWebhookPath},
 	} {
 		if *p.field == "" {
-			*p.field = p.def
+			*p.field = prefix + p.def
 		}
 	}
 	m.webhookKey = nil

@@ -437,3 +437,33 @@ func TestExpandSecretUnsetInsideText(t *testing.T) {
 		}
 	}
 }
+
+// path_prefix moves every path of the handler at once; a path set on its
+// own stays where it is.
+func TestPathPrefix(t *testing.T) {
+	m := &OIDCAuth{Issuer: "https://idp.example.com", ClientID: "a", ClientSecret: "s", PathPrefix: "/sso", LogoutPath: "/bye"}
+	if err := m.checkConfig(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{
+		"redirect_uri": m.RedirectURI, "login_path": m.LoginPath, "logout_path": m.LogoutPath,
+		"backchannel_logout_path": m.BackchannelLogoutPath, "session_info_path": m.SessionInfoPath,
+		"webhook_path": m.WebhookPath, "initiate_login_path": m.InitiateLoginPath,
+	}
+	want := map[string]string{
+		"redirect_uri": "/sso/callback", "login_path": "/sso/login", "logout_path": "/bye",
+		"backchannel_logout_path": "/sso/backchannel-logout", "session_info_path": "/sso/session",
+		"webhook_path": "/sso/webhook", "initiate_login_path": "/sso/initiate",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	for _, bad := range []string{"sso", "/sso/", "/s?x", "/a*"} {
+		m := &OIDCAuth{Issuer: "https://idp.example.com", ClientID: "a", ClientSecret: "s", PathPrefix: bad}
+		if err := m.checkConfig(); err == nil || !strings.HasPrefix(err.Error(), "path_prefix:") {
+			t.Errorf("path_prefix %q: got %v, want an error naming path_prefix", bad, err)
+		}
+	}
+}
