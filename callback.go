@@ -118,6 +118,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		Claims:       ts.Claims,
 	}
 	maxAge := m.sessionMaxAge(s, now)
+	m.cookies.markLogin(w, r)
 	if err := m.cookies.writeSession(w, r, s, maxAge); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}

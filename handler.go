@@ -280,6 +280,11 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 // startLogin stores a new login attempt and returns the authorization URL
 // to send the browser to. A nil state means the response was written.
 func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo string, post bool, hints map[string]string) (string, *loginState, error) {
+	if m.cookies.loginLoop(w, r) {
+		m.logger.Error("login loop: logins complete but their sessions do not hold; stopped", zap.Int("round_trips", maxLoginLoop))
+		countLogin("failed", "loop")
+		return "", nil, m.page(w, r, http.StatusBadGateway, "Sign-in keeps failing: you were signed in several times in a row, but the session did not hold. Check that this site may set cookies, then try again; if it keeps happening, tell the site's administrator.", m.LoginPath+"?return_to="+url.QueryEscape(returnTo), "Try again")
+	}
 	now := m.now()
 	meta, err := m.provider.metadata(r.Context(), now)
 	if err != nil {

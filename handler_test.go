@@ -1154,3 +1154,58 @@ func TestOldKeySessionRewritten(t *testing.T) {
 		t.Errorf("rewritten session is not sealed with the current secret: %v", err)
 	}
 }
+
+// A login that completes but does not hold (here: the browser keeps the
+// loop cookie but never sends a session) is stopped with an error page on
+// the third round trip, instead of circling through the IdP forever.
+func TestLoginLoopGuard(t *testing.T) {
+	m := newUnitHandler(t, withOverrides)
+	loop := m.cookies.name + "_lg"
+
+	// Without a completed login, logins start as often as asked: parallel
+	// tabs each begin one.
+	for i := range 5 {
+		rec, _ := serve(t, m, navRequest(http.MethodGet, "/page"))
+		if rec.Code != http.StatusFound {
+			t.Fatalf("login %d without a recent completed one: status %d, want 302", i+1, rec.Code)
+		}
+	}
+
+	// A completed login leaves the count at 0 (markLogin, as the callback does).
+	rec := httptest.NewRecorder()
+	m.cookies.markLogin(rec, navRequest(http.MethodGet, "/auth/callback"))
+	count := ""
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == loop {
+			count = c.Value
+		}
+	}
+	if count != "0" {
+		t.Fatalf("after a completed login the loop count is %q, want 0", count)
+	}
+	for round := 1; round <= maxLoginLoop; round++ {
+		r := navRequest(http.MethodGet, "/page")
+		r.AddCookie(&http.Cookie{Name: loop, Value: count})
+		rec, next := serve(t, m, r)
+		if next.called {
+			t.Fatal("a request without a session reached next")
+		}
+		if round < maxLoginLoop {
+			if rec.Code != http.StatusFound {
+				t.Fatalf("round %d: status %d, want 302 to the IdP", round, rec.Code)
+			}
+			for _, c := range rec.Result().Cookies() {
+				if c.Name == loop {
+					count = c.Value
+				}
+			}
+			continue
+		}
+		if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "Sign-in keeps failing") {
+			t.Fatalf("round %d: status %d body %q, want the loop page", round, rec.Code, rec.Body.String())
+		}
+		if loc := rec.Header().Get("Location"); loc != "" {
+			t.Errorf("the loop page redirects to %q", loc)
+		}
+	}
+}

@@ -40,6 +40,9 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	}
 	m.cookies.clearSession(w, r, m.LogoutPath)
 	m.cookies.clearStates(w, r)
+	if _, err := r.Cookie(m.cookies.loopCookieName(r)); err == nil {
+		http.SetCookie(w, newCookie(r, m.cookies.loopCookieName(r), "/", "", -1))
+	}
 
 	meta, metaErr := m.provider.metadata(r.Context(), now)
 	if s != nil && s.RefreshToken != "" && metaErr == nil && meta.Revocation != "" {

@@ -462,3 +462,43 @@ func (c *cookieCodec) clearStates(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// A login that completes but whose session does not hold (cookies refused
+// by the browser or a proxy, tokens the IdP keeps issuing wrong) would send
+// the browser round the IdP forever. The loop cookie counts logins that
+// start within loginLoopWindow of a completed one; the third in a row is
+// stopped with an error page. It holds a count, nothing secret.
+const (
+	maxLoginLoop    = 3
+	loginLoopWindow = time.Minute
+)
+
+func (c *cookieCodec) loopCookieName(r *http.Request) string {
+	return cookieName(r, c.name+"_lg", "/")
+}
+
+// markLogin notes a completed login, keeping the count of any loop.
+func (c *cookieCodec) markLogin(w http.ResponseWriter, r *http.Request) {
+	n := 0
+	if ck, err := r.Cookie(c.loopCookieName(r)); err == nil {
+		n, _ = strconv.Atoi(ck.Value)
+	}
+	http.SetCookie(w, newCookie(r, c.loopCookieName(r), "/", strconv.Itoa(max(n, 0)), int(loginLoopWindow/time.Second)))
+}
+
+// loginLoop counts a login that starts soon after a completed one, and
+// reports (and resets) a loop once maxLoginLoop of them happened in a row.
+func (c *cookieCodec) loginLoop(w http.ResponseWriter, r *http.Request) bool {
+	ck, err := r.Cookie(c.loopCookieName(r))
+	if err != nil {
+		return false
+	}
+	n, _ := strconv.Atoi(ck.Value)
+	n = max(n, 0) + 1
+	if n >= maxLoginLoop {
+		http.SetCookie(w, newCookie(r, c.loopCookieName(r), "/", "", -1))
+		return true
+	}
+	http.SetCookie(w, newCookie(r, c.loopCookieName(r), "/", strconv.Itoa(n), int(loginLoopWindow/time.Second)))
+	return false
+}
