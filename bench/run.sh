@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Request throughput, latency and server CPU per request of one Caddy binary
-# serving the same 1 KB static file five ways:
+# serving the same 1 KB static file five ways, plus one control:
 #
 #   a  plain file_server (no authentication)
 #   b  oidc_auth with a signed-in session (cookie from a real login)
@@ -12,7 +12,8 @@
 #
 # Everything runs on 127.0.0.1: the test IdP (xcaddy-test/idp), Redis,
 # oauth2-proxy, one Caddy process per configuration and wrk. Runs are
-# interleaved (a b c d e a b c d e ...) and medians are reported.
+# interleaved (a b c d e f a b c d e f ...) and medians are reported. Takes
+# about 7 minutes with the defaults once the binaries are built.
 #
 # Usage: bash bench/run.sh
 #
@@ -25,7 +26,11 @@
 #   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f needs b)
 #   BENCH_OUT          file for the report (default bench/.build/report-<time>.txt)
 #   BENCH_KEEP=1       keep the temporary directory (configs and logs)
-#   BENCH_MAX_LOAD     if set (e.g. 1.0), wait before measuring until the 1-minute
+#   BENCH_PROFILE      configurations to profile (e.g. "a b"): their Caddy gets an
+#                      admin endpoint and a CPU profile is taken during the warm-up
+#                      run (make it long, e.g. BENCH_WARMUP=10s), into
+#                      bench/.build/profile-<config>.pb.gz (go tool pprof -top ...)
+#   BENCH_MAX_LOAD     if set (e.g. 1.0), wait before the warm-up until the 1-minute
 #                      load average is at most this (polled every 60 s, 30 min at most)
 set -euo pipefail
 
@@ -39,9 +44,10 @@ CONFIGS=${BENCH_CONFIGS:-"a b c d e f"}
 CADDY_VERSION=v2.11.9
 XCADDY_VERSION=v0.4.5
 OAUTH2_PROXY_VERSION=v7.15.6
-# v1.1.32 is the newest caddy-security whose go-authcrunch dependency the Go
-# module proxy serves here; later ones need go-authcrunch versions it refuses.
-CADDY_SECURITY_VERSION=v1.1.32
+# v1.1.33 is the newest caddy-security whose go-authcrunch dependency the Go
+# module proxy serves here; v1.1.34 to v1.1.40 need go-authcrunch versions it
+# refuses.
+CADDY_SECURITY_VERSION=v1.1.33
 MODULE=github.com/caddy-oidc-auth/oidcauth
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -191,7 +197,11 @@ IDP_PORT=$(free_port)
 REDIS_PORT=$(free_port)
 O2P_PORT=$(free_port)
 declare -A PORT
-for c in a b c d e f; do PORT[$c]=$(free_port); done
+declare -A ADMIN_PORT
+for c in a b c d e f; do
+	PORT[$c]=$(free_port)
+	ADMIN_PORT[$c]=$(free_port)
+done
 ISSUER=http://127.0.0.1:$IDP_PORT
 
 # ------------------------------------------------------------ IdP
@@ -259,9 +269,11 @@ fi
 # ------------------------------------------------------------ Caddy
 
 global_options() {
+	local admin="admin off"
+	[[ " ${BENCH_PROFILE:-} " == *" $1 "* ]] && admin="admin 127.0.0.1:${ADMIN_PORT[$1]}"
 	cat <<EOF
 {
-	admin off
+	$admin
 	auto_https off
 	persist_config off
 	storage file_system $WORK/caddy-$1/storage
@@ -460,12 +472,24 @@ printf 'round\tconfig\treq_per_s\trequests\tp50_us\tp99_us\tcaddy_cpu_us_per_req
 run_wrk() { # run_wrk C DURATION ROUND (ROUND 0: warm-up, not recorded)
 	local c=$1 dur=$2 round=$3 hdr=() out before after abefore aafter
 	[[ -n ${COOKIE[$c]} ]] && hdr=(-H "Cookie: ${COOKIE[$c]}")
+	local prof=""
+	if [[ $round == 0 && " ${BENCH_PROFILE:-} " == *" $c "* ]]; then
+		local secs=${dur%s}
+		secs=$((secs > 2 ? secs - 1 : 1))
+		curl -s --max-time $((secs + 30)) -o "$BUILD/profile-$c.pb.gz" \
+			"http://127.0.0.1:${ADMIN_PORT[$c]}/debug/pprof/profile?seconds=$secs" &
+		prof=$!
+	fi
 	before=$(cpu_ticks "${CADDY_PID[$c]}")
 	abefore=$(cpu_ticks "${AUX_PID[$c]}")
 	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$dur" --latency "${hdr[@]}" "$(URL "$c")") || die "wrk failed for ($c)"
 	after=$(cpu_ticks "${CADDY_PID[$c]}")
 	aafter=$(cpu_ticks "${AUX_PID[$c]}")
 	echo "$out" >"$WORK/wrk-$c-$round.txt"
+	if [[ -n $prof ]]; then
+		wait "$prof" || die "taking the CPU profile of ($c)"
+		log "CPU profile of ($c): $BUILD/profile-$c.pb.gz"
+	fi
 	local rps reqs read p50 p99 non2xx errors bpr
 	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
 	reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
@@ -487,12 +511,8 @@ run_wrk() { # run_wrk C DURATION ROUND (ROUND 0: warm-up, not recorded)
 	log "  round $round ($c): $(tail -n 1 "$RAW" | cut -f3,5,6,7,8 | tr '\t' ' ') (req/s p50 p99 caddy-cpu aux-cpu)"
 }
 
-if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
-	for c in $CONFIGS; do
-		log "warm-up ($c) $WARMUP"
-		run_wrk "$c" "$WARMUP" 0
-	done
-fi
+# Wait for other work to calm down while everything here is idle (the warm-up
+# and the runs load both CPUs themselves).
 if [[ -n ${BENCH_MAX_LOAD:-} ]]; then
 	for i in $(seq 31); do
 		load=$(cut -d' ' -f1 /proc/loadavg)
@@ -500,6 +520,13 @@ if [[ -n ${BENCH_MAX_LOAD:-} ]]; then
 		((i == 31)) && die "the load average stayed above $BENCH_MAX_LOAD for 30 minutes"
 		log "1-minute load average $load > $BENCH_MAX_LOAD: waiting 60 s"
 		sleep 60
+	done
+fi
+LOAD_IDLE=$(cut -d' ' -f1-3 /proc/loadavg)
+if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
+	for c in $CONFIGS; do
+		log "warm-up ($c) $WARMUP"
+		run_wrk "$c" "$WARMUP" 0
 	done
 fi
 log "measuring: $ROUNDS rounds of $CONFIGS, wrk -t$THREADS -c$CONNS -d$DURATION --latency"
@@ -522,7 +549,7 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$BUILD/caddy.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
 	echo "run: $ROUNDS rounds x {$CONFIGS}, wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive"
-	echo "load average (1/5/15 min): $LOAD_AT_START at start, $LOAD_AT_END at end"
+	echo "load average (1/5/15 min): $LOAD_IDLE before the warm-up (harness idle), $LOAD_AT_START at the first run, $LOAD_AT_END at the end"
 	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]}}"
 	echo
 	echo "## raw runs"
