@@ -252,7 +252,8 @@ func (s *stack) mustLogin(b *browser, startURL string) *journey {
 func sessionCookies(b *browser, origin string) []*http.Cookie {
 	var out []*http.Cookie
 	for _, c := range b.appCookies(origin) {
-		if c.Value != "" {
+		// The login-loop counter (<name>_lg) outlives sessions on purpose.
+		if c.Value != "" && !strings.HasSuffix(c.Name, "_lg") {
 			out = append(out, c)
 		}
 	}
