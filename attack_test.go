@@ -822,7 +822,7 @@ func TestAttackCookieJar(t *testing.T) {
 		f.op.set(func(s *opScript) {
 			s.idClaims = func(grant string, c map[string]any) {
 				if c["sub"] == "mallory" {
-					c["padding"] = strings.Repeat("p", 8000) // a large session: three chunks
+					c["padding"] = randomString(6000) // a large, incompressible session: three chunks
 				}
 			}
 		})
