@@ -478,7 +478,9 @@ func (m *OIDCAuth) checkTokenResponse(ctx context.Context, meta *metadata, tok *
 		if err := idt.Claims(&all); err != nil {
 			return nil, err
 		}
-		for _, k := range []string{"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "auth_time", "jti"} {
+		// What only the token itself needs, and sub and sid, which the
+		// session keeps on their own: the cookie stays small.
+		for _, k := range []string{"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "auth_time", "jti", "sub", "sid"} {
 			delete(all, k)
 		}
 		ts.Claims, _ = json.Marshal(all)
