@@ -658,11 +658,11 @@ func TestAttackCookieBitFlips(t *testing.T) {
 	base := send("")
 	expectAPI401(t, base, "no cookie")
 	expectServed(t, send(sess.value), "the unchanged cookie")
-	padding := 0
+	// Strict decoding: even a change in the unused bits of the last
+	// character is another value, answered like no cookie.
 	for i := range len(sess.value) {
 		v := atkFlip(sess.value, i)
-		if atkSameBytes(v, sess.value) {
-			padding++ // the same sealed bytes: the same cookie
+		if v == sess.value {
 			continue
 		}
 		res := send(v)
@@ -671,9 +671,6 @@ func TestAttackCookieBitFlips(t *testing.T) {
 			len(res.Header.Values("Set-Cookie")) != len(base.Header.Values("Set-Cookie")) {
 			t.Fatalf("flip at %d: %d %q, want the answer to no cookie: %d %q", i, res.StatusCode, res.body, base.StatusCode, base.body)
 		}
-	}
-	if padding > 1 {
-		t.Errorf("%d positions decode to the same bytes, want at most the last", padding)
 	}
 
 	t.Run("state cookie", func(t *testing.T) {

@@ -390,7 +390,7 @@ func safeReturnTo(raw string) (string, bool) {
 // as '-') that an upstream could take for identity set by this handler;
 // a client's copies are removed before the request goes on.
 var identityHeaderPrefixes = []string{
-	"x-auth-", "x-oidc-", "x-forwarded-user", "x-forwarded-email",
+	"x-auth-", "x-oidc-", "x-forwarded-user", "x-forwarded-email", "x-forwarded-access-token",
 	"x-forwarded-preferred-username", "x-forwarded-groups", "x-remote-user",
 	"remote-user", "x-user", "x-email",
 }

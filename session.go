@@ -118,7 +118,8 @@ func (c *cookieCodec) open(purpose, value string) ([]byte, error) {
 // openKey decrypts a value; old reports that an older secret was needed,
 // so the caller can rewrite the value with the current one.
 func (c *cookieCodec) openKey(purpose, value string) (out []byte, old bool, err error) {
-	raw, err := base64.RawURLEncoding.DecodeString(value)
+	// Strict: one sealed value has exactly one spelling.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(value)
 	ns := c.aead.NonceSize()
 	if err != nil || len(raw) < 1+ns+c.aead.Overhead() || raw[0] != cookieVersion {
 		return nil, false, errBadCookie
