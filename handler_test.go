@@ -694,9 +694,13 @@ func TestBadSessionCookies(t *testing.T) {
 	}
 	goodCookies := good.Result().Cookies()
 	flipped := []byte(goodCookies[1].Value)
+	orig := flipped[100]
 	flipped[100] ^= 0x01
 	if flipped[100] == '-' || flipped[100] == '_' || !isBase64URL(flipped[100]) {
 		flipped[100] = 'A'
+	}
+	if flipped[100] == orig { // the fallback must still be a change
+		flipped[100] = 'B'
 	}
 
 	other, err := newCookieCodec([]byte(testCookieSecret), m.Issuer, "other-app", m.CookieName)
