@@ -177,6 +177,13 @@ func (m *OIDCAuth) handleSessionInfo(w http.ResponseWriter, r *http.Request) err
 		"claims":                  claims,
 		"access_token_expires_at": p.expiry,
 	}
+	if m.ManagementAPI != nil {
+		list := m.enrich(r, p.subject())
+		if list == nil {
+			list = []membership{}
+		}
+		info["organizations"] = list
+	}
 	if s := p.session; s != nil {
 		info["authenticated_by"] = "session"
 		info["session"] = map[string]any{

@@ -39,6 +39,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		store           <redis-url>
 //		require         <claim> <value...>
 //		access_token_audiences <audience...>
+//		management_api  [<base_url>] {
+//			token_url    <url>
+//			token_header <header name>
+//			cache_ttl    <duration>
+//		}
 //		bearer          [<audience>...]
 //		pass_access_token
 //		session_info_path <path>
@@ -138,6 +143,29 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return argErr()
 			}
+		case "management_api":
+			mc := &ManagementAPI{}
+			if d.NextArg() {
+				mc.BaseURL = d.Val()
+			}
+			if d.NextArg() {
+				return argErr()
+			}
+			for d.NextBlock(1) {
+				opt := d.Val()
+				dst := map[string]*string{"token_url": &mc.TokenURL, "token_header": &mc.TokenHeader, "cache_ttl": &mc.CacheTTL}[opt]
+				if dst == nil {
+					return d.Errf("management_api: unrecognized option %q", opt)
+				}
+				if !d.NextArg() {
+					return d.Errf("management_api: %s needs a value", opt)
+				}
+				*dst = d.Val()
+				if d.NextArg() {
+					return d.Errf("management_api: %s takes one value", opt)
+				}
+			}
+			m.ManagementAPI = mc
 		case "access_token_audiences":
 			m.AccessTokenAudiences = d.RemainingArgs()
 			if len(m.AccessTokenAudiences) == 0 {

@@ -46,6 +46,11 @@ type principal struct {
 	expiry      int64 // access token expiry, unix seconds
 }
 
+func (p *principal) subject() string {
+	sub, _ := p.id.claims["sub"].(string)
+	return sub
+}
+
 // authenticate lets a request with a valid session (or bearer token) go on
 // to next, with the user's identity in placeholders.
 func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -58,6 +63,11 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		r.Header.Set("Authorization", "Bearer "+p.accessToken)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if m.ManagementAPI != nil {
+		// Before the identity's provider, which answers every other
+		// http.auth.user.* name.
+		repl.Map(membershipPlaceholders(m.enrich(r, p.subject())))
+	}
 	repl.Map(p.id.replace)
 	return next.ServeHTTP(w, r)
 }

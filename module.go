@@ -177,12 +177,18 @@ type OIDCAuth struct {
 	// Where webhooks are received. Default: `/auth/webhook`.
 	WebhookPath string `json:"webhook_path,omitempty"`
 
+	// Scalekit's Management API, to add the user's organization
+	// memberships to the placeholders and the session info endpoint.
+	// Default: off.
+	ManagementAPI *ManagementAPI `json:"management_api,omitempty"`
+
 	// How the client authenticates at the token endpoint:
 	// `client_secret_basic` or `client_secret_post`. Default: what the
 	// provider's metadata lists, preferring `client_secret_basic`.
 	TokenAuthMethod string `json:"token_auth_method,omitempty"`
 
 	webhookKey      []byte
+	mgmt            *management
 	callbackPath    string
 	redirectURL     *url.URL // absolute when configured so; else only a path
 	postLogoutURL   *url.URL
@@ -299,6 +305,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	m.app = val.(*appState)
+	if m.ManagementAPI != nil {
+		m.mgmt = m.newManagement()
+	}
 	return nil
 }
 
@@ -468,6 +477,9 @@ func (m *OIDCAuth) checkConfig() error {
 		if err := checkStoreURL(m.Store); err != nil {
 			return err
 		}
+	}
+	if err := m.checkManagement(); err != nil {
+		return err
 	}
 	if m.Bearer != nil {
 		for _, aud := range m.Bearer.Audiences {
