@@ -446,6 +446,18 @@ func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*
 		return nil, fmt.Errorf("%w: refreshing: %s", errIdPUnavailable, describeTokenError(err))
 	}
 	ts, err := m.checkTokenResponse(ctx, meta, tok, "", prevSub)
+	if isUnknownKey(err) {
+		// A key the IdP has just started to use, met within the JWKS
+		// refetch cooldown. The IdP has already rotated the refresh token,
+		// so these tokens are the session's only future: wait out the
+		// cooldown (once, for all requests of the session), fetch the
+		// keys and check again.
+		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), jwksCooldown+idpTimeout)
+		if werr := m.provider.keys.refetchAfterCooldown(wctx); werr == nil {
+			ts, err = m.checkTokenResponse(wctx, meta, tok, "", prevSub)
+		}
+		wcancel()
+	}
 	if err != nil {
 		return nil, &refreshFailed{err}
 	}
@@ -568,7 +580,7 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 	if payload, found, err := k.verifyWith(jws, hdr); found {
 		return payload, err
 	}
-	return nil, fmt.Errorf("no key in the provider's JWKS matches kid %q", hdr.KeyID)
+	return nil, fmt.Errorf("%s %q", unknownKeyMsg, hdr.KeyID)
 }
 
 // verifyWith tries the keys matching the header's kid (all keys when the
@@ -592,6 +604,24 @@ func (k *keySet) verifyWith(jws *jose.JSONWebSignature, hdr jose.Header) (payloa
 		}
 	}
 	return nil, found, err
+}
+
+// refetchAfterCooldown waits until the cooldown since the last fetch has
+// passed, then fetches the JWKS.
+func (k *keySet) refetchAfterCooldown(ctx context.Context) error {
+	k.mu.RLock()
+	wait := jwksCooldown - time.Since(k.lastFetch)
+	k.mu.RUnlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return k.refetch(ctx)
 }
 
 func (k *keySet) refetch(ctx context.Context) error {
@@ -663,6 +693,15 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return nil, errors.New("JWKS has no usable public key")
 	}
 	return keys, nil
+}
+
+// unknownKeyMsg starts the error for a kid the JWKS lacks even after a
+// refetch (or within the refetch cooldown). go-oidc passes key set errors
+// on as text, so they are recognised by it.
+const unknownKeyMsg = "no key in the provider's JWKS matches kid"
+
+func isUnknownKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), unknownKeyMsg)
 }
 
 func constantTimeEqual(a, b string) bool {

@@ -377,3 +377,28 @@ func (e *itEnv) postLogout(token string) *itResult {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return serveIT(e.h, req)
 }
+
+// TestKeyRotationWithinCooldownKeepsSession: the IdP starts signing with a
+// new key right after the handler fetched the JWKS, and a refresh brings
+// tokens signed with it inside the refetch cooldown. The IdP has already
+// rotated the refresh token, so refusing these tokens would end the
+// session: the refresh waits out the cooldown, fetches the keys once and
+// the request is served.
+func TestKeyRotationWithinCooldownKeepsSession(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	b := e.browser()
+	b.mustLogin("/private")
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.clock.Advance(11 * time.Minute) // the access token is due for refresh
+
+	res := b.get("/private", nav)
+	expectServed(t, res, "refresh with tokens of a key published inside the cooldown")
+	if n := e.op.grants("refresh_token"); n != 1 {
+		t.Errorf("refresh grants: %d, want 1", n)
+	}
+	if n := e.op.jwksFetches.Load(); n != 2 {
+		t.Errorf("JWKS fetches: %d, want 2 (the login's and one after the cooldown)", n)
+	}
+	expectServed(t, b.get("/private", nav), "the session after the rotation")
+}
