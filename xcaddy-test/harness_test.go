@@ -185,14 +185,36 @@ func findXcaddy() (string, error) {
 }
 
 // freePort asks the kernel for an unused port on 127.0.0.1.
+// Ports handed to servers the tests start (IdPs, Caddy sites, admin
+// endpoints, Redis) come from below Linux's ephemeral range (32768 and up),
+// each at most once per run: a port the kernel hands out itself (to a
+// client connection or a listener on :0) can then never be the one a
+// process is about to bind, which made a Caddy fail to start while the
+// test talked to another one.
+var (
+	portMu   sync.Mutex
+	nextPort = 20000 + os.Getpid()%4000
+)
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	for tries := 0; tries < 2000; tries++ {
+		p := nextPort
+		nextPort++
+		if nextPort >= 32000 {
+			nextPort = 20000
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // taken by something else on the machine
+		}
+		l.Close()
+		return p
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port below the ephemeral range")
+	return 0
 }
 
 // closedPort returns a port on 127.0.0.1 that nothing listens on.
