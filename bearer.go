@@ -40,18 +40,18 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 		}
 		m.logger.Info("bearer token refused", zap.Error(err))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
-		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="invalid_token"`)
+		bearerChallenge(w, r, "invalid_token")
 		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
 	}
 	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
 	pseudo.SID, _ = v.claims["sid"].(string)
 	if m.app.revoked(pseudo) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="invalid_token"`)
+		bearerChallenge(w, r, "invalid_token")
 		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token's session has ended.", "")
 	}
 	id := v.identityFor(pseudo)
 	if !m.allowed(id) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`", error="insufficient_scope"`)
+		bearerChallenge(w, r, "insufficient_scope")
 		return nil, m.forbidden(w, r)
 	}
 	metrics.bearerRequests.WithLabelValues("accepted").Inc()
@@ -83,12 +83,8 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	if err != nil {
 		return nil, "", err
 	}
-	verifier := oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
-		SkipClientIDCheck:    true, // checked below against several audiences
-		SupportedSigningAlgs: meta.algs,
-		Now:                  m.now,
-	})
-	tok, err := verifier.Verify(oidc.ClientContext(ctx, m.provider.client), raw)
+	// The audience is checked below, against several accepted ones.
+	tok, err := m.accessVerifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), raw)
 	if err != nil {
 		return nil, "", err
 	}
@@ -114,11 +110,7 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 			}
 		}
 	}
-	var iat *float64
-	if n, ok := claims["iat"].(float64); ok {
-		iat = &n
-	}
-	if err := m.checkIssuedAt(iat); err != nil {
+	if err := m.checkIssuedAtClaim(claims); err != nil {
 		return nil, "", err
 	}
 	if tok.Subject == "" {
@@ -144,6 +136,15 @@ func claimStrings(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// bearerChallenge sets an RFC 6750 challenge; code may be empty.
+func bearerChallenge(w http.ResponseWriter, r *http.Request, code string) {
+	v := `Bearer realm="` + sanitizeRealm(r.Host) + `"`
+	if code != "" {
+		v += `, error="` + code + `"`
+	}
+	w.Header().Set("WWW-Authenticate", v)
 }
 
 func claimInt(claims map[string]any, name string) int64 {

@@ -236,7 +236,7 @@ func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear
 		m.cookies.clearSession(w, r, m.LogoutPath)
 	}
 	if api || isAPIRequest(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="`+sanitizeRealm(r.Host)+`"`)
+		bearerChallenge(w, r, "")
 		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
 	}
 	if r.Method == http.MethodPost {

@@ -258,6 +258,14 @@ func (m *OIDCAuth) checkIssuedAt(iat *float64) error {
 	return nil
 }
 
+// checkIssuedAtClaim is checkIssuedAt for claims decoded into a map.
+func (m *OIDCAuth) checkIssuedAtClaim(claims map[string]any) error {
+	if n, ok := claims["iat"].(float64); ok {
+		return m.checkIssuedAt(&n)
+	}
+	return m.checkIssuedAt(nil)
+}
+
 // verifiedToken is the outcome of checking one access token, cached so
 // that the hot path does no signature work for a token seen before.
 type verifiedToken struct {
@@ -352,11 +360,7 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 	if err := tok.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
-	var iat *float64
-	if n, ok := claims["iat"].(float64); ok {
-		iat = &n
-	}
-	if err := m.checkIssuedAt(iat); err != nil {
+	if err := m.checkIssuedAtClaim(claims); err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
 	if sub, _ := claims["sub"].(string); sub != "" && sub != s.Subject {
