@@ -34,6 +34,10 @@
 #                      load average is at most this (polled every 60 s, 30 min at most)
 set -euo pipefail
 
+# The Go release these scripts build and test with (see the README's "Go toolchain"):
+# the go command fetches it from the module proxy on first use.
+export GOTOOLCHAIN="${OIDCAUTH_GOTOOLCHAIN:-go1.27.3}"
+
 ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-10s}
 THREADS=${BENCH_THREADS:-2}

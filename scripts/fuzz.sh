@@ -5,6 +5,10 @@
 # script exit non-zero; `go test` then replays them on every run.
 set -euo pipefail
 
+# The Go release these scripts build and test with (see the README's "Go toolchain"):
+# the go command fetches it from the module proxy on first use.
+export GOTOOLCHAIN="${OIDCAUTH_GOTOOLCHAIN:-go1.27.3}"
+
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 

@@ -3,6 +3,10 @@
 # packages, and xcaddy. Safe to run again; it only installs what is missing.
 set -euo pipefail
 
+# The Go release these scripts build and test with (see the README's "Go toolchain"):
+# the go command fetches it from the module proxy on first use.
+export GOTOOLCHAIN="${OIDCAUTH_GOTOOLCHAIN:-go1.27.3}"
+
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 xcaddy_version="v0.4.5"
 
