@@ -187,6 +187,10 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 		}
 		return m.refresh(ctx, old, s.Subject)
 	})
+	if err == nil && ts.Subject != s.Subject {
+		// Never another user's tokens for this session, wherever they came from.
+		err = &refreshFailed{errors.New("refresh outcome is for another user")}
+	}
 	var refused *refreshFailed
 	switch {
 	case err == nil && shared:
