@@ -131,6 +131,19 @@ func (b *redisBackend) releaseOnce(ctx context.Context, key string) {
 	b.client.Del(ctx, b.prefix+"once:"+hashKey(key))
 }
 
+func (b *redisBackend) recordSID(ctx context.Context, sid string, until time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	return b.client.Set(ctx, b.prefix+"sid:"+hashKey(sid), 1, time.Until(until)).Err()
+}
+
+func (b *redisBackend) knownSID(ctx context.Context, sid string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	n, err := b.client.Exists(ctx, b.prefix+"sid:"+hashKey(sid)).Result()
+	return n > 0, err
+}
+
 // watch applies revocations announced by other instances, and reloads
 // all of them periodically and after the subscription (re)connects.
 func (b *redisBackend) watch(apply func(revocation)) {
