@@ -73,12 +73,15 @@ type provider struct {
 	backoff time.Duration
 	lastErr error
 	keys    *keySet
+
+	revocationSlots chan struct{} // token revocations under way
 }
 
 func newProvider(issuer string, overrides endpoints) *provider {
 	return &provider{
-		issuer:    issuer,
-		overrides: overrides,
+		issuer:          issuer,
+		overrides:       overrides,
+		revocationSlots: make(chan struct{}, maxRevocationCalls),
 		client: &http.Client{
 			Timeout:   idpTimeout,
 			Transport: limitedTransport{http.DefaultTransport},
