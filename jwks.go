@@ -123,14 +123,8 @@ func (c channelKeys) VerifySignature(ctx context.Context, raw string) ([]byte, e
 	// that signed the token (the token exists already).
 	k.fmu.Lock()
 	seq := k.started
-	stale := !k.expires.IsZero() && !k.now().Before(k.expires)
 	k.fmu.Unlock()
-	if stale {
-		select {
-		case k.kick <- struct{}{}:
-		default:
-		}
-	}
+	k.wakeIfStale()
 
 	algs := make([]jose.SignatureAlgorithm, len(k.algs))
 	for i, a := range k.algs {
@@ -334,9 +328,25 @@ func (k *keySet) stop() {
 	}
 }
 
+// wakeIfStale wakes the refresher when the set is past its maximum age (a
+// clock that jumped, or a refresher still waiting for its timer).
+func (k *keySet) wakeIfStale() {
+	k.fmu.Lock()
+	stale := !k.expires.IsZero() && !k.now().Before(k.expires)
+	k.fmu.Unlock()
+	if stale {
+		select {
+		case k.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // removalCount counts the fetches that dropped a key: a verdict cached
-// before the latest of them is checked again.
+// before the latest of them is checked again. As every request asks, it
+// also wakes the refresher of a stale set.
 func (k *keySet) removalCount() uint64 {
+	k.wakeIfStale()
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	return k.removals
