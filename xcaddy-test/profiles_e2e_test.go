@@ -181,8 +181,10 @@ var profileCases = []profileCase{
 			}
 			// The IdP rotates its signing key mid-session: the next refresh
 			// brings tokens with a kid the module has not seen, which it
-			// fetches at once (no cooldown for tokens from the IdP).
+			// fetches at once (no cooldown for tokens from the IdP). Wait
+			// for the current access token to expire, so a refresh comes.
 			kid := s.idp.rotateSigningKey(t)
+			time.Sleep(profileTTL + time.Second)
 			if p := b.navigate(s.app + "/after-rotation"); p.Status != http.StatusOK || !strings.Contains(p.Body, "hello "+aliceSub) {
 				t.Fatalf("after the IdP's key rotation: %s", p)
 			}
