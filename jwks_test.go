@@ -41,6 +41,26 @@ func (e *itEnv) loginAll(n int, target string) []int {
 	return statuses
 }
 
+// waitForFetch waits until the key set's fetch number seq has finished
+// and returns its error.
+func (e *itEnv) waitForFetch(seq uint64) error {
+	e.t.Helper()
+	keys := e.h.provider.keys
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		keys.fmu.Lock()
+		last := keys.last
+		keys.fmu.Unlock()
+		if last != nil && last.seq >= seq {
+			return last.err
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("JWKS fetch %d did not happen", seq)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // jwksFetchCount reads the process-wide JWKS fetch counter.
 func jwksFetchCount(reason, result string) float64 {
 	var m dto.Metric
@@ -237,11 +257,7 @@ func TestJWKSDroppedKeyAgesOut(t *testing.T) {
 	before := jwksFetchCount(fetchMaxAge, "ok")
 	e.clock.Advance(jwksDefaultMaxAge)
 	b.get("/private", nav) // wakes the refresher, which runs in the background
-	deadline := time.Now().Add(5 * time.Second)
-	for e.op.jwksFetches.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // the fetch's answer is being installed
+	e.waitForFetch(2)
 	e.expectJWKSFetches(2, "after the maximum age")
 	if got := jwksFetchCount(fetchMaxAge, "ok") - before; got < 1 {
 		t.Errorf("max_age fetches rose by %v, want at least 1", got)
@@ -269,15 +285,8 @@ func TestJWKSIdPDownKeepsKeys(t *testing.T) {
 	e.op.srv.Close()
 	e.clock.Advance(jwksDefaultMaxAge + time.Minute)
 	b.get("/private", nav) // wakes the refresher
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		e.h.provider.keys.fmu.Lock()
-		failed := e.h.provider.keys.last != nil && e.h.provider.keys.last.err != nil
-		e.h.provider.keys.fmu.Unlock()
-		if failed {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := e.waitForFetch(2); err == nil {
+		t.Fatal("a JWKS fetch from a closed IdP succeeded")
 	}
 	expectServed(t, b.get("/private", nav), "session while the IdP is down past the maximum age")
 }
