@@ -335,3 +335,23 @@ func TestJWKSMaxAge(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyRotationKidAbsent (kid-absent-single-jwks, kid-absent-multiple-jwks):
+// tokens without a kid are checked with every key of the set, and when the
+// cached keys verify none of them (the IdP rotated to another key without
+// a kid), the keys are refetched.
+func TestKeyRotationKidAbsent(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.op.rotate(newRSAOPKey("", 1), false) // a single key, no kid
+	b := e.browser()
+	b.mustLogin("/private")
+	expectServed(t, b.get("/private", nav), "tokens without a kid, one key")
+	e.expectJWKSFetches(1, "one key without a kid")
+
+	e.op.rotate(newRSAOPKey("", 2), true) // two keys without a kid; the new one signs
+	b = e.browser()
+	b.mustLogin("/private")
+	expectServed(t, b.get("/private", nav), "tokens without a kid after a rotation, two keys")
+	e.expectJWKSFetches(2, "a rotation to another key without a kid")
+}
