@@ -181,4 +181,12 @@ func TestKeyRotationE2E(t *testing.T) {
 	if got := s.idp.profileInfo(t).JWKSFetches - start; got > rotations+1 {
 		t.Errorf("JWKS fetches after the first login: %d for %d rotations, want at most %d", got, rotations, rotations+1)
 	}
+	samples := scrape(t, s.caddy.adminAddr)
+	const name = "caddy_oidc_auth_jwks_fetches_total"
+	if n := metricSum(samples, name, map[string]string{"reason": "startup", "result": "ok"}); n != 1 {
+		t.Errorf("%s{reason=startup}: %v, want 1", name, n)
+	}
+	if n := metricSum(samples, name, map[string]string{"reason": "unknown_kid", "result": "ok"}); n < float64(rotations) || n > float64(rotations+1) {
+		t.Errorf("%s{reason=unknown_kid}: %v, want %d or %d", name, n, rotations, rotations+1)
+	}
 }
