@@ -111,7 +111,7 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 	} else if typ != "" && typ != "logout+jwt" && typ != "application/logout+jwt" && typ != "JWT" {
 		return nil, fmt.Errorf("typ %q is not a logout token", typ)
 	}
-	v := oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+	v := oidc.NewVerifier(m.Issuer, m.provider.keys.untrusted(), &oidc.Config{
 		ClientID:             m.ClientID,
 		SupportedSigningAlgs: meta.algs,
 		SkipExpiryCheck:      true, // exp is optional in logout tokens; checked below

@@ -64,7 +64,8 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 // cache of their own since the accepted audiences differ.
 func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken, string, error) {
 	now := m.now()
-	if v := m.app.bearer.get(raw); v != nil {
+	gen := m.provider.keyRemovals()
+	if v := m.app.bearer.get(raw); v != nil && v.keyGen == gen {
 		if v.expiry <= now.Unix() {
 			return nil, "", errors.New("token expired")
 		}
@@ -84,7 +85,7 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 		return nil, "", err
 	}
 	// The audience is checked below, against several accepted ones.
-	tok, err := m.accessVerifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), raw)
+	tok, err := m.accessVerifier(meta, m.provider.keys.untrusted()).Verify(oidc.ClientContext(ctx, m.provider.client), raw)
 	if err != nil {
 		return nil, "", err
 	}
@@ -116,7 +117,7 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	if tok.Subject == "" {
 		return nil, "", errors.New("token has no sub")
 	}
-	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims}
+	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, keyGen: gen}
 	m.app.bearer.put(raw, v, now.Unix())
 	return v, tok.Subject, nil
 }

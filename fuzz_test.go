@@ -307,6 +307,8 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 	m.provider = newProvider(m.Issuer, endpoints{Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint, JWKS: m.JWKSURI})
 	m.provider.client.Transport = staticTransport{m.JWKSURI: jwks}
 	m.provider.client.Timeout = 0 // nothing to wait for
+	m.provider.now = clock        // the key set's refetch and max-age rules
+	tb.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
 	store := newStorageBackend(&certmagic.FileStorage{Path: dir}, appID(m.Issuer, m.ClientID))
 	store.now = clock

@@ -88,7 +88,7 @@ func (m *OIDCAuth) verifyInitiation(r *http.Request, raw string) (map[string]any
 	if err != nil {
 		return nil, err
 	}
-	v := oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+	v := oidc.NewVerifier(m.Issuer, m.provider.keys.untrusted(), &oidc.Config{
 		SkipClientIDCheck:    true, // such tokens are for the environment, not one client
 		SkipIssuerCheck:      true, // checked below, when present
 		SupportedSigningAlgs: meta.algs,

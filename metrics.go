@@ -18,7 +18,7 @@ var metrics struct {
 	logouts        *prometheus.CounterVec   // kind: rp, backchannel, frontchannel; result; reason
 	rejected       *prometheus.CounterVec   // reason
 	idpLatency     *prometheus.HistogramVec // endpoint: discovery, token, jwks, revocation
-	jwksFetches    *prometheus.CounterVec   // result: ok, error
+	jwksFetches    *prometheus.CounterVec   // reason: startup, unknown_kid, max_age; result: ok, error
 	bearerRequests *prometheus.CounterVec   // result: accepted, refused
 }
 
@@ -48,8 +48,8 @@ func initMetrics(registry *prometheus.Registry) error {
 		}, []string{"endpoint"})
 		metrics.jwksFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "jwks_fetches_total",
-			Help: "Fetches of the provider's JWKS.",
-		}, []string{"result"})
+			Help: "Fetches of the provider's JWKS, by reason (startup, unknown_kid, max_age) and result (ok, error).",
+		}, []string{"reason", "result"})
 		metrics.bearerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "bearer_requests_total",
 			Help: "Requests authenticated by bearer token, accepted or refused.",

@@ -272,12 +272,14 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 
 	m.providerKey = strings.Join([]string{m.Issuer, m.AuthorizationEndpoint, m.TokenEndpoint, m.JWKSURI, m.EndSessionEndpoint}, "\x00")
 	val, _, err := providers.LoadOrNew(m.providerKey, func() (caddy.Destructor, error) {
-		return newProvider(m.Issuer, endpoints{
+		p := newProvider(m.Issuer, endpoints{
 			Authorization: m.AuthorizationEndpoint,
 			Token:         m.TokenEndpoint,
 			JWKS:          m.JWKSURI,
 			EndSession:    m.EndSessionEndpoint,
-		}), nil
+		})
+		p.now = m.now
+		return p, nil
 	})
 	if err != nil {
 		return err

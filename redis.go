@@ -19,8 +19,7 @@ const (
 	redisResync = 30 * time.Second
 	// How long one instance may hold a refresh token's lock, and how long
 	// the others wait for its outcome.
-	// (A refresh may also wait out a JWKS refetch cooldown.)
-	refreshLockTTL = idpTimeout + jwksCooldown + 5*time.Second
+	refreshLockTTL = idpTimeout + 5*time.Second
 	refreshPoll    = 50 * time.Millisecond
 )
 

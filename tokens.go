@@ -14,7 +14,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/coreos/go-oidc/v3/oidc"
-	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 )
 
@@ -27,8 +26,6 @@ const (
 	idpTimeout       = 10 * time.Second
 	discoveryBackoff = time.Second
 	maxBackoff       = time.Minute
-	jwksCooldown     = 10 * time.Second
-	maxJWKSBytes     = 1 << 20
 	maxVerified      = 100_000
 	clockLeeway      = 5 * time.Minute
 )
@@ -66,6 +63,11 @@ type provider struct {
 	issuer    string
 	overrides endpoints
 	client    *http.Client
+	now       func() time.Time // the key set's clock
+
+	// ctx bounds the key set's fetches and refresher; Destruct ends it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	meta    *metadata
@@ -78,9 +80,13 @@ type provider struct {
 }
 
 func newProvider(issuer string, overrides endpoints) *provider {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &provider{
 		issuer:          issuer,
 		overrides:       overrides,
+		now:             time.Now,
+		ctx:             ctx,
+		cancel:          cancel,
 		revocationSlots: make(chan struct{}, maxRevocationCalls),
 		client: &http.Client{
 			Timeout:   idpTimeout,
@@ -92,8 +98,18 @@ func newProvider(issuer string, overrides endpoints) *provider {
 	}
 }
 
-// Destruct implements caddy.Destructor; a provider owns no goroutines.
-func (p *provider) Destruct() error { return nil }
+// Destruct implements caddy.Destructor: it stops the key set's refresher
+// and waits for it, so no goroutine outlives the last config using it.
+func (p *provider) Destruct() error {
+	p.cancel()
+	p.mu.Lock()
+	keys := p.keys
+	p.mu.Unlock()
+	if keys != nil {
+		keys.stop()
+	}
+	return nil
+}
 
 // metadata returns the provider's metadata, discovering it on first use.
 // Failed attempts back off exponentially, so an IdP that is down is asked
@@ -119,8 +135,19 @@ func (p *provider) metadata(ctx context.Context, now time.Time) (*metadata, erro
 		return nil, p.lastErr
 	}
 	p.meta = meta
-	p.keys = &keySet{url: meta.JWKS, client: p.client, algs: meta.algs}
+	p.keys = newKeySet(p.ctx, meta.JWKS, p.client, meta.algs, p.now)
 	return meta, nil
+}
+
+// keyRemovals is the key set's removal count (0 before discovery).
+func (p *provider) keyRemovals() uint64 {
+	p.mu.Lock()
+	keys := p.keys
+	p.mu.Unlock()
+	if keys == nil {
+		return 0
+	}
+	return keys.removalCount()
 }
 
 func (p *provider) discover(ctx context.Context) (*metadata, error) {
@@ -203,8 +230,9 @@ func (m *OIDCAuth) oauthConfig(meta *metadata, redirectURL string) *oauth2.Confi
 	}
 }
 
+// verifier checks ID tokens, which come only from the token endpoint.
 func (m *OIDCAuth) verifier(meta *metadata) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+	return oidc.NewVerifier(m.Issuer, m.provider.keys.trusted(), &oidc.Config{
 		ClientID:             m.ClientID,
 		SupportedSigningAlgs: meta.algs,
 		Now:                  m.now,
@@ -283,6 +311,10 @@ type verifiedToken struct {
 	// client accepts the token without looking at its audience again.
 	forClient bool
 
+	// keyGen is the key set's removal count when the token was checked:
+	// once the IdP has dropped a key, the token is checked again.
+	keyGen uint64
+
 	once sync.Once
 	id   *identity
 	// The session the cached identity was built from.
@@ -334,7 +366,8 @@ func isJWT(tok string) bool {
 // validated at login and the expiry the token endpoint gave.
 func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verifiedToken, error) {
 	now := m.now()
-	if v := m.app.verified.get(s.AccessToken); v != nil {
+	gen := m.provider.keyRemovals()
+	if v := m.app.verified.get(s.AccessToken); v != nil && v.keyGen == gen {
 		if v.expiry <= now.Unix() {
 			return nil, errors.New("access token expired")
 		}
@@ -354,7 +387,7 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		}
 		// Nothing to check locally: the token came from the token
 		// endpoint, inside the session's sealed cookie.
-		v := &verifiedToken{expiry: s.Expiry, forClient: true, sub: s.Subject}
+		v := &verifiedToken{expiry: s.Expiry, forClient: true, keyGen: gen, sub: s.Subject}
 		m.app.verified.put(s.AccessToken, v, now.Unix())
 		return v, nil
 	}
@@ -362,7 +395,8 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 	if err != nil {
 		return nil, err
 	}
-	tok, err := m.accessVerifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), s.AccessToken)
+	// The token comes from the token endpoint or a sealed session cookie.
+	tok, err := m.accessVerifier(meta, m.provider.keys.trusted()).Verify(oidc.ClientContext(ctx, m.provider.client), s.AccessToken)
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
@@ -379,15 +413,16 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 	if sub, _ := claims["sub"].(string); sub != "" && sub != s.Subject {
 		return nil, errors.New("access token: sub differs from the session's user")
 	}
-	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, forClient: containsString(tok.Audience, m.ClientID), sub: s.Subject}
+	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, forClient: containsString(tok.Audience, m.ClientID), keyGen: gen, sub: s.Subject}
 	m.app.verified.put(s.AccessToken, v, now.Unix())
 	return v, nil
 }
 
 // accessVerifier checks an access token's signature, iss and exp; the
 // audience is checked by audienceOK, as it may be other than the client.
-func (m *OIDCAuth) accessVerifier(meta *metadata) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(m.Issuer, m.provider.keys, &oidc.Config{
+// keys is the key set of the channel the token came by.
+func (m *OIDCAuth) accessVerifier(meta *metadata, keys oidc.KeySet) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(m.Issuer, keys, &oidc.Config{
 		SkipClientIDCheck:    true,
 		SupportedSigningAlgs: meta.algs,
 		Now:                  m.now,
@@ -463,18 +498,6 @@ func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*
 		return nil, fmt.Errorf("%w: refreshing: %s", errIdPUnavailable, describeTokenError(err))
 	}
 	ts, err := m.checkTokenResponse(ctx, meta, tok, "", prevSub)
-	if isUnknownKey(err) {
-		// A key the IdP has just started to use, met within the JWKS
-		// refetch cooldown. The IdP has already rotated the refresh token,
-		// so these tokens are the session's only future: wait out the
-		// cooldown (once, for all requests of the session), fetch the
-		// keys and check again.
-		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), jwksCooldown+idpTimeout)
-		if werr := m.provider.keys.refetchAfterCooldown(wctx); werr == nil {
-			ts, err = m.checkTokenResponse(wctx, meta, tok, "", prevSub)
-		}
-		wcancel()
-	}
 	if err != nil {
 		return nil, &refreshFailed{err}
 	}
@@ -556,169 +579,6 @@ func describeRetrieveError(re *oauth2.RetrieveError) string {
 		return re.ErrorCode
 	}
 	return fmt.Sprintf("HTTP %d", re.Response.StatusCode)
-}
-
-// keySet verifies JWS signatures with the provider's JWKS. An unknown key
-// ID makes it refetch the JWKS, at most once per jwksCooldown, so a flood
-// of tokens with made-up key IDs cannot hammer the IdP.
-type keySet struct {
-	url    string
-	client *http.Client
-	algs   []string
-
-	mu        sync.RWMutex
-	keys      []jose.JSONWebKey
-	lastFetch time.Time
-
-	fetchMu sync.Mutex
-}
-
-// VerifySignature implements oidc.KeySet.
-func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	algs := make([]jose.SignatureAlgorithm, len(k.algs))
-	for i, a := range k.algs {
-		algs[i] = jose.SignatureAlgorithm(a)
-	}
-	// Compact serialization only: a JWT is never the JWS JSON form.
-	jws, err := jose.ParseSignedCompact(raw, algs)
-	if err != nil {
-		return nil, fmt.Errorf("malformed jwt: %w", err)
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, errors.New("jwt must have exactly one signature")
-	}
-	hdr := jws.Signatures[0].Header
-	if payload, found, err := k.verifyWith(jws, hdr); found {
-		return payload, err
-	}
-	if err := k.refetch(ctx); err != nil {
-		return nil, err
-	}
-	if payload, found, err := k.verifyWith(jws, hdr); found {
-		return payload, err
-	}
-	return nil, fmt.Errorf("%s %q", unknownKeyMsg, hdr.KeyID)
-}
-
-// verifyWith tries the keys matching the header's kid (all keys when the
-// token names none); found is false when no key was a candidate.
-func (k *keySet) verifyWith(jws *jose.JSONWebSignature, hdr jose.Header) (payload []byte, found bool, err error) {
-	k.mu.RLock()
-	keys := k.keys
-	k.mu.RUnlock()
-	err = errors.New("signature does not verify")
-	for i := range keys {
-		key := &keys[i]
-		if (hdr.KeyID != "" && key.KeyID != hdr.KeyID) || key.Use == "enc" {
-			continue
-		}
-		if key.Algorithm != "" && key.Algorithm != hdr.Algorithm {
-			continue
-		}
-		found = true
-		if p, verr := jws.Verify(key.Key); verr == nil {
-			return p, true, nil
-		}
-	}
-	return nil, found, err
-}
-
-// refetchAfterCooldown waits until the cooldown since the last fetch has
-// passed, then fetches the JWKS.
-func (k *keySet) refetchAfterCooldown(ctx context.Context) error {
-	k.mu.RLock()
-	wait := jwksCooldown - time.Since(k.lastFetch)
-	k.mu.RUnlock()
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return k.refetch(ctx)
-}
-
-func (k *keySet) refetch(ctx context.Context) error {
-	k.fetchMu.Lock()
-	defer k.fetchMu.Unlock()
-	k.mu.RLock()
-	last := k.lastFetch
-	k.mu.RUnlock()
-	if time.Since(last) < jwksCooldown {
-		return nil // fetched recently (perhaps while this call waited)
-	}
-	start := time.Now()
-	keys, err := k.fetch(ctx)
-	observeIdP("jwks", start)
-	if err != nil {
-		metrics.jwksFetches.WithLabelValues("error").Inc()
-	} else {
-		metrics.jwksFetches.WithLabelValues("ok").Inc()
-	}
-	k.mu.Lock()
-	k.lastFetch = time.Now()
-	if err == nil {
-		k.keys = keys
-	}
-	k.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("%w: fetching JWKS: %v", errIdPUnavailable, err)
-	}
-	return nil
-}
-
-// fetch loads the JWKS, skipping keys that do not parse or are symmetric,
-// so one odd key does not disable the others.
-func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes))
-	if err != nil {
-		return nil, err
-	}
-	var doc struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, fmt.Errorf("malformed JWKS: %w", err)
-	}
-	var keys []jose.JSONWebKey
-	for _, raw := range doc.Keys {
-		var key jose.JSONWebKey
-		if err := key.UnmarshalJSON(raw); err != nil || !key.Valid() || !key.IsPublic() {
-			continue
-		}
-		keys = append(keys, key)
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("JWKS has no usable public key")
-	}
-	return keys, nil
-}
-
-// unknownKeyMsg starts the error for a kid the JWKS lacks even after a
-// refetch (or within the refetch cooldown). go-oidc passes key set errors
-// on as text, so they are recognised by it.
-const unknownKeyMsg = "no key in the provider's JWKS matches kid"
-
-func isUnknownKey(err error) bool {
-	return err != nil && strings.Contains(err.Error(), unknownKeyMsg)
 }
 
 func constantTimeEqual(a, b string) bool {

@@ -21,6 +21,9 @@ echo "== go vet"
 go vet ./...
 go vet -tags e2e ./xcaddy-test/...
 
+echo "== govulncheck (offline database)"
+bash scripts/vulncheck.sh
+
 echo "== go test -race"
 go test -race -count=1 ./...
 

@@ -7,22 +7,24 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"debug/buildinfo"
 	"encoding/json"
-	"strconv"
-
 	"errors"
 	"fmt"
-	"github.com/go-jose/go-jose/v4"
 	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 const (
@@ -132,11 +134,16 @@ func buildCaddy(out string) error {
 	return nil
 }
 
-// binaryIsFresh reports whether out exists and is newer than every Go source
+// binaryIsFresh reports whether out exists, was built by this Go release and
+// is newer than every Go source
 // file (tests aside) and module file of the repository outside this rig.
 func binaryIsFresh(out string) (bool, error) {
 	st, err := os.Stat(out)
 	if err != nil {
+		return false, nil
+	}
+	// A binary left by an older Go (the machine's own, say) is rebuilt.
+	if info, err := buildinfo.ReadFile(out); err != nil || info.GoVersion != runtime.Version() {
 		return false, nil
 	}
 	stale := errors.New("stale")

@@ -189,7 +189,7 @@ var (
 	mRejectRevoked  = metric(`caddy_oidc_auth_sessions_rejected_total{reason="revoked"}`)
 	mTokenCalls     = metric(`caddy_oidc_auth_idp_request_duration_seconds_count{endpoint="token"}`)
 	mRevokeCalls    = metric(`caddy_oidc_auth_idp_request_duration_seconds_count{endpoint="revocation"}`)
-	mJWKSOK         = metric(`caddy_oidc_auth_jwks_fetches_total{result="ok"}`)
+	mJWKSOK         = metric(`caddy_oidc_auth_jwks_fetches_total{reason="startup",result="ok"}`)
 	allMetrics      = []metric{mLoginStarted, mLoginCompleted, mLoginIdPError, mRefreshOK, mLogoutRP, mLogoutBC, mRejectRevoked, mTokenCalls, mRevokeCalls, mJWKSOK}
 )
 

@@ -1,0 +1,464 @@
+package oidcauth
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
+)
+
+// The JWKS lifecycle. The key set is fetched on first use and then:
+//
+//   - refetched at once when a token from a trusted channel (the token
+//     endpoint's answer at login and refresh, or a sealed session cookie,
+//     which only this module writes) names a kid the set lacks or no key
+//     verifies it. Such a refetch has no cooldown; concurrent ones share
+//     one fetch, and each distinct kid may start at most one fetch per
+//     jwksKidInterval, so a flood of odd tokens cannot hammer the IdP;
+//   - refetched for a token anyone can send (bearer tokens, logout tokens,
+//     idp_initiated_login JWTs) only when no fetch started within
+//     jwksCooldown. That limit is never waited out, and the trusted rule
+//     does not look at it;
+//   - refreshed in the background when it reaches its maximum age (the
+//     IdP's Cache-Control max-age within [jwksMinMaxAge, jwksMaxMaxAge],
+//     else jwksDefaultMaxAge), which drops the keys the IdP no longer
+//     publishes. A failed refresh keeps the last good set and is retried
+//     with backoff.
+//
+// No request ever sleeps: it verifies with the keys at hand, or waits for
+// one fetch (bounded by idpTimeout) that its own token needs.
+const (
+	jwksCooldown      = 10 * time.Second
+	jwksKidInterval   = 10 * time.Second
+	jwksMaxKids       = 16 // distinct unknown kids tracked per jwksKidInterval
+	jwksDefaultMaxAge = time.Hour
+	jwksMinMaxAge     = 5 * time.Minute
+	jwksMaxMaxAge     = 24 * time.Hour
+	jwksRetryMin      = 10 * time.Second
+	jwksRetryMax      = 5 * time.Minute
+	// The refresher reads the clock at least this often, so a clock that
+	// jumps (a suspended machine) does not leave the set stale for long.
+	jwksWake     = time.Minute
+	maxJWKSBytes = 1 << 20
+)
+
+// Reasons of a JWKS fetch, the values of the metric's reason label.
+const (
+	fetchStartup    = "startup"
+	fetchUnknownKid = "unknown_kid"
+	fetchMaxAge     = "max_age"
+)
+
+// keySet verifies JWS signatures with the provider's JWKS. It is owned by
+// the pooled provider: its fetches and its refresher goroutine run under
+// ctx, which the provider's Destruct cancels.
+type keySet struct {
+	url    string
+	client *http.Client
+	algs   []string
+	now    func() time.Time
+	ctx    context.Context
+
+	mu        sync.RWMutex // keys, lastFetch, removals; health.go reads them
+	keys      []jose.JSONWebKey
+	lastFetch time.Time
+	removals  uint64 // fetches that dropped a key
+
+	fmu       sync.Mutex // the fetch bookkeeping below
+	inflight  *jwksCall
+	last      *jwksCall // the last finished fetch
+	started   uint64    // fetches started so far; each call's seq
+	lastStart time.Time
+	kidTried  map[string]time.Time // trusted refetches by kid
+	expires   time.Time            // due for a max-age refresh; zero before the first fetch
+	retry     time.Duration        // backoff of failed refreshes
+	ok        bool                 // a fetch has succeeded
+	running   bool                 // the refresher goroutine was started
+	kick      chan struct{}
+	done      chan struct{} // closed when the refresher has stopped
+}
+
+type jwksCall struct {
+	seq  uint64
+	done chan struct{}
+	err  error
+}
+
+func newKeySet(ctx context.Context, url string, client *http.Client, algs []string, now func() time.Time) *keySet {
+	if now == nil {
+		now = time.Now
+	}
+	return &keySet{
+		url: url, client: client, algs: algs, now: now, ctx: ctx,
+		kidTried: map[string]time.Time{},
+		kick:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+	}
+}
+
+// trusted and untrusted give go-oidc a key set with the refetch rule of
+// the channel the token came by (see the top of this file).
+func (k *keySet) trusted() oidc.KeySet   { return channelKeys{k, true} }
+func (k *keySet) untrusted() oidc.KeySet { return channelKeys{k, false} }
+
+type channelKeys struct {
+	k       *keySet
+	trusted bool
+}
+
+// VerifySignature implements oidc.KeySet.
+func (c channelKeys) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	k := c.k
+	// Only a fetch that starts after this point is sure to see the key
+	// that signed the token (the token exists already).
+	k.fmu.Lock()
+	seq := k.started
+	k.fmu.Unlock()
+	k.wakeIfStale()
+
+	algs := make([]jose.SignatureAlgorithm, len(k.algs))
+	for i, a := range k.algs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	// Compact serialization only: a JWT is never the JWS JSON form.
+	jws, err := jose.ParseSignedCompact(raw, algs)
+	if err != nil {
+		return nil, fmt.Errorf("malformed jwt: %w", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, errors.New("jwt must have exactly one signature")
+	}
+	hdr := jws.Signatures[0].Header
+	for {
+		payload, found, verr := k.verifyWith(jws, hdr)
+		if verr == nil {
+			return payload, nil
+		}
+		allow := func(now time.Time) bool { return k.mayStart(now, hdr.KeyID, found, c.trusted) }
+		fetched, ferr := k.await(ctx, seq, fetchUnknownKid, allow)
+		switch {
+		case !fetched && found:
+			return nil, verr
+		case !fetched:
+			return nil, fmt.Errorf("%s %q", unknownKeyMsg, hdr.KeyID)
+		case ferr != nil:
+			return nil, ferr
+		}
+	}
+}
+
+// mayStart decides, under fmu, whether a token whose signature failed may
+// start a fetch; found says whether some key was a candidate.
+func (k *keySet) mayStart(now time.Time, kid string, found, trusted bool) bool {
+	if k.started == 0 {
+		return true // the first fetch
+	}
+	cooled := now.Sub(k.lastStart) >= jwksCooldown
+	if !trusted {
+		// A known key that does not verify the token is a forgery, not
+		// news from the IdP.
+		return !found && cooled
+	}
+	if t, ok := k.kidTried[kid]; ok && now.Sub(t) < jwksKidInterval {
+		return false
+	}
+	if len(k.kidTried) >= jwksMaxKids {
+		for id, t := range k.kidTried {
+			if now.Sub(t) >= jwksKidInterval {
+				delete(k.kidTried, id)
+			}
+		}
+	}
+	if len(k.kidTried) >= jwksMaxKids && !cooled {
+		return false // many odd kids at once: back to the untrusted rule
+	}
+	k.kidTried[kid] = now
+	return true
+}
+
+// await waits for a fetch in flight, or else starts one if no fetch newer
+// than seq has finished and allow says so. fetched reports whether a fetch
+// finished meanwhile (the caller looks at the keys again); err is its
+// failure, or the caller's context ending.
+func (k *keySet) await(ctx context.Context, seq uint64, reason string, allow func(time.Time) bool) (fetched bool, err error) {
+	k.fmu.Lock()
+	call := k.inflight
+	if call == nil {
+		if k.last != nil && k.last.seq > seq {
+			k.fmu.Unlock()
+			return false, nil
+		}
+		now := k.now()
+		if !allow(now) {
+			k.fmu.Unlock()
+			return false, nil
+		}
+		call = k.start(now, reason)
+	}
+	k.fmu.Unlock()
+	select {
+	case <-call.done:
+		return true, call.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// start begins a fetch under fmu; it runs under the key set's context, so
+// a request that gives up does not fail the others waiting for it.
+func (k *keySet) start(now time.Time, reason string) *jwksCall {
+	k.started++
+	k.lastStart = now
+	call := &jwksCall{seq: k.started, done: make(chan struct{})}
+	k.inflight = call
+	if !k.ok {
+		reason = fetchStartup // until a fetch has succeeded
+	}
+	if !k.running && k.ctx != nil {
+		k.running = true
+		go k.refresher()
+	}
+	go k.run(call, reason)
+	return call
+}
+
+func (k *keySet) run(call *jwksCall, reason string) {
+	ctx := k.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	start := time.Now()
+	keys, maxAge, err := k.fetch(ctx)
+	observeIdP("jwks", start)
+	result := "ok"
+	if err != nil {
+		result = "error"
+		err = fmt.Errorf("%w: fetching JWKS: %v", errIdPUnavailable, err)
+	}
+	metrics.jwksFetches.WithLabelValues(reason, result).Inc()
+	now := k.now()
+	if err == nil {
+		k.mu.Lock()
+		if dropsKey(k.keys, keys) {
+			k.removals++
+		}
+		k.keys, k.lastFetch = keys, now
+		k.mu.Unlock()
+	}
+	k.fmu.Lock()
+	switch {
+	case err == nil:
+		k.expires, k.retry, k.ok = now.Add(maxAge), 0, true
+	case !k.expires.IsZero() && !now.Before(k.expires):
+		// Keep the last good set and ask again later.
+		k.retry = min(max(2*k.retry, jwksRetryMin), jwksRetryMax)
+		k.expires = now.Add(k.retry)
+	}
+	call.err = err
+	k.inflight, k.last = nil, call
+	k.fmu.Unlock()
+	close(call.done)
+}
+
+// refresher refreshes the set when it reaches its maximum age, until the
+// key set's context ends.
+func (k *keySet) refresher() {
+	defer close(k.done)
+	for {
+		k.fmu.Lock()
+		expires, seq := k.expires, k.started
+		k.fmu.Unlock()
+		wait := jwksWake
+		if !expires.IsZero() {
+			wait = min(expires.Sub(k.now()), jwksWake)
+		}
+		if wait <= 0 {
+			_, _ = k.await(k.ctx, seq, fetchMaxAge, func(time.Time) bool { return true })
+			if k.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-k.ctx.Done():
+			t.Stop()
+			return
+		case <-k.kick:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// refetch fetches the keys now unless a fetch started within jwksCooldown
+// (or one is under way, which it joins); for the readiness probe and
+// `caddy oidc-auth check`.
+func (k *keySet) refetch(ctx context.Context) error {
+	k.fmu.Lock()
+	seq := k.started
+	k.fmu.Unlock()
+	_, err := k.await(ctx, seq, fetchStartup, func(now time.Time) bool {
+		return k.started == 0 || now.Sub(k.lastStart) >= jwksCooldown
+	})
+	return err
+}
+
+// stop waits, once the context is cancelled, for the refresher and a
+// fetch under way to end.
+func (k *keySet) stop() {
+	k.fmu.Lock()
+	running, call := k.running, k.inflight
+	k.fmu.Unlock()
+	if call != nil {
+		<-call.done
+	}
+	if running {
+		<-k.done
+	}
+}
+
+// wakeIfStale wakes the refresher when the set is past its maximum age (a
+// clock that jumped, or a refresher still waiting for its timer).
+func (k *keySet) wakeIfStale() {
+	k.fmu.Lock()
+	stale := !k.expires.IsZero() && !k.now().Before(k.expires)
+	k.fmu.Unlock()
+	if stale {
+		select {
+		case k.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// removalCount counts the fetches that dropped a key: a verdict cached
+// before the latest of them is checked again. As every request asks, it
+// also wakes the refresher of a stale set.
+func (k *keySet) removalCount() uint64 {
+	k.wakeIfStale()
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.removals
+}
+
+// dropsKey reports whether next lacks a key of prev (by kid and key).
+func dropsKey(prev, next []jose.JSONWebKey) bool {
+outer:
+	for i := range prev {
+		for j := range next {
+			if prev[i].KeyID == next[j].KeyID && keyEqual(&prev[i], &next[j]) {
+				continue outer
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func keyEqual(a, b *jose.JSONWebKey) bool {
+	ta, err1 := a.Thumbprint(crypto.SHA256)
+	tb, err2 := b.Thumbprint(crypto.SHA256)
+	return err1 == nil && err2 == nil && string(ta) == string(tb)
+}
+
+// verifyWith tries the keys matching the header's kid (all keys when the
+// token names none); found is false when no key was a candidate.
+func (k *keySet) verifyWith(jws *jose.JSONWebSignature, hdr jose.Header) (payload []byte, found bool, err error) {
+	k.mu.RLock()
+	keys := k.keys
+	k.mu.RUnlock()
+	err = errors.New("signature does not verify")
+	for i := range keys {
+		key := &keys[i]
+		if (hdr.KeyID != "" && key.KeyID != hdr.KeyID) || key.Use == "enc" {
+			continue
+		}
+		if key.Algorithm != "" && key.Algorithm != hdr.Algorithm {
+			continue
+		}
+		found = true
+		if p, verr := jws.Verify(key.Key); verr == nil {
+			return p, true, nil
+		}
+	}
+	return nil, found, err
+}
+
+// fetch loads the JWKS, skipping keys that do not parse or are symmetric,
+// so one odd key does not disable the others; maxAge is how long the set
+// may be used before it is refreshed.
+func (k *keySet) fetch(ctx context.Context) (keys []jose.JSONWebKey, maxAge time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes))
+	if err != nil {
+		return nil, 0, err
+	}
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, 0, fmt.Errorf("malformed JWKS: %w", err)
+	}
+	for _, raw := range doc.Keys {
+		var key jose.JSONWebKey
+		if err := key.UnmarshalJSON(raw); err != nil || !key.Valid() || !key.IsPublic() {
+			continue
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil, 0, errors.New("JWKS has no usable public key")
+	}
+	return keys, jwksMaxAge(resp.Header), nil
+}
+
+// jwksMaxAge reads max-age from Cache-Control and keeps it within
+// [jwksMinMaxAge, jwksMaxMaxAge]; without one (no-store and no-cache say
+// nothing useful for a key set that must be kept) it is jwksDefaultMaxAge.
+func jwksMaxAge(h http.Header) time.Duration {
+	for _, v := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			name, val, ok := strings.Cut(strings.TrimSpace(d), "=")
+			if !ok || !strings.EqualFold(name, "max-age") {
+				continue
+			}
+			secs, err := strconv.ParseInt(strings.Trim(val, `"`), 10, 64)
+			if err != nil || secs < 0 {
+				continue
+			}
+			secs = min(secs, int64(jwksMaxMaxAge/time.Second))
+			return max(time.Duration(secs)*time.Second, jwksMinMaxAge)
+		}
+	}
+	return jwksDefaultMaxAge
+}
+
+// unknownKeyMsg starts the error for a kid the JWKS lacks (after a refetch,
+// or when the refetch rules allowed none). go-oidc passes key set errors
+// on as text.
+const unknownKeyMsg = "no key in the provider's JWKS matches kid"

@@ -1,0 +1,357 @@
+package oidcauth
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// The JWKS lifecycle against the in-process IdP: the OpenID RP
+// certification's key rotation cases, the rate limits of refetches, and
+// keys ageing out. The same journeys run against the real oidc-provider in
+// xcaddy-test/rotation_e2e_test.go.
+
+// signWithUnpublished makes the OP sign with k without publishing it.
+func (op *fakeOP) signWithUnpublished(k *opKey) {
+	op.mu.Lock()
+	op.active = k
+	op.mu.Unlock()
+}
+
+// loginAll logs n fresh browsers in at once and returns the callbacks'
+// statuses.
+func (e *itEnv) loginAll(n int, target string) []int {
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		b := e.browser()
+		loc, q := b.startLogin(target)
+		code := e.op.authorize(loc)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = b.get(itCallbackURL(code, q.Get("state")), nav).StatusCode
+		}()
+	}
+	wg.Wait()
+	return statuses
+}
+
+// waitForFetch waits until the key set's fetch number seq has finished
+// and returns its error.
+func (e *itEnv) waitForFetch(seq uint64) error {
+	e.t.Helper()
+	keys := e.h.provider.keys
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		keys.fmu.Lock()
+		last := keys.last
+		keys.fmu.Unlock()
+		if last != nil && last.seq >= seq {
+			return last.err
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("JWKS fetch %d did not happen", seq)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// jwksFetchCount reads the process-wide JWKS fetch counter.
+func jwksFetchCount(reason, result string) float64 {
+	var m dto.Metric
+	if err := metrics.jwksFetches.WithLabelValues(reason, result).Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func (e *itEnv) expectJWKSFetches(want int64, what string) {
+	e.t.Helper()
+	if n := e.op.jwksFetches.Load(); n != want {
+		e.t.Errorf("%s: JWKS fetches %d, want %d", what, n, want)
+	}
+}
+
+// TestKeyRotationLoginRightAfter (signing-key-rotation-just-before-signing):
+// the IdP starts signing with a key it has just published, right after the
+// module fetched its JWKS. Logins, several at once, work at the first try
+// and share one refetch.
+func TestKeyRotationLoginRightAfter(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+
+	for i, st := range e.loginAll(5, "/private") {
+		if st != http.StatusFound {
+			t.Errorf("login %d right after the rotation: status %d, want 302", i, st)
+		}
+	}
+	e.expectJWKSFetches(2, "five logins after one rotation")
+}
+
+// TestKeyRotationTwiceTwoSecondsApart: two rotations 2 s apart, each
+// followed by a login; each new kid costs one fetch.
+func TestKeyRotationTwiceTwoSecondsApart(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	for i, kid := range []string{"key-2", "key-3"} {
+		e.op.rotate(newRSAOPKey(kid, i+1), true)
+		e.clock.Advance(2 * time.Second)
+		b := e.browser()
+		b.mustLogin("/private")
+		expectServed(t, b.get("/private", nav), "session after rotation to "+kid)
+	}
+	e.expectJWKSFetches(3, "two rotations")
+}
+
+// TestKeyRotationAfterLogoutTokenFlood: 20 logout tokens with made-up kids
+// (which anyone can post) cost at most one fetch and must not hold back the
+// refetch that a login after the IdP's next rotation needs.
+func TestKeyRotationAfterLogoutTokenFlood(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	e.clock.Advance(jwksCooldown) // the untrusted limit has room for one fetch
+	for i := range 20 {
+		tok := newRSAOPKey(fmt.Sprintf("made-up-%d", i), 2).sign(e.logoutClaims(nil), "logout+jwt")
+		if res := e.postLogout(tok); res.StatusCode == http.StatusOK {
+			t.Fatalf("logout token %d with an unknown kid accepted", i)
+		}
+	}
+	e.expectJWKSFetches(2, "20 logout tokens with unknown kids")
+
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	start := time.Now()
+	b := e.browser()
+	b.mustLogin("/private")
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("login after the rotation took %v, want under a second", d)
+	}
+	expectServed(t, b.get("/private", nav), "session after the rotation")
+	e.expectJWKSFetches(3, "the flood and one login after the rotation")
+}
+
+// TestKeyRotationRefreshKeepsSession: access tokens live 4 s; the IdP
+// switches keys and the next refresh brings tokens of the new key. The
+// session stays signed in and no request takes more than a second (the
+// refetch is immediate, not a wait for a cooldown).
+func TestKeyRotationRefreshKeepsSession(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.op.set(func(s *opScript) { s.accessTTL = 4 * time.Second })
+	b := e.browser()
+	b.mustLogin("/private")
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+
+	for i := range 3 {
+		e.clock.Advance(5 * time.Second) // the access token has expired
+		start := time.Now()
+		res := b.get("/private", nav)
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("request %d took %v, want under a second", i, d)
+		}
+		expectServed(t, res, fmt.Sprintf("request %d after the rotation", i))
+	}
+	if n := e.op.grants("refresh_token"); n != 3 {
+		t.Errorf("refresh grants: %d, want 3", n)
+	}
+	e.expectJWKSFetches(2, "refreshes after one rotation")
+}
+
+// TestJWKSUntrustedRefetchLimited: tokens anyone can send with made-up key
+// IDs start at most one fetch per cooldown, and never wait for it.
+func TestJWKSUntrustedRefetchLimited(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	base := e.op.jwksFetches.Load()
+
+	flood := func() {
+		const n, workers = 300, 8
+		var wg sync.WaitGroup
+		jobs := make(chan int)
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range jobs {
+					kid := fmt.Sprintf("random-%d-%d", i, time.Now().UnixNano())
+					tok := newRSAOPKey(kid, 2).sign(e.logoutClaims(nil), "logout+jwt")
+					if res := e.postLogout(tok); res.StatusCode == http.StatusOK {
+						t.Errorf("logout token with unknown kid %s accepted", kid)
+					}
+				}
+			}()
+		}
+		for i := range n {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+	}
+
+	flood()
+	if got := e.op.jwksFetches.Load() - base; got != 0 {
+		t.Fatalf("within the cooldown of the login's fetch, tokens with unknown kids caused %d JWKS fetches, want 0", got)
+	}
+	e.clock.Advance(jwksCooldown)
+	flood()
+	if got := e.op.jwksFetches.Load() - base; got != 1 {
+		t.Fatalf("after the cooldown, tokens with unknown kids caused %d JWKS fetches, want exactly 1", got)
+	}
+}
+
+// TestJWKSTrustedRefetchPerKid: tokens from the token endpoint with a kid
+// the IdP never publishes cost one fetch per kid per interval, however many
+// logins bring them.
+func TestJWKSTrustedRefetchPerKid(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	e.op.signWithUnpublished(newRSAOPKey("never-published", 2))
+	for i, st := range e.loginAll(20, "/private") {
+		if st == http.StatusFound || st >= 500 {
+			t.Errorf("login %d with tokens of an unpublished key: status %d, want 4xx", i, st)
+		}
+	}
+	e.expectJWKSFetches(2, "20 logins with one unpublished kid")
+	e.clock.Advance(jwksKidInterval)
+	e.loginAll(1, "/private")
+	e.expectJWKSFetches(3, "a login with the same kid one interval later")
+}
+
+// TestJWKSDroppedKeyAgesOut: a key the IdP stops publishing is refused once
+// the key set reaches its maximum age, also by a handler of a reloaded
+// config (the key set is pooled) and for a token verified before.
+func TestJWKSDroppedKeyAgesOut(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.op.set(func(s *opScript) { s.accessTTL = 3 * time.Hour })
+	b := e.browser()
+	b.mustLogin("/private") // tokens of key-1
+	expectServed(t, b.get("/private", nav), "session before the rotation")
+
+	// A config reload: the new handler shares the pooled provider.
+	old := e.h
+	e.h = e.provision(e.op.issuer)
+	if e.h.provider != old.provider {
+		t.Fatal("the reloaded handler does not share the pooled provider")
+	}
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	old.provider, old.app = nil, nil // cleaned up already
+
+	e.op.rotate(newRSAOPKey("key-2", 1), false) // key-1 is dropped
+	e.clock.Advance(30 * time.Minute)
+	expectServed(t, b.get("/private", nav), "session within the key set's maximum age")
+	e.expectJWKSFetches(1, "within the maximum age")
+
+	before := jwksFetchCount(fetchMaxAge, "ok")
+	e.clock.Advance(jwksDefaultMaxAge)
+	b.get("/private", nav) // wakes the refresher, which runs in the background
+	e.waitForFetch(2)
+	e.expectJWKSFetches(2, "after the maximum age")
+	if got := jwksFetchCount(fetchMaxAge, "ok") - before; got < 1 {
+		t.Errorf("max_age fetches rose by %v, want at least 1", got)
+	}
+	c := b.clone()
+	if b.get("/private", nav).reachedNext {
+		t.Fatal("a token of a key the IdP dropped still verifies after the key set's maximum age")
+	}
+	// The session cookie is a trusted channel: its unknown kid was worth
+	// one refetch, and no more within the interval.
+	e.expectJWKSFetches(3, "refusing a dropped key")
+	if c.get("/private", nav).reachedNext {
+		t.Fatal("a token of a key the IdP dropped verifies on a second try")
+	}
+	e.expectJWKSFetches(3, "refusing a dropped key again")
+}
+
+// TestJWKSIdPDownKeepsKeys: a refresh that fails keeps the last good set.
+func TestJWKSIdPDownKeepsKeys(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.op.set(func(s *opScript) { s.accessTTL = 3 * time.Hour })
+	b := e.browser()
+	b.mustLogin("/private")
+	e.op.srv.Close()
+	e.clock.Advance(jwksDefaultMaxAge + time.Minute)
+	b.get("/private", nav) // wakes the refresher
+	if err := e.waitForFetch(2); err == nil {
+		t.Fatal("a JWKS fetch from a closed IdP succeeded")
+	}
+	expectServed(t, b.get("/private", nav), "session while the IdP is down past the maximum age")
+}
+
+// TestJWKSRefresherStopsOnCleanup: the pooled provider owns the refresher
+// goroutine, which ends when the last config using it is cleaned up.
+func TestJWKSRefresherStopsOnCleanup(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	keys := e.h.provider.keys
+	keys.fmu.Lock()
+	running := keys.running
+	keys.fmu.Unlock()
+	if !running {
+		t.Fatal("no refresher after the first fetch")
+	}
+	if err := e.h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	e.h.provider, e.h.app = nil, nil
+	select {
+	case <-keys.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the refresher goroutine outlived the provider")
+	}
+}
+
+func TestJWKSMaxAge(t *testing.T) {
+	for _, tc := range []struct {
+		header []string
+		want   time.Duration
+	}{
+		{nil, jwksDefaultMaxAge},
+		{[]string{"no-store"}, jwksDefaultMaxAge},
+		{[]string{"public, max-age=7200"}, 2 * time.Hour},
+		{[]string{"max-age=60"}, jwksMinMaxAge},
+		{[]string{"max-age=9999999999999"}, jwksMaxMaxAge},
+		{[]string{"max-age=-5"}, jwksDefaultMaxAge},
+		{[]string{"max-age=soon"}, jwksDefaultMaxAge},
+		{[]string{"no-cache", `Max-Age="600"`}, 10 * time.Minute},
+	} {
+		h := http.Header{"Cache-Control": tc.header}
+		if got := jwksMaxAge(h); got != tc.want {
+			t.Errorf("Cache-Control %q: max age %v, want %v", tc.header, got, tc.want)
+		}
+	}
+}
+
+// TestKeyRotationKidAbsent (kid-absent-single-jwks, kid-absent-multiple-jwks):
+// tokens without a kid are checked with every key of the set, and when the
+// cached keys verify none of them (the IdP rotated to another key without
+// a kid), the keys are refetched.
+func TestKeyRotationKidAbsent(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.op.rotate(newRSAOPKey("", 1), false) // a single key, no kid
+	b := e.browser()
+	b.mustLogin("/private")
+	expectServed(t, b.get("/private", nav), "tokens without a kid, one key")
+	e.expectJWKSFetches(1, "one key without a kid")
+
+	e.op.rotate(newRSAOPKey("", 2), true) // two keys without a kid; the new one signs
+	b = e.browser()
+	b.mustLogin("/private")
+	expectServed(t, b.get("/private", nav), "tokens without a kid after a rotation, two keys")
+	e.expectJWKSFetches(2, "a rotation to another key without a kid")
+}
