@@ -73,12 +73,16 @@ type provider struct {
 	backoff time.Duration
 	lastErr error
 	keys    *keySet
+
+	tracker *idpTracker // outcome of the latest calls, for health
+	prober  *prober     // set for pooled providers only
 }
 
 func newProvider(issuer string, overrides endpoints) *provider {
 	return &provider{
 		issuer:    issuer,
 		overrides: overrides,
+		tracker:   newIdPTracker(issuer),
 		client: &http.Client{
 			Timeout:   idpTimeout,
 			Transport: limitedTransport{http.DefaultTransport},
@@ -89,8 +93,14 @@ func newProvider(issuer string, overrides endpoints) *provider {
 	}
 }
 
-// Destruct implements caddy.Destructor; a provider owns no goroutines.
-func (p *provider) Destruct() error { return nil }
+// Destruct implements caddy.Destructor: the background probe ends.
+func (p *provider) Destruct() error {
+	if p.prober != nil {
+		p.prober.stop()
+		p.tracker.releaseGauges()
+	}
+	return nil
+}
 
 // metadata returns the provider's metadata, discovering it on first use.
 // Failed attempts back off exponentially, so an IdP that is down is asked
@@ -116,7 +126,7 @@ func (p *provider) metadata(ctx context.Context, now time.Time) (*metadata, erro
 		return nil, p.lastErr
 	}
 	p.meta = meta
-	p.keys = &keySet{url: meta.JWKS, client: p.client, algs: meta.algs}
+	p.keys = &keySet{url: meta.JWKS, client: p.client, algs: meta.algs, tracker: p.tracker}
 	return meta, nil
 }
 
@@ -129,6 +139,7 @@ func (p *provider) discover(ctx context.Context) (*metadata, error) {
 		start := time.Now()
 		prov, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.issuer)
 		observeIdP("discovery", start)
+		p.tracker.record("discovery", err)
 		if err != nil {
 			return nil, err
 		}
@@ -418,6 +429,7 @@ func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, co
 	start := time.Now()
 	tok, err := m.oauthConfig(meta, redirectURL).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
 	observeIdP("token", start)
+	m.provider.tracker.record("token", err)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
@@ -442,6 +454,7 @@ func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*
 	start := time.Now()
 	tok, err := src.Token()
 	observeIdP("token", start)
+	m.provider.tracker.record("token", err)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
@@ -549,9 +562,10 @@ func describeRetrieveError(re *oauth2.RetrieveError) string {
 // ID makes it refetch the JWKS, at most once per jwksCooldown, so a flood
 // of tokens with made-up key IDs cannot hammer the IdP.
 type keySet struct {
-	url    string
-	client *http.Client
-	algs   []string
+	url     string
+	client  *http.Client
+	algs    []string
+	tracker *idpTracker
 
 	mu        sync.RWMutex
 	keys      []jose.JSONWebKey
@@ -640,6 +654,7 @@ func (k *keySet) refetch(ctx context.Context) error {
 	start := time.Now()
 	keys, err := k.fetch(ctx)
 	observeIdP("jwks", start)
+	k.tracker.record("jwks", err)
 	if err != nil {
 		metrics.jwksFetches.WithLabelValues("error").Inc()
 	} else {
