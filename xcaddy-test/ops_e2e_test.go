@@ -817,19 +817,24 @@ http://127.0.0.1:%[1]d {
 // ---------------------------------------------------------------- 6
 
 type healthReport struct {
-	Ready     bool `json:"ready"`
-	Providers []struct {
-		Issuer     string `json:"issuer"`
-		Discovered bool   `json:"discovered"`
-		Error      string `json:"error"`
-		JWKSKeys   int    `json:"jwks_keys"`
-	} `json:"providers"`
-	Stores []struct {
+	Ready     bool             `json:"ready"`
+	Providers []providerReport `json:"providers"`
+	Stores    []struct {
 		App       string `json:"app"`
 		Kind      string `json:"kind"`
 		Reachable bool   `json:"reachable"`
 		Error     string `json:"error"`
 	} `json:"stores"`
+}
+
+type providerReport struct {
+	Issuer              string `json:"issuer"`
+	Discovered          bool   `json:"discovered"`
+	Reachable           bool   `json:"reachable"`
+	Error               string `json:"error"`
+	FailingEndpoint     string `json:"failing_endpoint"`
+	ConsecutiveFailures int    `json:"consecutive_failures"`
+	JWKSKeys            int    `json:"jwks_keys"`
 }
 
 func health(t *testing.T, adminAddr string) (int, healthReport, string) {
