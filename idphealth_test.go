@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,5 +428,29 @@ func TestHealthFollowsIdPCalls(t *testing.T) {
 	code, h = healthOf(t, issuer)
 	if code != http.StatusServiceUnavailable || h.FailingEndpoint != "discovery" || !strings.Contains(h.Error, "discovery endpoint") {
 		t.Fatalf("after a failed probe: %d %+v, want 503 naming discovery", code, h)
+	}
+}
+
+// TestRevocationRecorded: a revocation endpoint answering 5xx or not at
+// all is a failure; one refusing the token (4xx) is an IdP that is up.
+func TestRevocationRecorded(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusServiceUnavailable)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(int(status.Load())) }))
+	m := newUnitHandler(t, withOverrides)
+	meta := &metadata{endpoints: endpoints{Revocation: srv.URL + "/revoke", Token: srv.URL + "/token"}}
+	m.revokeToken(context.Background(), meta, "rt-1")
+	if st := m.provider.tracker.state(); !st.down() || st.LastFailure.Endpoint != "revocation" {
+		t.Fatalf("after a 503: %+v, want the revocation endpoint failing", st)
+	}
+	status.Store(http.StatusBadRequest)
+	m.revokeToken(context.Background(), meta, "rt-1")
+	if st := m.provider.tracker.state(); st.down() {
+		t.Fatalf("after a 400: %+v, want up", st)
+	}
+	srv.Close()
+	m.revokeToken(context.Background(), meta, "rt-1")
+	if st := m.provider.tracker.state(); !st.down() || !strings.Contains(st.LastFailure.Error, "connect") {
+		t.Fatalf("with the endpoint gone: %+v, want a connection failure", st)
 	}
 }
