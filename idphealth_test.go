@@ -162,6 +162,8 @@ func newTestProber(t *testing.T, interval time.Duration, jitter float64) (*probe
 	pr := newProber(sp.probe)
 	pr.timer = ft.timer
 	pr.jitter = func() float64 { return jitter }
+	now := time.Unix(1_800_000_000, 0)
+	pr.now = func() time.Time { return now }
 	pr.use(interval)
 	pr.start()
 	t.Cleanup(pr.stop)
@@ -228,6 +230,30 @@ func TestProberIntervalOfHandlers(t *testing.T) {
 	pr.release(5 * time.Second)
 	if got := pr.interval(); got != time.Minute {
 		t.Errorf("both 5s handlers gone: %s, want 1m", got)
+	}
+}
+
+// TestProberIntervalChangeWakesTheWait: a handler asking for a shorter
+// interval (a reload) shortens the wait under way; the longer one back
+// lengthens it again.
+func TestProberIntervalChangeWakesTheWait(t *testing.T) {
+	pr, ft, sp := newTestProber(t, time.Hour, 0)
+	if d := ft.nextWait(t); d != time.Hour {
+		t.Fatalf("first wait %s, want 1h", d)
+	}
+	pr.use(2 * time.Second)
+	if d := ft.nextWait(t); d != 2*time.Second {
+		t.Fatalf("after a handler asked for 2s: wait %s, want 2s", d)
+	}
+	pr.release(2 * time.Second)
+	if d := ft.nextWait(t); d != time.Hour {
+		t.Fatalf("after that handler went: wait %s, want 1h", d)
+	}
+	pr.use(time.Hour) // the same interval: the wait goes on
+	ft.fire <- time.Time{}
+	sp.results <- nil
+	if d := ft.nextWait(t); d != time.Hour {
+		t.Fatalf("after a probe: wait %s, want 1h", d)
 	}
 }
 

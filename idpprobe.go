@@ -32,10 +32,11 @@ type prober struct {
 	jitter func() float64
 	now    func() time.Time
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	kick   chan struct{}
-	done   chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	kick    chan struct{}
+	changed chan struct{} // the interval changed: the wait starts over
+	done    chan struct{}
 
 	mu        sync.Mutex
 	intervals map[time.Duration]int // interval -> handlers that asked for it
@@ -56,6 +57,7 @@ func newProber(probe func(context.Context) error) *prober {
 		ctx:       ctx,
 		cancel:    cancel,
 		kick:      make(chan struct{}),
+		changed:   make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		intervals: map[time.Duration]int{},
 	}
@@ -70,19 +72,35 @@ func (pr *prober) stop() {
 }
 
 // use and release say which interval a handler wants; the shortest wanted
-// by any handler still loaded applies from the next wait on.
+// by any handler still loaded applies, to the current wait too, so a
+// reload to a shorter interval takes effect at once.
 func (pr *prober) use(d time.Duration) {
 	pr.mu.Lock()
+	before := pr.interval()
 	pr.intervals[d]++
+	pr.notify(before)
 	pr.mu.Unlock()
 }
 
 func (pr *prober) release(d time.Duration) {
 	pr.mu.Lock()
+	before := pr.interval()
 	if pr.intervals[d]--; pr.intervals[d] <= 0 {
 		delete(pr.intervals, d)
 	}
+	pr.notify(before)
 	pr.mu.Unlock()
+}
+
+// notify wakes the waiting loop when the interval is no longer before;
+// pr.mu must be held.
+func (pr *prober) notify(before time.Duration) {
+	if pr.interval() != before {
+		select {
+		case pr.changed <- struct{}{}:
+		default: // already told
+		}
+	}
 }
 
 // interval is the shortest interval asked for; pr.mu must be held.
@@ -116,17 +134,8 @@ func (pr *prober) delay() time.Duration {
 func (pr *prober) run() {
 	defer close(pr.done)
 	for {
-		pr.mu.Lock()
-		d := pr.delay()
-		pr.mu.Unlock()
-		c, stopTimer := pr.timer(d)
-		select {
-		case <-pr.ctx.Done():
-			stopTimer()
+		if !pr.wait() {
 			return
-		case <-pr.kick:
-			stopTimer()
-		case <-c:
 		}
 		pr.mu.Lock()
 		pr.last = pr.now()
@@ -142,6 +151,39 @@ func (pr *prober) run() {
 			pr.failures = 0
 		}
 		pr.mu.Unlock()
+	}
+}
+
+// wait waits until the next probe is due, or health asks for one; it
+// returns false when the prober is stopped.
+func (pr *prober) wait() bool {
+	select {
+	case <-pr.changed: // a change before this wait is in its delay already
+	default:
+	}
+	pr.mu.Lock()
+	start := pr.now()
+	pr.mu.Unlock()
+	for {
+		pr.mu.Lock()
+		d := pr.delay() - pr.now().Sub(start)
+		pr.mu.Unlock()
+		if d <= 0 {
+			return true
+		}
+		c, stopTimer := pr.timer(d)
+		select {
+		case <-pr.ctx.Done():
+			stopTimer()
+			return false
+		case <-pr.kick:
+			stopTimer()
+			return true
+		case <-pr.changed:
+			stopTimer() // what is left of the new interval
+		case <-c:
+			return true
+		}
 	}
 }
 

@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -187,4 +189,61 @@ func TestOpsHealthFollowsTokenEndpoint(t *testing.T) {
 	s.idp.admin(t, "/__test/token-failure", url.Values{"count": {"0"}})
 	s.mustLogin(newBrowser(t), s.app+"/")
 	waitHealth(t, admin, issuer, http.StatusOK, 0, "after a login succeeded again")
+}
+
+// probeGoroutines counts the module's probe goroutines in the running
+// Caddy, from the admin endpoint's goroutine dump.
+func probeGoroutines(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := plainClient().Get("http://" + admin + "/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		t.Fatalf("goroutine dump: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("goroutine dump: %s %v", resp.Status, err)
+	}
+	return strings.Count(string(body), "oidcauth.(*prober).run(")
+}
+
+// TestOpsHealthProbeAcrossReloads: a reload keeps the provider and its one
+// probe, which goes on noticing an outage; a reload to another issuer ends
+// the old provider's probe, leaving no goroutine behind.
+func TestOpsHealthProbeAcrossReloads(t *testing.T) {
+	s := newStack(t, stackOptions{extra: "health_probe_interval 1h"})
+	admin, issuer := s.caddy.adminAddr, s.idp.Issuer
+	waitHealth(t, admin, issuer, http.StatusOK, 20*time.Second, "at start")
+	if n := probeGoroutines(t, admin); n != 1 {
+		t.Fatalf("probe goroutines at start: %d, want 1", n)
+	}
+
+	// The reloaded config's shorter interval cuts the hour's wait short.
+	opts := s.opts
+	opts.extra = "health_probe_interval 2s"
+	opts.greeting = "reloaded {http.auth.user.id}"
+	s.reload(opts)
+	if n := probeGoroutines(t, admin); n != 1 {
+		t.Errorf("probe goroutines after a reload: %d, want 1", n)
+	}
+	s.idp.proc.stop()
+	waitHealth(t, admin, issuer, http.StatusServiceUnavailable, 2*time.Second*6/5+8*time.Second, "IdP stopped after a reload")
+	s.restartIdP()
+	waitHealth(t, admin, issuer, http.StatusOK, 2*time.Second*6/5+8*time.Second, "IdP back after a reload")
+
+	opts.issuer = fmt.Sprintf("http://127.0.0.1:%d", closedPort(t))
+	s.reload(opts)
+	deadline := time.Now().Add(10 * time.Second)
+	for n := probeGoroutines(t, admin); n != 1; n = probeGoroutines(t, admin) {
+		if time.Now().After(deadline) {
+			t.Fatalf("probe goroutines after a reload to another issuer: %d, want 1 (the old provider's left behind)", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, h, raw := health(t, admin)
+	for _, p := range h.Providers {
+		if p.Issuer == issuer {
+			t.Errorf("health still lists the issuer no config uses: %s", raw)
+		}
+	}
 }
