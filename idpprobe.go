@@ -35,7 +35,7 @@ type prober struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	kick    chan struct{}
-	changed chan struct{} // the interval changed: the wait starts over
+	changed chan struct{} // the interval changed: the wait is measured again
 	done    chan struct{}
 
 	mu        sync.Mutex
