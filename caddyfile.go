@@ -55,6 +55,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		jwks_uri               <url>
 //		end_session_endpoint   <url>
 //		token_auth_method      client_secret_basic|client_secret_post
+//		health_probe_interval  <duration>
 //	}
 //
 // Only the syntax is checked here; Validate checks the meaning, so JSON
@@ -131,15 +132,19 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("auth_param: %q given more than once", args[0])
 			}
 			m.AuthParams[args[0]] = args[1]
-		case "session_lifetime":
+		case "session_lifetime", "health_probe_interval":
 			if !d.NextArg() {
 				return argErr()
 			}
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil {
-				return d.Errf("session_lifetime: %v", err)
+				return d.Errf("%s: %v", name, err)
 			}
-			m.SessionLifetime = caddy.Duration(dur)
+			if name == "session_lifetime" {
+				m.SessionLifetime = caddy.Duration(dur)
+			} else {
+				m.HealthProbeInterval = caddy.Duration(dur)
+			}
 			if d.NextArg() {
 				return argErr()
 			}

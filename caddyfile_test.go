@@ -45,6 +45,7 @@ func TestUnmarshalCaddyfileFields(t *testing.T) {
 		jwks_uri https://idp.example.com/jwks
 		end_session_endpoint https://idp.example.com/end
 		token_auth_method client_secret_post
+		health_probe_interval 10s
 	}`)
 	if err != nil {
 		t.Fatalf("UnmarshalCaddyfile: %v", err)
@@ -78,6 +79,7 @@ func TestUnmarshalCaddyfileFields(t *testing.T) {
 		JWKSURI:               "https://idp.example.com/jwks",
 		EndSessionEndpoint:    "https://idp.example.com/end",
 		TokenAuthMethod:       "client_secret_post",
+		HealthProbeInterval:   caddy.Duration(10 * time.Second),
 	}
 	got, _ := json.Marshal(m)
 	exp, _ := json.Marshal(want)
@@ -124,6 +126,7 @@ func TestUnmarshalCaddyfileEachSubdirective(t *testing.T) {
 		{"jwks_uri https://j", func(m *OIDCAuth) bool { return m.JWKSURI == "https://j" }},
 		{"end_session_endpoint https://e", func(m *OIDCAuth) bool { return m.EndSessionEndpoint == "https://e" }},
 		{"token_auth_method client_secret_basic", func(m *OIDCAuth) bool { return m.TokenAuthMethod == "client_secret_basic" }},
+		{"health_probe_interval 5s", func(m *OIDCAuth) bool { return m.HealthProbeInterval == caddy.Duration(5*time.Second) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
@@ -205,6 +208,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"session_lifetime extra arg", "oidc_auth {\nsession_lifetime 1h 2h\n}", "session_lifetime:"},
 		{"session_lifetime bad", "oidc_auth {\nsession_lifetime forever\n}", "session_lifetime:"},
 		{"session_lifetime no unit", "oidc_auth {\nsession_lifetime 3600\n}", "session_lifetime:"},
+		{"health_probe_interval duplicate", "oidc_auth {\nhealth_probe_interval 1m\nhealth_probe_interval 2m\n}", "health_probe_interval: given more than once"},
+		{"health_probe_interval missing arg", "oidc_auth {\nhealth_probe_interval\n}", "health_probe_interval:"},
+		{"health_probe_interval extra arg", "oidc_auth {\nhealth_probe_interval 1m 2m\n}", "health_probe_interval:"},
+		{"health_probe_interval bad", "oidc_auth {\nhealth_probe_interval often\n}", "health_probe_interval:"},
 		{"auth_param one arg", "oidc_auth {\nauth_param prompt\n}", "auth_param:"},
 		{"auth_param three args", "oidc_auth {\nauth_param prompt login now\n}", "auth_param:"},
 		{"auth_param no args", "oidc_auth {\nauth_param\n}", "auth_param:"},

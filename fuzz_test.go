@@ -477,6 +477,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"oidc_auth {\n require email *@example.com\n require roles admin editor\n auth_param prompt login\n auth_param prompt consent\n}",
 		"oidc_auth {\n session_lifetime 1h30m\n session_lifetime 1d\n}",
 		"oidc_auth {\n session_lifetime -5s\n}",
+		"oidc_auth {\n issuer https://idp.example.com\n client_id a\n client_secret b\n health_probe_interval 500ms\n}",
 		"oidc_auth {\n bearer\n bearer api\n pass_access_token extra\n}",
 		"oidc_auth {\n scopes\n}",
 		"oidc_auth {\n redirect_uri https://app.example.com/cb?x=1\n}",

@@ -57,11 +57,19 @@ func (adminHealth) Routes() []caddy.AdminRoute {
 }
 
 type providerHealth struct {
-	Issuer        string `json:"issuer"`
-	Discovered    bool   `json:"discovered"`
-	Error         string `json:"error,omitempty"`
-	JWKSKeys      int    `json:"jwks_keys"`
-	JWKSAgeSecond int64  `json:"jwks_age_seconds,omitempty"`
+	Issuer     string `json:"issuer"`
+	Discovered bool   `json:"discovered"`
+	// Reachable: the latest call to the provider succeeded.
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	// FailingEndpoint names the endpoint whose call failed last, while no
+	// call has succeeded since.
+	FailingEndpoint     string   `json:"failing_endpoint,omitempty"`
+	ConsecutiveFailures int      `json:"consecutive_failures"`
+	LastSuccess         *idpCall `json:"last_success,omitempty"`
+	LastFailure         *idpCall `json:"last_failure,omitempty"`
+	JWKSKeys            int      `json:"jwks_keys"`
+	JWKSAgeSecond       int64    `json:"jwks_age_seconds,omitempty"`
 }
 
 type storeHealth struct {
@@ -98,8 +106,13 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		h := p.health()
-		if !h.Discovered || h.JWKSKeys == 0 {
+		if !h.Discovered || h.JWKSKeys == 0 || !h.Reachable {
 			report.Ready = false
+		}
+		if h.FailingEndpoint != "" {
+			// Whatever the probe's backoff, a watched provider is checked
+			// again once an interval.
+			p.prober.recheck()
 		}
 		report.Providers = append(report.Providers, h)
 		return true
@@ -134,6 +147,15 @@ func (p *provider) health() providerHealth {
 	}
 	keys := p.keys
 	p.mu.Unlock()
+	s := p.tracker.state()
+	h.Reachable = s.LastSuccess != nil && !s.down()
+	h.ConsecutiveFailures, h.LastSuccess, h.LastFailure = s.ConsecutiveFailures, s.LastSuccess, s.LastFailure
+	if s.down() {
+		h.FailingEndpoint = s.LastFailure.Endpoint
+		if h.Error == "" {
+			h.Error = fmt.Sprintf("%v: %s endpoint: %s", errIdPUnavailable, s.LastFailure.Endpoint, s.LastFailure.Error)
+		}
+	}
 	if keys != nil {
 		keys.mu.RLock()
 		h.JWKSKeys = len(keys.keys)

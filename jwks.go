@@ -69,6 +69,8 @@ type keySet struct {
 	now    func() time.Time
 	ctx    context.Context
 
+	tracker *idpTracker // outcome of every fetch, for health
+
 	mu        sync.RWMutex // keys, lastFetch, removals; health.go reads them
 	keys      []jose.JSONWebKey
 	lastFetch time.Time
@@ -94,12 +96,12 @@ type jwksCall struct {
 	err  error
 }
 
-func newKeySet(ctx context.Context, url string, client *http.Client, algs []string, now func() time.Time) *keySet {
+func newKeySet(ctx context.Context, url string, client *http.Client, algs []string, now func() time.Time, tracker *idpTracker) *keySet {
 	if now == nil {
 		now = time.Now
 	}
 	return &keySet{
-		url: url, client: client, algs: algs, now: now, ctx: ctx,
+		url: url, client: client, algs: algs, now: now, ctx: ctx, tracker: tracker,
 		kidTried: map[string]time.Time{},
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -240,6 +242,7 @@ func (k *keySet) run(call *jwksCall, reason string) {
 	start := time.Now()
 	keys, maxAge, err := k.fetch(ctx)
 	observeIdP("jwks", start)
+	k.tracker.record("jwks", err)
 	result := "ok"
 	if err != nil {
 		result = "error"

@@ -147,6 +147,7 @@ func (m *OIDCAuth) revokeToken(ctx context.Context, meta *metadata, token string
 	start := time.Now()
 	resp, err := m.provider.client.Do(req)
 	observeIdP("revocation", start)
+	m.provider.tracker.record("revocation", callOutcome(resp, err))
 	if err != nil {
 		m.logger.Warn("token revocation failed", zap.Error(err))
 		return

@@ -59,6 +59,7 @@ type management struct {
 	ttl     time.Duration
 	client  *http.Client
 	logger  *zap.Logger
+	tracker *idpTracker
 
 	tokMu     sync.Mutex
 	tokens    oauth2.TokenSource
@@ -107,7 +108,7 @@ func (m *OIDCAuth) newManagement() *management {
 	}
 	return &management{
 		cfg: mc, baseURL: strings.TrimSuffix(firstNonEmpty(mc.BaseURL, m.Issuer), "/"),
-		ttl: ttl, client: m.provider.client, logger: m.logger,
+		ttl: ttl, client: m.provider.client, logger: m.logger, tracker: m.provider.tracker,
 		users: map[string]*membershipEntry{},
 		newTokens: func(ctx context.Context) (oauth2.TokenSource, error) {
 			meta, err := m.provider.metadata(ctx, m.now())
@@ -126,7 +127,7 @@ func (m *OIDCAuth) newManagement() *management {
 			// Cached until shortly before it expires; requests go through
 			// the provider's bounded, non-redirecting client.
 			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, m.provider.client)
-			return oauth2.ReuseTokenSource(nil, cc.TokenSource(tctx)), nil
+			return oauth2.ReuseTokenSource(nil, recordedTokenSource{cc.TokenSource(tctx), m.provider.tracker}), nil
 		},
 	}
 }
@@ -194,6 +195,7 @@ func (mg *management) fetch(ctx context.Context, sub string) ([]membership, erro
 	start := time.Now()
 	resp, err := mg.client.Do(req)
 	observeIdP("management", start)
+	mg.tracker.record("management", callOutcome(resp, err))
 	if err != nil {
 		return nil, err
 	}

@@ -146,6 +146,12 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 	if got, known := repl.GetString("http.auth.user.organizations"); !known || got != "" {
 		t.Errorf("organizations = %q (known %v), want known and empty", got, known)
 	}
+	if st := m.provider.tracker.state(); !st.down() || st.LastFailure.Endpoint != "management" || !strings.Contains(st.LastFailure.Error, "HTTP 500") {
+		t.Errorf("after the API answered 500: %+v, want the management endpoint failing", st)
+	}
+	if st := m.provider.tracker.state(); st.LastFailure != nil && strings.Contains(st.LastFailure.Error, "user-") {
+		t.Errorf("the recorded error names the user: %q", st.LastFailure.Error)
+	}
 
 	// Wrong client credentials: the token request fails the same way.
 	m2 := newUnitHandler(t, func(m *OIDCAuth) {
@@ -158,6 +164,10 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 	addSession(t, m2, r, unitSession(time.Now()))
 	if rec, next := serve(t, m2, r); !next.called {
 		t.Fatalf("refused client credentials blocked the request: %d", rec.Code)
+	}
+	// Refused credentials are an IdP that is up.
+	if st := m2.provider.tracker.state(); st.down() || st.LastSuccess == nil || st.LastSuccess.Endpoint != "token" {
+		t.Errorf("after the token endpoint refused the client: %+v, want up", st)
 	}
 }
 

@@ -20,6 +20,8 @@ var metrics struct {
 	idpLatency     *prometheus.HistogramVec // endpoint: discovery, token, jwks, revocation
 	jwksFetches    *prometheus.CounterVec   // reason: startup, unknown_kid, max_age; result: ok, error
 	bearerRequests *prometheus.CounterVec   // result: accepted, refused
+	idpUp          *prometheus.GaugeVec     // issuer (configured, so bounded)
+	idpLastSuccess *prometheus.GaugeVec     // issuer
 }
 
 func initMetrics(registry *prometheus.Registry) error {
@@ -54,6 +56,14 @@ func initMetrics(registry *prometheus.Registry) error {
 			Namespace: ns, Subsystem: sub, Name: "bearer_requests_total",
 			Help: "Requests authenticated by bearer token, accepted or refused.",
 		}, []string{"result"})
+		metrics.idpUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "idp_up",
+			Help: "1 when the latest call to the identity provider succeeded (or was refused with a 4xx), 0 when it failed.",
+		}, []string{"issuer"})
+		metrics.idpLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "idp_last_success_timestamp_seconds",
+			Help: "Unix time of the latest successful call to the identity provider.",
+		}, []string{"issuer"})
 	})
 	if registry == nil {
 		return nil
@@ -61,6 +71,7 @@ func initMetrics(registry *prometheus.Registry) error {
 	for _, c := range []prometheus.Collector{
 		metrics.logins, metrics.refreshes, metrics.logouts, metrics.rejected,
 		metrics.idpLatency, metrics.jwksFetches, metrics.bearerRequests,
+		metrics.idpUp, metrics.idpLastSuccess,
 	} {
 		if err := registry.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -190,12 +190,22 @@ type OIDCAuth struct {
 	// provider's metadata lists, preferring `client_secret_basic`.
 	TokenAuthMethod string `json:"token_auth_method,omitempty"`
 
+	// How often the identity provider is checked in the background while
+	// the handler is loaded: a fetch of its discovery document (of its
+	// JWKS, when the endpoints are configured without discovery), so that
+	// the health endpoint and the `idp_up` metric notice an outage on an
+	// idle site too. Each wait is up to a fifth longer, at random; while
+	// checks fail, it doubles, up to 5m. Handlers sharing a provider use
+	// the shortest interval among them. At least `1s`. Default: `30s`.
+	HealthProbeInterval caddy.Duration `json:"health_probe_interval,omitempty"`
+
 	webhookKey      []byte
 	mgmt            *management
 	callbackPath    string
 	redirectURL     *url.URL // absolute when configured so; else only a path
 	postLogoutURL   *url.URL
 	sessionLifetime time.Duration
+	probeInterval   time.Duration
 	cookies         *cookieCodec
 	provider        *provider
 	providerKey     string
@@ -279,12 +289,19 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			EndSession:    m.EndSessionEndpoint,
 		})
 		p.now = m.now
+		p.tracker.logger = m.logger
+		p.tracker.acquireGauges()
+		// The first probe waits an interval: Provision (which also runs
+		// for caddy validate) makes no request.
+		p.prober = newProber(p.probe)
+		p.prober.start()
 		return p, nil
 	})
 	if err != nil {
 		return err
 	}
 	m.provider = val.(*provider)
+	m.provider.prober.use(m.probeInterval)
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
@@ -324,6 +341,7 @@ func (m *OIDCAuth) Validate() error {
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
 	if m.provider != nil {
+		m.provider.prober.release(m.probeInterval)
 		if _, err := providers.Delete(m.providerKey); err != nil {
 			return err
 		}
@@ -479,6 +497,14 @@ func (m *OIDCAuth) checkConfig() error {
 	m.sessionLifetime = time.Duration(m.SessionLifetime)
 	if m.sessionLifetime == 0 {
 		m.sessionLifetime = defaultSessionLifetime
+	}
+	switch d := time.Duration(m.HealthProbeInterval); {
+	case d == 0:
+		m.probeInterval = defaultProbeInterval
+	case d < minProbeInterval:
+		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", minProbeInterval, d)
+	default:
+		m.probeInterval = d
 	}
 	if m.Store != "" {
 		if err := checkStoreURL(m.Store); err != nil {

@@ -91,6 +91,8 @@ func TestValidateErrors(t *testing.T) {
 		{"cookie_name with equals", func(m *OIDCAuth) { m.CookieName = "a=b" }, "cookie_name"},
 		{"cookie_name non-ASCII", func(m *OIDCAuth) { m.CookieName = "sitzung_ä" }, "cookie_name"},
 		{"negative session_lifetime", func(m *OIDCAuth) { m.SessionLifetime = caddy.Duration(-time.Hour) }, "session_lifetime"},
+		{"negative health_probe_interval", func(m *OIDCAuth) { m.HealthProbeInterval = caddy.Duration(-time.Second) }, "health_probe_interval"},
+		{"health_probe_interval below 1s", func(m *OIDCAuth) { m.HealthProbeInterval = caddy.Duration(500 * time.Millisecond) }, "health_probe_interval"},
 		{"auth_param empty name", func(m *OIDCAuth) { m.AuthParams = map[string]string{"": "x"} }, "auth_param"},
 		{"auth_param overriding state", func(m *OIDCAuth) { m.AuthParams = map[string]string{"state": "x"} }, "auth_param"},
 		{"auth_param overriding redirect_uri", func(m *OIDCAuth) { m.AuthParams = map[string]string{"redirect_uri": "https://evil.com"} }, "auth_param"},
@@ -145,6 +147,7 @@ func TestValidateAccepts(t *testing.T) {
 			m.PreviousCookieSecrets = []string{strings.Repeat("p", 32)}
 		}},
 		{"bearer without audiences", func(m *OIDCAuth) { m.Bearer = &BearerConfig{} }},
+		{"health_probe_interval of 1s", func(m *OIDCAuth) { m.HealthProbeInterval = caddy.Duration(time.Second) }},
 		{"all endpoints overridden", func(m *OIDCAuth) {
 			m.AuthorizationEndpoint = "https://idp.example.com/a"
 			m.TokenEndpoint = "https://idp.example.com/t"
@@ -190,6 +193,9 @@ func TestCheckConfigDefaults(t *testing.T) {
 	}
 	if m.sessionLifetime != 24*time.Hour {
 		t.Errorf("sessionLifetime = %v, want 24h", m.sessionLifetime)
+	}
+	if m.probeInterval != 30*time.Second {
+		t.Errorf("probeInterval = %v, want 30s", m.probeInterval)
 	}
 	if m.redirectURL == nil || m.redirectURL.IsAbs() || m.redirectURL.Path != "/auth/callback" {
 		t.Errorf("redirectURL = %v, want the path /auth/callback", m.redirectURL)

@@ -77,6 +77,8 @@ type provider struct {
 	keys    *keySet
 
 	revocationSlots chan struct{} // token revocations under way
+	tracker *idpTracker // outcome of the latest calls, for health
+	prober  *prober     // set for pooled providers only
 }
 
 func newProvider(issuer string, overrides endpoints) *provider {
@@ -88,6 +90,7 @@ func newProvider(issuer string, overrides endpoints) *provider {
 		ctx:             ctx,
 		cancel:          cancel,
 		revocationSlots: make(chan struct{}, maxRevocationCalls),
+		tracker:         newIdPTracker(issuer),
 		client: &http.Client{
 			Timeout:   idpTimeout,
 			Transport: limitedTransport{http.DefaultTransport},
@@ -98,9 +101,14 @@ func newProvider(issuer string, overrides endpoints) *provider {
 	}
 }
 
-// Destruct implements caddy.Destructor: it stops the key set's refresher
-// and waits for it, so no goroutine outlives the last config using it.
+// Destruct implements caddy.Destructor: the background probe ends and the
+// key set's refresher stops and is waited for, so no goroutine outlives the
+// last config using this provider.
 func (p *provider) Destruct() error {
+	if p.prober != nil {
+		p.prober.stop()
+		p.tracker.releaseGauges()
+	}
 	p.cancel()
 	p.mu.Lock()
 	keys := p.keys
@@ -135,7 +143,7 @@ func (p *provider) metadata(ctx context.Context, now time.Time) (*metadata, erro
 		return nil, p.lastErr
 	}
 	p.meta = meta
-	p.keys = newKeySet(p.ctx, meta.JWKS, p.client, meta.algs, p.now)
+	p.keys = newKeySet(p.ctx, meta.JWKS, p.client, meta.algs, p.now, p.tracker)
 	return meta, nil
 }
 
@@ -159,6 +167,7 @@ func (p *provider) discover(ctx context.Context) (*metadata, error) {
 		start := time.Now()
 		prov, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.issuer)
 		observeIdP("discovery", start)
+		p.tracker.record("discovery", err)
 		if err != nil {
 			return nil, err
 		}
@@ -466,6 +475,7 @@ func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, co
 	start := time.Now()
 	tok, err := m.oauthConfig(meta, redirectURL).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
 	observeIdP("token", start)
+	m.provider.tracker.record("token", err)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
@@ -490,6 +500,7 @@ func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*
 	start := time.Now()
 	tok, err := src.Token()
 	observeIdP("token", start)
+	m.provider.tracker.record("token", err)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {

@@ -400,7 +400,8 @@ func TestOpsJourneyMetricsAndLogs(t *testing.T) {
 		for _, st := range steps {
 			checkMetricStep(t, st)
 		}
-		// Labels hold a few fixed words: never a user, a session or a path.
+		// Labels hold a few fixed words, or the configured issuer: never a
+		// user, a session or a path.
 		fixed := regexp.MustCompile(`^[a-z_]*$`)
 		n := 0
 		for _, s := range m9 {
@@ -409,7 +410,7 @@ func TestOpsJourneyMetricsAndLogs(t *testing.T) {
 			}
 			n++
 			for k, v := range s.labels {
-				if k == "le" {
+				if k == "le" || (k == "issuer" && v == i.Issuer) {
 					continue
 				}
 				if !fixed.MatchString(v) || strings.Contains(v, aliceSub) || strings.Contains(v, sid) || strings.Contains(v, "/") {
@@ -817,19 +818,24 @@ http://127.0.0.1:%[1]d {
 // ---------------------------------------------------------------- 6
 
 type healthReport struct {
-	Ready     bool `json:"ready"`
-	Providers []struct {
-		Issuer     string `json:"issuer"`
-		Discovered bool   `json:"discovered"`
-		Error      string `json:"error"`
-		JWKSKeys   int    `json:"jwks_keys"`
-	} `json:"providers"`
-	Stores []struct {
+	Ready     bool             `json:"ready"`
+	Providers []providerReport `json:"providers"`
+	Stores    []struct {
 		App       string `json:"app"`
 		Kind      string `json:"kind"`
 		Reachable bool   `json:"reachable"`
 		Error     string `json:"error"`
 	} `json:"stores"`
+}
+
+type providerReport struct {
+	Issuer              string `json:"issuer"`
+	Discovered          bool   `json:"discovered"`
+	Reachable           bool   `json:"reachable"`
+	Error               string `json:"error"`
+	FailingEndpoint     string `json:"failing_endpoint"`
+	ConsecutiveFailures int    `json:"consecutive_failures"`
+	JWKSKeys            int    `json:"jwks_keys"`
 }
 
 func health(t *testing.T, adminAddr string) (int, healthReport, string) {
