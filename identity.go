@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // identity is what a session tells about its user: the claims of the ID
@@ -54,7 +55,7 @@ func (v *verifiedToken) identityFor(s *session) *identity {
 			}
 		}
 		id := &identity{claims: claims}
-		id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", s.Subject})
+		id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", cleanPlaceholder(s.Subject)})
 		flattenClaims(placeholderPrefix, claims, &id.placeholders)
 		sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })
 		id.values = make(map[string]string, len(id.placeholders))
@@ -78,9 +79,34 @@ func flattenClaims(prefix string, claims map[string]any, out *[][2]string) {
 			flattenClaims(prefix+k+".", t, out)
 		case nil:
 		default:
-			*out = append(*out, [2]string{prefix + k, claimString(val)})
+			*out = append(*out, [2]string{prefix + k, cleanPlaceholder(claimString(val))})
 		}
 	}
+}
+
+// cleanPlaceholder replaces control characters (CR, LF, NUL, the C1
+// range...) with spaces. Placeholders end up in request and response
+// headers, where such characters are invalid: a user's own claim (a name
+// they chose) would otherwise make every request they send fail at the
+// reverse proxy. Rules and the session info endpoint see the claims as
+// they are.
+func cleanPlaceholder(s string) string {
+	clean := true
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 func claimString(v any) string {
