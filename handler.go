@@ -235,7 +235,7 @@ func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear
 	if clear {
 		m.cookies.clearSession(w, r, m.LogoutPath)
 	}
-	if api || isAPIRequest(r) {
+	if api || isAPIRequest(r) || !browserNavigationMethod(r.Method) {
 		bearerChallenge(w, r, "")
 		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
 	}
@@ -319,10 +319,14 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		oauth2.SetAuthURLParam("nonce", st.Nonce),
 		oauth2.S256ChallengeOption(st.Verifier),
 	}
-	for k, v := range m.AuthParams {
-		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	for k, v := range hints {
+		// A link only fills what the operator left open: a pinned
+		// organization, connection or prompt stays pinned.
+		if _, pinned := m.AuthParams[k]; !pinned {
+			opts = append(opts, oauth2.SetAuthURLParam(k, v))
+		}
 	}
-	for k, v := range hints { // after auth_param: a link's hint wins
+	for k, v := range m.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
 	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
@@ -346,6 +350,14 @@ func resolveAgainst(r *http.Request, u *url.URL) string {
 	abs := *u
 	abs.Scheme, abs.Host = scheme, r.Host
 	return abs.String()
+}
+
+// browserNavigationMethod reports whether a browser can navigate (or
+// submit a form) with method. A PUT, PATCH or DELETE without a session
+// comes from a script or an API client, which a login redirect would
+// only confuse: they get a 401, whatever their headers say.
+func browserNavigationMethod(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodPost
 }
 
 // apiOnlyKey marks a request (in its context) that is answered as an API
@@ -412,6 +424,17 @@ func stripIdentityHeaders(h http.Header) {
 				delete(h, name)
 				break
 			}
+		}
+	}
+}
+
+// stripHeader removes every spelling of the header name: any case, and
+// '_' read as '-' (CGI, FastCGI and many frameworks merge them).
+func stripHeader(h http.Header, name string) {
+	want := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	for k := range h {
+		if len(k) == len(want) && headerHasPrefix(k, want) {
+			delete(h, k)
 		}
 	}
 }

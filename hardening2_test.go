@@ -1,0 +1,164 @@
+package oidcauth
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTokenTypeMustBeBearer: a token response whose token_type is not
+// Bearer (any case) is refused at login and ends the session at a refresh
+// (RFC 6749 section 7.1).
+func TestTokenTypeMustBeBearer(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		typ string
+		ok  bool
+	}{
+		{"Bearer", true},
+		{"bearer", true},
+		{"BEARER", true},
+		{"DPoP", false},
+		{"mac", false},
+		{"Bearer2", false},
+		{"-", false}, // no token_type at all
+	} {
+		t.Run("login with "+tt.typ, func(t *testing.T) {
+			t.Parallel()
+			e := newITEnv(t)
+			e.op.set(func(s *opScript) { s.tokenType = tt.typ })
+			b := e.browser()
+			res := b.login("/private")
+			if tt.ok {
+				if res.StatusCode != http.StatusFound || res.location() != "/private" {
+					t.Fatalf("token_type %q: status %d location %q, want a completed login", tt.typ, res.StatusCode, res.location())
+				}
+				return
+			}
+			if res.StatusCode != http.StatusBadRequest {
+				t.Errorf("token_type %q: status %d, want 400", tt.typ, res.StatusCode)
+			}
+			e.expectNoSession(res, "login with token_type "+tt.typ)
+		})
+	}
+	t.Run("refresh with DPoP", func(t *testing.T) {
+		t.Parallel()
+		e, b := refreshEnv(t, func(s *opScript) { s.tokenTypeOnRefresh = "DPoP" })
+		e.clock.Advance(61 * time.Second)
+		expectAPI401(t, b.get("/private", api), "refresh answered with token_type DPoP")
+		if n := e.op.grants("refresh_token"); n != 1 {
+			t.Errorf("refresh grants: %d, want 1", n)
+		}
+	})
+}
+
+// TestLoginHintsNeverOverrideAuthParams: the hints of a sign-in link
+// (login_path query, IdP-initiated login) fill only what auth_param leaves
+// open; a pinned organization or prompt stays pinned.
+func TestLoginHintsNeverOverrideAuthParams(t *testing.T) {
+	m := newUnitHandler(t, func(m *OIDCAuth) {
+		withOverrides(m)
+		m.AuthParams = map[string]string{"organization_id": "org_pinned", "prompt": "consent"}
+	})
+	rec, _ := serve(t, m, navRequest(http.MethodGet, "/auth/login?organization_id=org_evil&prompt=none&login_hint=bob%40example.com&connection_id=conn_1"))
+	if rec.Code != http.StatusFound {
+		t.Fatalf("status %d, want 302", rec.Code)
+	}
+	loc, err := url.Parse(rec.Header().Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := loc.Query()
+	for name, want := range map[string]string{
+		"organization_id": "org_pinned",
+		"prompt":          "consent",
+		"login_hint":      "bob@example.com",
+		"connection_id":   "conn_1",
+	} {
+		if got := q[name]; len(got) != 1 || got[0] != want {
+			t.Errorf("authorize %s = %q, want [%q]", name, got, want)
+		}
+	}
+}
+
+// TestUnsafeMethodsWithoutSessionGet401: PUT, PATCH, DELETE (and other
+// methods no browser navigates with) get 401 without a session, even
+// when their headers look like a navigation; GET and POST navigations
+// still go to the IdP.
+func TestUnsafeMethodsWithoutSessionGet401(t *testing.T) {
+	m := newUnitHandler(t, withOverrides)
+	for _, method := range []string{http.MethodPut, http.MethodPatch, http.MethodDelete, "PROPFIND", "MKCOL"} {
+		rec, next := serve(t, m, navRequest(method, "/items/1"))
+		if rec.Code != http.StatusUnauthorized || next.called || rec.Header().Get("Location") != "" {
+			t.Errorf("%s navigation without a session: status %d location %q, want 401", method, rec.Code, rec.Header().Get("Location"))
+		}
+		if rec.Header().Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: 401 without WWW-Authenticate", method)
+		}
+		for _, c := range rec.Result().Cookies() {
+			t.Errorf("%s: 401 sets cookie %s (no login may start)", method, c.Name)
+		}
+	}
+	rec, _ := serve(t, m, navRequest(http.MethodGet, "/items/1"))
+	if rec.Code != http.StatusFound {
+		t.Errorf("GET navigation: status %d, want 302", rec.Code)
+	}
+}
+
+// TestTokenHeaderStrippedInEverySpelling: a client's own copy of the
+// Management API token_header never reaches the next handler, whatever
+// its case or with '_' for '-', even when the handler has no token to set.
+func TestTokenHeaderStrippedInEverySpelling(t *testing.T) {
+	m := newUnitHandler(t, func(m *OIDCAuth) {
+		withOverrides(m)
+		// The token endpoint is unreachable: the handler sets no header.
+		m.ManagementAPI = &ManagementAPI{BaseURL: "http://127.0.0.1:1", TokenURL: "http://127.0.0.1:1/token", TokenHeader: "X-Scalekit-Token"}
+	})
+	m.mgmt = m.newManagement()
+	r := apiRequest(http.MethodGet, "/app")
+	r.Header["X-Scalekit-Token"] = []string{"Bearer forged-1"}
+	r.Header["x-scalekit-token"] = []string{"Bearer forged-2"}
+	r.Header["X_Scalekit_Token"] = []string{"Bearer forged-3"}
+	r.Header["X-SCALEKIT_TOKEN"] = []string{"Bearer forged-4"}
+	r.Header["X-Scalekit-Tokens"] = []string{"kept"}
+	addSession(t, m, r, unitSession(time.Now()))
+	rec, next := serve(t, m, r)
+	if !next.called {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	for k, v := range next.req.Header {
+		if strings.Contains(strings.Join(v, ","), "forged") {
+			t.Errorf("header %q: %q reached the next handler", k, v)
+		}
+	}
+	if next.req.Header.Get("X-Scalekit-Tokens") != "kept" {
+		t.Error("a header with a longer name was removed too")
+	}
+}
+
+// TestPlaceholdersWithoutControlCharacters: a claim with CR, LF, NUL or
+// other control characters (a user's own display name) gives placeholders
+// without them, so headers made from them stay valid.
+func TestPlaceholdersWithoutControlCharacters(t *testing.T) {
+	v := &verifiedToken{claims: map[string]any{"nested": map[string]any{"x": "a\x00b"}}}
+	s := &session{Subject: "user\r\n1", Claims: []byte(`{"name":"Alice\r\nX-Injected: 1","tags":["a\nb","c\u0085d"],"plain":"Zoë\tx"}`)}
+	id := v.identityFor(s)
+	for name, want := range map[string]string{
+		"http.auth.user.id":       "user  1",
+		"http.auth.user.name":     "Alice  X-Injected: 1",
+		"http.auth.user.tags":     "a b,c d",
+		"http.auth.user.nested.x": "a b",
+		"http.auth.user.plain":    "Zoë x",
+	} {
+		got, _ := id.replace(name)
+		if got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	// Rules see the claim as the IdP sent it.
+	if id.claims["name"] != "Alice\r\nX-Injected: 1" {
+		t.Errorf("claims[name] = %q", id.claims["name"])
+	}
+}
