@@ -38,6 +38,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_lifetime <duration>
 //		store           <redis-url>
 //		require         <claim> <value...>
+//		allow_unverified_email
 //		access_token_audiences <audience...>
 //		management_api  [<base_url>] {
 //			token_url    <url>
@@ -178,6 +179,11 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return argErr()
 			}
 			m.PassAccessToken = true
+		case "allow_unverified_email":
+			if d.NextArg() {
+				return argErr()
+			}
+			m.AllowUnverifiedEmail = true
 		case "require":
 			args := d.RemainingArgs()
 			if len(args) < 2 {

@@ -111,6 +111,7 @@ func TestUnmarshalCaddyfileEachSubdirective(t *testing.T) {
 			return m.Bearer != nil && reflect.DeepEqual(m.Bearer.Audiences, []string{"a", "b"})
 		}},
 		{"pass_access_token", func(m *OIDCAuth) bool { return m.PassAccessToken }},
+		{"allow_unverified_email", func(m *OIDCAuth) bool { return m.AllowUnverifiedEmail }},
 		{"session_info_path /me", func(m *OIDCAuth) bool { return m.SessionInfoPath == "/me" }},
 		{"cookie_name n", func(m *OIDCAuth) bool { return m.CookieName == "n" }},
 		{"session_lifetime 2h", func(m *OIDCAuth) bool { return m.SessionLifetime == caddy.Duration(2*time.Hour) }},

@@ -162,3 +162,53 @@ func TestPlaceholdersWithoutControlCharacters(t *testing.T) {
 		t.Errorf("claims[name] = %q", id.claims["name"])
 	}
 }
+
+// TestRequireEmailNeedsVerifiedEmail: a rule on email holds only for an
+// address the IdP verified, unless allow_unverified_email is set.
+func TestRequireEmailNeedsVerifiedEmail(t *testing.T) {
+	rules := []Rule{{Claim: "email", Values: []string{"*@example.com"}}}
+	for _, tt := range []struct {
+		name     string
+		verified string // the email_verified claim as JSON; "" = absent
+		allow    bool
+		want     bool
+	}{
+		{"verified", `true`, false, true},
+		{"verified as a string", `"true"`, false, true},
+		{"unverified", `false`, false, false},
+		{"unverified as a string", `"false"`, false, false},
+		{"no email_verified claim", ``, false, false},
+		{"email_verified of another type", `1`, false, false},
+		{"unverified, allowed", `false`, true, true},
+		{"no email_verified claim, allowed", ``, true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := `{"sub":"u1","email":"mallory@example.com"`
+			if tt.verified != "" {
+				raw += `,"email_verified":` + tt.verified
+			}
+			id := &identity{claims: decodeClaims(t, raw+`}`)}
+			m := &OIDCAuth{Require: rules, AllowUnverifiedEmail: tt.allow}
+			if got := m.allowed(id); got != tt.want {
+				t.Errorf("allowed = %v, want %v", got, tt.want)
+			}
+			// Rules on other claims do not look at email_verified.
+			other := &OIDCAuth{Require: []Rule{{Claim: "sub", Values: []string{"u1"}}}}
+			if !other.allowed(id) {
+				t.Error("a rule on sub failed")
+			}
+		})
+	}
+
+	// Through a login: the IdP says the address is unverified.
+	e := newITEnv(t, func(m *OIDCAuth) { m.Require = rules })
+	e.op.setUser("user-1", "mallory@example.com", "")
+	e.op.set(func(s *opScript) {
+		s.idClaims = func(_ string, c map[string]any) { c["email_verified"] = false }
+	})
+	b := e.browser()
+	b.mustLogin("/private")
+	if res := b.get("/private", nav); res.StatusCode != http.StatusForbidden || res.reachedNext {
+		t.Errorf("unverified email under require email: status %d, want 403", res.StatusCode)
+	}
+}

@@ -155,15 +155,31 @@ func lookupClaim(claims map[string]any, name string) (any, bool) {
 	return nil, false
 }
 
-// allowed reports whether every require rule holds for the identity.
+// allowed reports whether every require rule holds for the identity. A
+// rule on email also needs email_verified, unless allow_unverified_email.
 func (m *OIDCAuth) allowed(id *identity) bool {
 	for _, rule := range m.Require {
 		v, ok := lookupClaim(id.claims, rule.Claim)
 		if !ok || !ruleMatches(rule.Values, v) {
 			return false
 		}
+		if rule.Claim == "email" && !m.AllowUnverifiedEmail && !emailVerified(id.claims) {
+			return false
+		}
 	}
 	return true
+}
+
+// emailVerified reads the email_verified claim: true, or the string
+// "true" that some providers (Amazon Cognito among them) send.
+func emailVerified(claims map[string]any) bool {
+	switch v := claims["email_verified"].(type) {
+	case bool:
+		return v
+	case string:
+		return strings.EqualFold(v, "true")
+	}
+	return false
 }
 
 func ruleMatches(patterns []string, v any) bool {

@@ -560,14 +560,15 @@ func (op *fakeOP) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if grant == "authorization_code" || !op.script.noIDTokenOnRefresh {
 		ic := map[string]any{
-			"iss":   op.issuer,
-			"aud":   op.clientID,
-			"sub":   sub,
-			"sid":   sid,
-			"iat":   now.Unix(),
-			"exp":   now.Add(time.Hour).Unix(),
-			"email": op.email,
-			"name":  "Test User",
+			"iss":            op.issuer,
+			"aud":            op.clientID,
+			"sub":            sub,
+			"sid":            sid,
+			"iat":            now.Unix(),
+			"exp":            now.Add(time.Hour).Unix(),
+			"email":          op.email,
+			"email_verified": true,
+			"name":           "Test User",
 		}
 		if nonce != "" {
 			ic["nonce"] = nonce

@@ -130,6 +130,12 @@ type OIDCAuth struct {
 	// request is answered 403. Default: none.
 	Require []Rule `json:"require,omitempty"`
 
+	// Let `require email ...` rules pass for an address the IdP has not
+	// verified. Without it, a rule on the `email` claim holds only when
+	// the user's `email_verified` claim is true, so that self-service or
+	// social sign-up cannot claim an address of your domain. Default: off.
+	AllowUnverifiedEmail bool `json:"allow_unverified_email,omitempty"`
+
 	// Overrides of the discovered endpoints, for providers without
 	// discovery. When the authorization, token and JWKS endpoints are all
 	// set, discovery is skipped. Default: discovered.
