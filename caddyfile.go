@@ -45,7 +45,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			token_header <header name>
 //			cache_ttl    <duration>
 //		}
-//		bearer          [<audience>...]
+//		bearer          [<audience>...] {
+//			accept_access_token_audiences
+//		}
 //		pass_access_token
 //		session_info_path <path>
 //		initiate_login_path <path>
@@ -174,6 +176,15 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "bearer":
 			m.Bearer = &BearerConfig{Audiences: d.RemainingArgs()}
+			for d.NextBlock(1) {
+				if d.Val() != "accept_access_token_audiences" {
+					return d.Errf("bearer: unrecognized option %q", d.Val())
+				}
+				if d.NextArg() {
+					return d.Errf("bearer: accept_access_token_audiences takes no value")
+				}
+				m.Bearer.AcceptAccessTokenAudiences = true
+			}
 		case "pass_access_token":
 			if d.NextArg() {
 				return argErr()

@@ -2,6 +2,7 @@ package oidcauth
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -210,5 +211,95 @@ func TestRequireEmailNeedsVerifiedEmail(t *testing.T) {
 	b.mustLogin("/private")
 	if res := b.get("/private", nav); res.StatusCode != http.StatusForbidden || res.reachedNext {
 		t.Errorf("unverified email under require email: status %d, want 403", res.StatusCode)
+	}
+}
+
+// TestBearerAcceptsOnlyAccessTokens: bearer mode takes access tokens
+// (typ at+jwt, or client_id/scope claims), never an ID token (with or
+// without nonce and at_hash, as refreshed ones often are) or a logout
+// token, even when they are signed by the IdP for this client.
+func TestBearerAcceptsOnlyAccessTokens(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t, func(h *OIDCAuth) { h.Bearer = &BearerConfig{} })
+	now := e.clock.Now()
+	claims := func(extra map[string]any) map[string]any {
+		c := map[string]any{"iss": e.op.issuer, "aud": e.op.clientID, "sub": "user-1", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+		for k, v := range extra {
+			c[k] = v
+		}
+		return c
+	}
+	events := map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}
+	key := e.op.activeKey()
+	for _, tt := range []struct {
+		name string
+		tok  string
+		ok   bool
+	}{
+		{"RFC 9068 access token", key.sign(claims(map[string]any{"client_id": e.op.clientID}), "at+jwt"), true},
+		{"typ application/at+jwt", key.sign(claims(nil), "application/at+jwt"), true},
+		{"typ JWT with client_id", key.sign(claims(map[string]any{"client_id": e.op.clientID}), "JWT"), true},
+		{"typ JWT with scope", key.sign(claims(map[string]any{"scope": "openid email"}), "JWT"), true},
+		{"no typ, Entra scp", key.sign(claims(map[string]any{"scp": "read"}), ""), true},
+		{"ID token without nonce or at_hash", key.sign(claims(map[string]any{"email": "u@example.com", "sid": "s1"}), "JWT"), false},
+		{"ID token with nonce", key.sign(claims(map[string]any{"nonce": "n"}), "JWT"), false},
+		{"ID token typ", key.sign(claims(map[string]any{"client_id": e.op.clientID}), "id_token+jwt"), false},
+		{"logout token", key.sign(claims(map[string]any{"events": events, "jti": "j1", "sid": "s1"}), "logout+jwt"), false},
+		{"logout token typ JWT with client_id", key.sign(claims(map[string]any{"events": events, "client_id": e.op.clientID}), "JWT"), false},
+		{"at+jwt with events", key.sign(claims(map[string]any{"events": events}), "at+jwt"), false},
+		{"at+jwt with nonce", key.sign(claims(map[string]any{"nonce": "n"}), "at+jwt"), false},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/api/items", nil)
+		req.Header.Set("Authorization", "Bearer "+tt.tok)
+		res := e.browser().do(req, api)
+		if tt.ok {
+			expectServed(t, res, tt.name)
+			continue
+		}
+		if res.reachedNext || res.StatusCode != http.StatusUnauthorized || !strings.Contains(res.Header.Get("WWW-Authenticate"), "invalid_token") {
+			t.Errorf("%s: status %d (next reached %v), want 401 invalid_token", tt.name, res.StatusCode, res.reachedNext)
+		}
+	}
+}
+
+// TestBearerAudiences: bearer tokens must be for the client ID or one of
+// bearer's audiences; access_token_audiences count only with
+// accept_access_token_audiences.
+func TestBearerAudiences(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		bearer BearerConfig
+		aud    string
+		ok     bool
+	}{
+		{"client ID", BearerConfig{}, "", true},
+		{"bearer audience", BearerConfig{Audiences: []string{"api://orders"}}, "api://orders", true},
+		{"session audience", BearerConfig{Audiences: []string{"api://orders"}}, "api://sessions", false},
+		{"session audience, accepted", BearerConfig{AcceptAccessTokenAudiences: true}, "api://sessions", true},
+		{"unknown audience", BearerConfig{AcceptAccessTokenAudiences: true}, "api://other", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newITEnv(t, func(h *OIDCAuth) {
+				cfg := tt.bearer
+				h.Bearer = &cfg
+				h.AccessTokenAudiences = []string{"api://sessions"}
+			})
+			aud := tt.aud
+			if aud == "" {
+				aud = e.op.clientID
+			}
+			now := e.clock.Now()
+			tok := e.op.activeKey().sign(map[string]any{"iss": e.op.issuer, "aud": aud, "sub": "user-1", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "client_id": "some-client"}, "at+jwt")
+			req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/api/items", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			res := e.browser().do(req, api)
+			if tt.ok {
+				expectServed(t, res, "aud "+aud)
+			} else if res.reachedNext || res.StatusCode != http.StatusUnauthorized {
+				t.Errorf("aud %s: status %d (next reached %v), want 401", aud, res.StatusCode, res.reachedNext)
+			}
+		})
 	}
 }

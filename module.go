@@ -147,14 +147,17 @@ type OIDCAuth struct {
 	// Audiences accepted in access tokens besides the client ID, for IdPs
 	// whose access tokens name an API rather than the client (Keycloak
 	// without an audience mapper: `account`; Okta: `api://default`; Auth0
-	// with an API audience). Bearer mode accepts them too. Default: only
-	// the client ID, as Scalekit issues them.
+	// with an API audience). Bearer mode accepts them only with
+	// `accept_access_token_audiences`. Default: only the client ID, as
+	// Scalekit issues them.
 	AccessTokenAudiences []string `json:"access_token_audiences,omitempty"`
 
 	// Bearer mode: a request without a session that sends
 	// `Authorization: Bearer <JWT>` is accepted when the token is an access
-	// token of this IdP for this client (or one of the extra audiences) and
-	// passes the require rules. No cookies, no redirects. Default: off.
+	// token of this IdP (RFC 9068 `typ: at+jwt`, or `client_id`/`scope`
+	// claims; never an ID or logout token) for this client (or one of
+	// bearer's audiences) and passes the require rules. No cookies, no
+	// redirects. Default: off.
 	Bearer *BearerConfig `json:"bearer,omitempty"`
 
 	// Send the current (refreshed) access token to the next handler as
