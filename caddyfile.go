@@ -49,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			accept_access_token_audiences
 //		}
 //		pass_access_token
+//		allow_shared_cache
 //		session_info_path <path>
 //		initiate_login_path <path>
 //		webhook_secret  <whsec_...>
@@ -195,6 +196,11 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return argErr()
 			}
 			m.AllowUnverifiedEmail = true
+		case "allow_shared_cache":
+			if d.NextArg() {
+				return argErr()
+			}
+			m.AllowSharedCache = true
 		case "require":
 			args := d.RemainingArgs()
 			if len(args) < 2 {

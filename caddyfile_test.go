@@ -112,6 +112,7 @@ func TestUnmarshalCaddyfileEachSubdirective(t *testing.T) {
 		}},
 		{"pass_access_token", func(m *OIDCAuth) bool { return m.PassAccessToken }},
 		{"allow_unverified_email", func(m *OIDCAuth) bool { return m.AllowUnverifiedEmail }},
+		{"allow_shared_cache", func(m *OIDCAuth) bool { return m.AllowSharedCache }},
 		{"bearer a {\naccept_access_token_audiences\n}", func(m *OIDCAuth) bool {
 			return m.Bearer != nil && m.Bearer.AcceptAccessTokenAudiences && reflect.DeepEqual(m.Bearer.Audiences, []string{"a"})
 		}},

@@ -3,6 +3,7 @@ package oidcauth
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -59,6 +60,9 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		return err
 	}
 	stripIdentityHeaders(r.Header)
+	// The upstream never sees this handler's cookies: its logs must not
+	// hold a session that can be replayed.
+	m.cookies.stripOwnCookies(r.Header)
 	if m.PassAccessToken {
 		r.Header.Set("Authorization", "Bearer "+p.accessToken)
 	}
@@ -69,7 +73,51 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		repl.Map(membershipPlaceholders(m.enrich(r, p.subject())))
 	}
 	repl.Map(p.id.replace)
+	if !m.AllowSharedCache {
+		w = &privateResponse{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	}
 	return next.ServeHTTP(w, r)
+}
+
+// privateResponse adds `Cache-Control: private` to a protected response
+// that has no Cache-Control of its own, when its header is sent.
+type privateResponse struct {
+	*caddyhttp.ResponseWriterWrapper
+	marked bool
+}
+
+func (w *privateResponse) mark() {
+	if w.marked {
+		return
+	}
+	w.marked = true
+	if h := w.Header(); len(h.Values("Cache-Control")) == 0 {
+		h.Set("Cache-Control", "private")
+	}
+}
+
+func (w *privateResponse) WriteHeader(status int) {
+	if status >= 200 || status == http.StatusSwitchingProtocols {
+		w.mark()
+	}
+	w.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (w *privateResponse) Write(b []byte) (int, error) {
+	w.mark()
+	return w.ResponseWriterWrapper.Write(b)
+}
+
+func (w *privateResponse) ReadFrom(r io.Reader) (int64, error) {
+	w.mark()
+	return w.ResponseWriterWrapper.ReadFrom(r)
+}
+
+// FlushError is found by http.ResponseController before it unwraps, so
+// a flush that sends the header first marks it too.
+func (w *privateResponse) FlushError() error {
+	w.mark()
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // resolve finds the request's user: session lifetime, revocation, refresh
@@ -166,6 +214,8 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 			}
 		}
 	}
+	// The session holds: a login that just completed is no loop.
+	m.cookies.endLoginLoop(w, r)
 	return &principal{session: s, id: id, accessToken: s.AccessToken, expiry: v.expiry}, nil
 }
 

@@ -119,6 +119,26 @@ func TestHardeningThroughCaddy(t *testing.T) {
 		t.Fatalf("callback: status %d body %q", res.StatusCode, body)
 	}
 
+	t.Run("own cookies stripped, responses private", func(t *testing.T) {
+		res, body := get("/cached", "Cookie", "theme=dark")
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d body %q", res.StatusCode, body)
+		}
+		if cc := res.Header.Get("Cache-Control"); cc != "public, max-age=60" {
+			t.Errorf("the upstream's own Cache-Control became %q", cc)
+		}
+		mu.Lock()
+		cookies := seen.Header.Values("Cookie")
+		mu.Unlock()
+		if strings.Join(cookies, ";") != "theme=dark" {
+			t.Errorf("the upstream got Cookie %q, want only theme=dark", cookies)
+		}
+		res, _ = get("/page")
+		if cc := res.Header.Get("Cache-Control"); cc != "private" {
+			t.Errorf("Cache-Control %q, want private", cc)
+		}
+	})
+
 	t.Run("claim with control characters", func(t *testing.T) {
 		res, body := get("/private")
 		if res.StatusCode != http.StatusOK || body != "upstream Alice  X-Injected: 1" {

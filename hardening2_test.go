@@ -1,12 +1,16 @@
 package oidcauth
 
 import (
+	"crypto/tls"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // TestTokenTypeMustBeBearer: a token response whose token_type is not
@@ -301,5 +305,107 @@ func TestBearerAudiences(t *testing.T) {
 				t.Errorf("aud %s: status %d (next reached %v), want 401", aud, res.StatusCode, res.reachedNext)
 			}
 		})
+	}
+}
+
+// TestOwnCookiesNeverReachNextHandler: the session (and its chunks), the
+// ID token, state and login loop cookies are removed before the request
+// goes on, in every spelling the handler uses; other cookies pass as they
+// came, another app's included.
+func TestOwnCookiesNeverReachNextHandler(t *testing.T) {
+	m := newUnitHandler(t, withOverrides)
+	base := m.cookies.name
+	for _, secure := range []bool{false, true} {
+		r := apiRequest(http.MethodGet, "/app")
+		if secure {
+			r.TLS = &tls.ConnectionState{}
+		}
+		addSession(t, m, r, unitSession(time.Now()))
+		r.Header.Add("Cookie", `theme=dark; `+base+`_lg=0; lang="en-GB"`)
+		r.Header.Add("Cookie", base+`_s_abcdefghijkl=x; other_app=`+base+`; `+base+`_idt=y; __Host-`+base+`_1=z; __Secure-`+base+`_idt_2=w`)
+		r.Header.Add("Cookie", base+`_3=only-ours`)
+		r.Header.Add("Cookie", base+`x=another-app; `+base+`_extra=kept; `+base+`_=kept`)
+		rec, next := serve(t, m, r)
+		if !next.called {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		got := next.req.Header["Cookie"]
+		want := []string{`theme=dark; lang="en-GB"`, `other_app=` + base, base + `x=another-app; ` + base + `_extra=kept; ` + base + `_=kept`}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("TLS %v: Cookie headers at the next handler:\n%q\nwant\n%q", secure, got, want)
+		}
+	}
+
+	// A request with only the handler's cookies goes on without a Cookie header.
+	r := apiRequest(http.MethodGet, "/app")
+	addSession(t, m, r, unitSession(time.Now()))
+	if _, next := serve(t, m, r); !next.called || next.req.Header.Get("Cookie") != "" {
+		t.Errorf("Cookie header at the next handler: %q, want none", next.req.Header.Get("Cookie"))
+	}
+}
+
+// TestLoginLoopCounterClearedOnceSessionHolds: the loop counter set at the
+// callback is expired by the first request the new session serves.
+func TestLoginLoopCounterClearedOnceSessionHolds(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	b := e.browser()
+	cb := b.mustLogin("/private")
+	loop := e.h.cookies.name + "_lg"
+	if c := cb.setCookie(loop); c == nil || c.MaxAge <= 0 {
+		t.Fatalf("the callback did not set the loop counter: %v", cb.Cookies())
+	}
+	res := b.get("/private", nav)
+	expectServed(t, res, "first request of the session")
+	if c := res.setCookie(loop); c == nil || c.MaxAge >= 0 {
+		t.Errorf("the first request of the session did not expire the loop counter: %v", res.Cookies())
+	}
+	if _, ok := b.cookie(loop); ok {
+		t.Error("the browser still holds the loop counter")
+	}
+	if res := b.get("/private", nav); res.setCookie(loop) != nil {
+		t.Error("later requests set the loop counter again")
+	}
+}
+
+// TestProtectedResponsesArePrivate: a response of the next handler without
+// its own Cache-Control gets `Cache-Control: private`, however it writes
+// (WriteHeader, Write, ReadFrom, Flush); its own Cache-Control is kept;
+// allow_shared_cache turns it off.
+func TestProtectedResponsesArePrivate(t *testing.T) {
+	writers := map[string]func(w http.ResponseWriter){
+		"WriteHeader": func(w http.ResponseWriter) { w.WriteHeader(http.StatusOK) },
+		"Write":       func(w http.ResponseWriter) { _, _ = w.Write([]byte("page")) },
+		"ReadFrom":    func(w http.ResponseWriter) { _, _ = io.Copy(w, strings.NewReader("page")) },
+		"Flush":       func(w http.ResponseWriter) { _ = http.NewResponseController(w).Flush() },
+		"own Cache-Control": func(w http.ResponseWriter) {
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			w.WriteHeader(http.StatusOK)
+		},
+	}
+	for _, allow := range []bool{false, true} {
+		m := newUnitHandler(t, func(m *OIDCAuth) { withOverrides(m); m.AllowSharedCache = allow })
+		for name, write := range writers {
+			r := apiRequest(http.MethodGet, "/app")
+			addSession(t, m, r, unitSession(time.Now()))
+			rec := httptest.NewRecorder()
+			err := m.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				write(w)
+				return nil
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "private"
+			switch {
+			case name == "own Cache-Control":
+				want = "public, max-age=60"
+			case allow:
+				want = ""
+			}
+			if got := rec.Result().Header.Get("Cache-Control"); got != want {
+				t.Errorf("allow_shared_cache %v, %s: Cache-Control %q, want %q", allow, name, got, want)
+			}
+		}
 	}
 }

@@ -130,6 +130,13 @@ type OIDCAuth struct {
 	// request is answered 403. Default: none.
 	Require []Rule `json:"require,omitempty"`
 
+	// Leave protected responses without a Cache-Control header as the next
+	// handler wrote them. Otherwise they get `Cache-Control: private`, so
+	// that a shared cache (a CDN, a caching proxy) never serves one user's
+	// page to another; a response with its own Cache-Control keeps it.
+	// Default: off.
+	AllowSharedCache bool `json:"allow_shared_cache,omitempty"`
+
 	// Let `require email ...` rules pass for an address the IdP has not
 	// verified. Without it, a rule on the `email` claim holds only when
 	// the user's `email_verified` claim is true, so that self-service or
@@ -474,6 +481,11 @@ func (m *OIDCAuth) checkConfig() error {
 
 	if m.CookieName != "" && !validCookieName(m.CookieName) {
 		return fmt.Errorf("cookie_name: %q has characters not allowed in a cookie name (use letters, digits, '-' and '_')", m.CookieName)
+	}
+	if lower := strings.ToLower(m.CookieName); strings.HasPrefix(lower, "__host-") || strings.HasPrefix(lower, "__secure-") {
+		// Browsers drop such cookies on plain HTTP, so every login would
+		// fail there; on HTTPS the handler adds the prefix itself.
+		return fmt.Errorf("cookie_name: %q must not start with __Host- or __Secure-: the handler adds the right prefix itself on HTTPS (browsers refuse prefixed cookies on plain HTTP)", m.CookieName)
 	}
 	if m.SessionLifetime < 0 {
 		return fmt.Errorf("session_lifetime: must be positive, got %s", time.Duration(m.SessionLifetime))

@@ -553,3 +553,82 @@ func (c *cookieCodec) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 	http.SetCookie(w, newCookie(r, c.loopCookieName(r), "/", strconv.Itoa(n), int(loginLoopWindow/time.Second)))
 	return false
 }
+
+// endLoginLoop expires the loop cookie once a session holds, so it rides
+// on no more requests.
+func (c *cookieCodec) endLoginLoop(w http.ResponseWriter, r *http.Request) {
+	name := c.loopCookieName(r)
+	if _, err := r.Cookie(name); err == nil {
+		http.SetCookie(w, newCookie(r, name, "/", "", -1))
+	}
+}
+
+// isOwnCookie reports whether a cookie name is one this handler sets: the
+// session and its chunks, the ID token cookie and its chunks, the state
+// cookies and the login loop counter, with or without a __Host- or
+// __Secure- prefix.
+func (c *cookieCodec) isOwnCookie(name string) bool {
+	if rest, ok := strings.CutPrefix(name, "__Host-"); ok {
+		name = rest
+	} else if rest, ok := strings.CutPrefix(name, "__Secure-"); ok {
+		name = rest
+	}
+	rest, ok := strings.CutPrefix(name, c.name)
+	if !ok {
+		return false
+	}
+	switch {
+	case rest == "" || rest == "_idt" || rest == "_lg" || strings.HasPrefix(rest, "_s_"):
+		return true
+	case strings.HasPrefix(rest, "_idt_"):
+		rest = rest[len("_idt_"):]
+	case strings.HasPrefix(rest, "_"):
+		rest = rest[1:]
+	default:
+		return false
+	}
+	if rest == "" {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		if rest[i] < '0' || rest[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// stripOwnCookies removes this handler's cookies from request headers
+// before the request goes on; every other cookie is passed as it came.
+func (c *cookieCodec) stripOwnCookies(h http.Header) {
+	lines := h["Cookie"]
+	var kept []string
+	changed := false
+	for _, line := range lines {
+		if !strings.Contains(line, c.name) {
+			kept = append(kept, line)
+			continue
+		}
+		var parts []string
+		for _, part := range strings.Split(line, ";") {
+			part = strings.TrimSpace(part)
+			name, _, _ := strings.Cut(part, "=")
+			if part == "" || c.isOwnCookie(strings.TrimSpace(name)) {
+				changed = true
+				continue
+			}
+			parts = append(parts, part)
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	if !changed {
+		return
+	}
+	if len(kept) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = kept
+}
