@@ -74,7 +74,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 	}
 	repl.Map(p.id.replace)
 	if !m.AllowSharedCache {
-		w = &privateResponse{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+		w = &privateResponse{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -82,7 +82,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 // privateResponse adds `Cache-Control: private` to a protected response
 // that has no Cache-Control of its own, when its header is sent.
 type privateResponse struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper
 	marked bool
 }
 
