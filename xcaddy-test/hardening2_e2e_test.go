@@ -138,3 +138,61 @@ http://127.0.0.1:%d {
 		}
 	})
 }
+
+// TestUnverifiedEmailAndOddNames: dave signed up himself with an
+// example.com address nobody verified and a display name with CR, LF and
+// NUL in it. `require email *@example.com` turns him away unless
+// allow_unverified_email, and his name reaches the upstream as a valid
+// header, control characters turned into spaces.
+func TestUnverifiedEmailAndOddNames(t *testing.T) {
+	t.Parallel()
+	portA, portB := freePort(t), freePort(t)
+	appA, appB := origin(portA), origin(portB)
+	i := startIdP(t, idpOptions{clients: []idpClient{registration("app-a", "secret-a", portA), registration("app-b", "secret-b", portB)}})
+	up := newUpstream(t)
+	site := func(port int, id, secret string, extra ...string) string {
+		return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	%s
+	handle /echo* {
+		reverse_proxy %s {
+			header_up X-Auth-Name {http.auth.user.name}
+		}
+	}
+	handle {
+		respond "hello {http.auth.user.id}"
+	}
+}
+`, port, oidcBlock(i.Issuer, id, secret, extra...), up)
+	}
+	startSites(t, appA+"/",
+		site(portA, "app-a", "secret-a", "require email *@example.com"),
+		site(portB, "app-b", "secret-b", "require email *@example.com", "allow_unverified_email"),
+	)
+
+	if j := newBrowser(t).login(appA+"/", "alice", "alice-password"); j.final.Status != http.StatusOK {
+		t.Errorf("alice (verified) under require email:\n%s", describeChain(j.chain))
+	}
+	if j := newBrowser(t).login(appA+"/", "dave", "dave-password"); j.final.Status != http.StatusForbidden {
+		t.Errorf("dave (unverified) under require email: want 403, got:\n%s", describeChain(j.chain))
+	}
+
+	dave := newBrowser(t)
+	if j := dave.login(appB+"/", "dave", "dave-password"); j.final.Status != http.StatusOK {
+		t.Fatalf("dave with allow_unverified_email:\n%s", describeChain(j.chain))
+	}
+	p := dave.do(http.MethodGet, appB+"/echo/name", apiCall, nil)
+	if p.Status != http.StatusOK {
+		t.Fatalf("dave's request with his name in a header: %s", p)
+	}
+	var echo echoReply
+	if err := json.Unmarshal([]byte(p.Body), &echo); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	if got := echo.Header.Get("X-Auth-Name"); got != "Dave  X-Injected: 1" {
+		t.Errorf("X-Auth-Name = %q, want the name with spaces for the control characters", got)
+	}
+	if echo.Header.Get("X-Injected") != "" {
+		t.Error("a claim added a header upstream")
+	}
+}
