@@ -18,6 +18,11 @@ type BearerConfig struct {
 	// Audiences accepted besides the client ID, such as an API's identifier
 	// that the IdP puts in `aud`. Default: only the client ID.
 	Audiences []string `json:"audiences,omitempty"`
+
+	// Also accept bearer tokens for the audiences of
+	// access_token_audiences (which otherwise apply only to the tokens of
+	// sessions). Default: off.
+	AcceptAccessTokenAudiences bool `json:"accept_access_token_audiences,omitempty"`
 }
 
 func bearerToken(r *http.Request) (string, bool) {
@@ -71,7 +76,7 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 		}
 		// The cache is shared by every handler of this client, and each
 		// may accept other audiences.
-		if !m.audienceOK(claimStrings(v.claims["aud"]), m.Bearer.Audiences) {
+		if !m.bearerAudienceOK(claimStrings(v.claims["aud"])) {
 			return nil, "", fmt.Errorf("audience %q not accepted", v.claims["aud"])
 		}
 		sub, _ := v.claims["sub"].(string)
@@ -89,27 +94,19 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	if err != nil {
 		return nil, "", err
 	}
-	if !m.audienceOK(tok.Audience, m.Bearer.Audiences) {
+	if !m.bearerAudienceOK(tok.Audience) {
 		return nil, "", fmt.Errorf("audience %q not accepted", tok.Audience)
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
 		return nil, "", err
 	}
-	// An ID token is signed by the same keys for the same audience, but it
-	// travels in URLs (id_token_hint) and is no credential for an API.
-	// RFC 9068 access tokens say so in typ; without it, the claims only
-	// ID tokens carry give one away.
 	typ, err := jwtType(raw)
 	if err != nil {
 		return nil, "", err
 	}
-	if t := strings.ToLower(typ); t != "at+jwt" && t != "application/at+jwt" {
-		for _, c := range []string{"nonce", "at_hash", "c_hash"} {
-			if _, ok := claims[c]; ok {
-				return nil, "", errors.New("an ID token is not an access token")
-			}
-		}
+	if err := checkAccessTokenShape(typ, claims); err != nil {
+		return nil, "", err
 	}
 	if err := m.checkIssuedAtClaim(claims); err != nil {
 		return nil, "", err
@@ -120,6 +117,48 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, keyGen: gen}
 	m.app.bearer.put(raw, v, now.Unix())
 	return v, tok.Subject, nil
+}
+
+// bearerAudienceOK reports whether a bearer token's audience holds the
+// client ID or one of bearer's audiences; access_token_audiences count
+// only when the operator says so (accept_access_token_audiences), since
+// they name APIs the sessions' tokens are for, not necessarily this one.
+func (m *OIDCAuth) bearerAudienceOK(auds []string) bool {
+	for _, aud := range auds {
+		if aud == m.ClientID || containsString(m.Bearer.Audiences, aud) ||
+			(m.Bearer.AcceptAccessTokenAudiences && containsString(m.AccessTokenAudiences, aud)) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAccessTokenShape accepts only access tokens as bearer tokens. The
+// IdP signs ID tokens and logout tokens with the same keys, often for the
+// same audience, but they travel in URLs (id_token_hint) and to the
+// back-channel endpoint, and are no credential for an API. An access token
+// says so in typ (RFC 9068: at+jwt), or, without that, by the claims of
+// the IdP's access tokens (client_id or scope, or Okta's cid and Entra
+// ID's scp); a claim only ID or logout tokens carry refuses it either way.
+func checkAccessTokenShape(typ string, claims map[string]any) error {
+	for _, c := range []string{"events", "nonce", "at_hash", "c_hash"} {
+		if _, ok := claims[c]; ok {
+			return fmt.Errorf("token has %s: not an access token", c)
+		}
+	}
+	switch strings.TrimPrefix(strings.ToLower(typ), "application/") {
+	case "at+jwt":
+		return nil
+	case "", "jwt":
+		for _, c := range []string{"client_id", "scope", "cid", "scp"} {
+			if _, ok := claims[c]; ok {
+				return nil
+			}
+		}
+		return errors.New("token has neither typ at+jwt nor an access token's client_id or scope")
+	default:
+		return fmt.Errorf("token typ %q is not an access token", truncate(typ, 40))
+	}
 }
 
 // claimStrings reads a string-or-array claim such as aud.

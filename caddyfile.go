@@ -38,14 +38,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_lifetime <duration>
 //		store           <redis-url>
 //		require         <claim> <value...>
+//		allow_unverified_email
 //		access_token_audiences <audience...>
 //		management_api  [<base_url>] {
 //			token_url    <url>
 //			token_header <header name>
 //			cache_ttl    <duration>
 //		}
-//		bearer          [<audience>...]
+//		bearer          [<audience>...] {
+//			accept_access_token_audiences
+//		}
 //		pass_access_token
+//		allow_shared_cache
 //		session_info_path <path>
 //		initiate_login_path <path>
 //		webhook_secret  <whsec_...>
@@ -178,11 +182,30 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "bearer":
 			m.Bearer = &BearerConfig{Audiences: d.RemainingArgs()}
+			for d.NextBlock(1) {
+				if d.Val() != "accept_access_token_audiences" {
+					return d.Errf("bearer: unrecognized option %q", d.Val())
+				}
+				if d.NextArg() {
+					return d.Errf("bearer: accept_access_token_audiences takes no value")
+				}
+				m.Bearer.AcceptAccessTokenAudiences = true
+			}
 		case "pass_access_token":
 			if d.NextArg() {
 				return argErr()
 			}
 			m.PassAccessToken = true
+		case "allow_unverified_email":
+			if d.NextArg() {
+				return argErr()
+			}
+			m.AllowUnverifiedEmail = true
+		case "allow_shared_cache":
+			if d.NextArg() {
+				return argErr()
+			}
+			m.AllowSharedCache = true
 		case "require":
 			args := d.RemainingArgs()
 			if len(args) < 2 {

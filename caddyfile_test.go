@@ -113,6 +113,11 @@ func TestUnmarshalCaddyfileEachSubdirective(t *testing.T) {
 			return m.Bearer != nil && reflect.DeepEqual(m.Bearer.Audiences, []string{"a", "b"})
 		}},
 		{"pass_access_token", func(m *OIDCAuth) bool { return m.PassAccessToken }},
+		{"allow_unverified_email", func(m *OIDCAuth) bool { return m.AllowUnverifiedEmail }},
+		{"allow_shared_cache", func(m *OIDCAuth) bool { return m.AllowSharedCache }},
+		{"bearer a {\naccept_access_token_audiences\n}", func(m *OIDCAuth) bool {
+			return m.Bearer != nil && m.Bearer.AcceptAccessTokenAudiences && reflect.DeepEqual(m.Bearer.Audiences, []string{"a"})
+		}},
 		{"session_info_path /me", func(m *OIDCAuth) bool { return m.SessionInfoPath == "/me" }},
 		{"cookie_name n", func(m *OIDCAuth) bool { return m.CookieName == "n" }},
 		{"session_lifetime 2h", func(m *OIDCAuth) bool { return m.SessionLifetime == caddy.Duration(2*time.Hour) }},
@@ -217,6 +222,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"auth_param no args", "oidc_auth {\nauth_param\n}", "auth_param:"},
 		{"auth_param same name twice", "oidc_auth {\nauth_param prompt login\nauth_param prompt none\n}", `auth_param: "prompt" given more than once`},
 		{"require claim only", "oidc_auth {\nrequire email\n}", "require:"},
+		{"bearer unknown option", "oidc_auth {\nbearer {\nfoo\n}\n}", "bearer:"},
+		{"bearer option with a value", "oidc_auth {\nbearer {\naccept_access_token_audiences yes\n}\n}", "bearer:"},
 		{"require no args", "oidc_auth {\nrequire\n}", "require:"},
 		{"unknown subdirective", "oidc_auth {\nclient_sekret x\n}", `unrecognized subdirective "client_sekret"`},
 		{"argument on directive", "oidc_auth https://idp.example.com {\n}", "oidc_auth:"},

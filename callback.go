@@ -52,7 +52,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 			msg += " (" + truncate(d, 300) + ")"
 		}
 		countLogin("failed", "idp_error")
-		return m.fail(w, r, http.StatusUnauthorized, msg, retry)
+		return m.failQuoting(w, r, http.StatusUnauthorized, "Sign-in did not complete: the identity provider reported an error.", msg, retry)
 	}
 
 	st, err := m.cookies.takeState(w, r, state, now)

@@ -3,6 +3,7 @@ package oidcauth
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,6 +61,9 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		return err
 	}
 	stripIdentityHeaders(r.Header)
+	// The upstream never sees this handler's cookies: its logs must not
+	// hold a session that can be replayed.
+	m.cookies.stripOwnCookies(r.Header)
 	if m.PassAccessToken {
 		r.Header.Set("Authorization", "Bearer "+p.accessToken)
 	}
@@ -70,7 +74,51 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		repl.Map(membershipPlaceholders(m.enrich(r, p.subject())))
 	}
 	repl.Map(p.id.replace)
+	if !m.AllowSharedCache {
+		w = &privateResponse{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	}
 	return next.ServeHTTP(w, r)
+}
+
+// privateResponse adds `Cache-Control: private` to a protected response
+// that has no Cache-Control of its own, when its header is sent.
+type privateResponse struct {
+	caddyhttp.ResponseWriterWrapper
+	marked bool
+}
+
+func (w *privateResponse) mark() {
+	if w.marked {
+		return
+	}
+	w.marked = true
+	if h := w.Header(); len(h.Values("Cache-Control")) == 0 {
+		h.Set("Cache-Control", "private")
+	}
+}
+
+func (w *privateResponse) WriteHeader(status int) {
+	if status >= 200 || status == http.StatusSwitchingProtocols {
+		w.mark()
+	}
+	w.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (w *privateResponse) Write(b []byte) (int, error) {
+	w.mark()
+	return w.ResponseWriterWrapper.Write(b)
+}
+
+func (w *privateResponse) ReadFrom(r io.Reader) (int64, error) {
+	w.mark()
+	return w.ResponseWriterWrapper.ReadFrom(r)
+}
+
+// FlushError is found by http.ResponseController before it unwraps, so
+// a flush that sends the header first marks it too.
+func (w *privateResponse) FlushError() error {
+	w.mark()
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // resolve finds the request's user: session lifetime, revocation, refresh
@@ -167,6 +215,8 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 			}
 		}
 	}
+	// The session holds: a login that just completed is no loop.
+	m.cookies.endLoginLoop(w, r)
 	return &principal{session: s, id: id, accessToken: s.AccessToken, expiry: v.expiry}, nil
 }
 
@@ -241,7 +291,7 @@ func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear
 	if clear {
 		m.cookies.clearSession(w, r, m.LogoutPath)
 	}
-	if api || isAPIRequest(r) {
+	if api || isAPIRequest(r) || !browserNavigationMethod(r.Method) {
 		bearerChallenge(w, r, "")
 		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
 	}
@@ -325,10 +375,14 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		oauth2.SetAuthURLParam("nonce", st.Nonce),
 		oauth2.S256ChallengeOption(st.Verifier),
 	}
-	for k, v := range m.AuthParams {
-		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	for k, v := range hints {
+		// A link only fills what the operator left open: a pinned
+		// organization, connection or prompt stays pinned.
+		if _, pinned := m.AuthParams[k]; !pinned {
+			opts = append(opts, oauth2.SetAuthURLParam(k, v))
+		}
 	}
-	for k, v := range hints { // after auth_param: a link's hint wins
+	for k, v := range m.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
 	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
@@ -352,6 +406,14 @@ func resolveAgainst(r *http.Request, u *url.URL) string {
 	abs := *u
 	abs.Scheme, abs.Host = scheme, r.Host
 	return abs.String()
+}
+
+// browserNavigationMethod reports whether a browser can navigate (or
+// submit a form) with method. A PUT, PATCH or DELETE without a session
+// comes from a script or an API client, which a login redirect would
+// only confuse: they get a 401, whatever their headers say.
+func browserNavigationMethod(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodPost
 }
 
 // apiOnlyKey marks a request (in its context) that is answered as an API
@@ -418,6 +480,17 @@ func stripIdentityHeaders(h http.Header) {
 				delete(h, name)
 				break
 			}
+		}
+	}
+}
+
+// stripHeader removes every spelling of the header name: any case, and
+// '_' read as '-' (CGI, FastCGI and many frameworks merge them).
+func stripHeader(h http.Header, name string) {
+	want := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	for k := range h {
+		if len(k) == len(want) && headerHasPrefix(k, want) {
+			delete(h, k)
 		}
 	}
 }

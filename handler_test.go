@@ -149,7 +149,7 @@ func unitSession(now time.Time) *session {
 		AccessToken: "opaque-" + randomString(16),
 		Expiry:      now.Add(time.Hour).Unix(),
 		RefreshAt:   now.Add(50 * time.Minute).Unix(),
-		Claims:      json.RawMessage(`{"email":"user42@example.com","name":"User 42","groups":["staff","dev"]}`),
+		Claims:      json.RawMessage(`{"email":"user42@example.com","email_verified":true,"name":"User 42","groups":["staff","dev"]}`),
 	}
 }
 

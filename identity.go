@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // identity is what a session tells about its user: the claims of the ID
@@ -68,7 +69,7 @@ func buildIdentity(accessClaims map[string]any, s *session) *identity {
 		}
 	}
 	id := &identity{claims: claims}
-	id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", s.Subject})
+	id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", cleanPlaceholder(s.Subject)})
 	flattenClaims(placeholderPrefix, claims, &id.placeholders)
 	sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })
 	id.values = make(map[string]string, len(id.placeholders))
@@ -90,9 +91,34 @@ func flattenClaims(prefix string, claims map[string]any, out *[][2]string) {
 			flattenClaims(prefix+k+".", t, out)
 		case nil:
 		default:
-			*out = append(*out, [2]string{prefix + k, claimString(val)})
+			*out = append(*out, [2]string{prefix + k, cleanPlaceholder(claimString(val))})
 		}
 	}
+}
+
+// cleanPlaceholder replaces control characters (CR, LF, NUL, the C1
+// range...) with spaces. Placeholders end up in request and response
+// headers, where such characters are invalid: a user's own claim (a name
+// they chose) would otherwise make every request they send fail at the
+// reverse proxy. Rules and the session info endpoint see the claims as
+// they are.
+func cleanPlaceholder(s string) string {
+	clean := true
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 func claimString(v any) string {
@@ -141,15 +167,31 @@ func lookupClaim(claims map[string]any, name string) (any, bool) {
 	return nil, false
 }
 
-// allowed reports whether every require rule holds for the identity.
+// allowed reports whether every require rule holds for the identity. A
+// rule on email also needs email_verified, unless allow_unverified_email.
 func (m *OIDCAuth) allowed(id *identity) bool {
 	for _, rule := range m.Require {
 		v, ok := lookupClaim(id.claims, rule.Claim)
 		if !ok || !ruleMatches(rule.Values, v) {
 			return false
 		}
+		if rule.Claim == "email" && !m.AllowUnverifiedEmail && !emailVerified(id.claims) {
+			return false
+		}
 	}
 	return true
+}
+
+// emailVerified reads the email_verified claim: true, or the string
+// "true" that some providers (Amazon Cognito among them) send.
+func emailVerified(claims map[string]any) bool {
+	switch v := claims["email_verified"].(type) {
+	case bool:
+		return v
+	case string:
+		return strings.EqualFold(v, "true")
+	}
+	return false
 }
 
 func ruleMatches(patterns []string, v any) bool {

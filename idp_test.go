@@ -201,6 +201,9 @@ type opScript struct {
 	noRefreshToken     bool // no refresh token at all, even at login
 	allowCodeReuse     bool // accept an authorization code twice
 	atHash             string
+	// tokenType is the token_type of token responses: "" is "Bearer",
+	// "-" leaves it out; tokenTypeOnRefresh, if set, is used for refreshes.
+	tokenType, tokenTypeOnRefresh string
 }
 
 // fakeOP is the in-process OpenID Provider.
@@ -544,16 +547,28 @@ func (op *fakeOP) serveToken(w http.ResponseWriter, r *http.Request) {
 		"token_type":   "Bearer",
 		"expires_in":   int(ttl / time.Second),
 	}
+	tt := op.script.tokenType
+	if grant == "refresh_token" && op.script.tokenTypeOnRefresh != "" {
+		tt = op.script.tokenTypeOnRefresh
+	}
+	switch tt {
+	case "":
+	case "-":
+		delete(resp, "token_type")
+	default:
+		resp["token_type"] = tt
+	}
 	if grant == "authorization_code" || !op.script.noIDTokenOnRefresh {
 		ic := map[string]any{
-			"iss":   op.issuer,
-			"aud":   op.clientID,
-			"sub":   sub,
-			"sid":   sid,
-			"iat":   now.Unix(),
-			"exp":   now.Add(time.Hour).Unix(),
-			"email": op.email,
-			"name":  "Test User",
+			"iss":            op.issuer,
+			"aud":            op.clientID,
+			"sub":            sub,
+			"sid":            sid,
+			"iat":            now.Unix(),
+			"exp":            now.Add(time.Hour).Unix(),
+			"email":          op.email,
+			"email_verified": true,
+			"name":           "Test User",
 		}
 		if nonce != "" {
 			ic["nonce"] = nonce

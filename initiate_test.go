@@ -194,7 +194,7 @@ func TestIdPInitiatedLoginFlow(t *testing.T) {
 	e.expectLoginRedirect(start, "IdP-initiated login")
 	q, _ := url.Parse(start.location())
 	for name, want := range map[string]string{
-		"organization_id": "org_1", // the token's hint wins over auth_param
+		"organization_id": "org_default", // auth_param wins over the token's hint
 		"connection_id":   "conn_1",
 		"login_hint":      "alice@example.com",
 		"prompt":          "consent",

@@ -252,7 +252,9 @@ func (m *OIDCAuth) enrich(r *http.Request, sub string) []membership {
 	}
 	list := mg.memberships(r.Context(), sub)
 	if mg.cfg.TokenHeader != "" {
-		r.Header.Del(mg.cfg.TokenHeader) // never the client's own
+		// Never the client's own, in any spelling: any case, or '_' for
+		// '-', which CGI and many frameworks read as the same header.
+		stripHeader(r.Header, mg.cfg.TokenHeader)
 		if tok, err := mg.token(r.Context()); err == nil {
 			r.Header.Set(mg.cfg.TokenHeader, "Bearer "+tok.AccessToken)
 		}

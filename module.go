@@ -133,6 +133,19 @@ type OIDCAuth struct {
 	// request is answered 403. Default: none.
 	Require []Rule `json:"require,omitempty"`
 
+	// Leave protected responses without a Cache-Control header as the next
+	// handler wrote them. Otherwise they get `Cache-Control: private`, so
+	// that a shared cache (a CDN, a caching proxy) never serves one user's
+	// page to another; a response with its own Cache-Control keeps it.
+	// Default: off.
+	AllowSharedCache bool `json:"allow_shared_cache,omitempty"`
+
+	// Let `require email ...` rules pass for an address the IdP has not
+	// verified. Without it, a rule on the `email` claim holds only when
+	// the user's `email_verified` claim is true, so that self-service or
+	// social sign-up cannot claim an address of your domain. Default: off.
+	AllowUnverifiedEmail bool `json:"allow_unverified_email,omitempty"`
+
 	// Overrides of the discovered endpoints, for providers without
 	// discovery. When the authorization, token and JWKS endpoints are all
 	// set, discovery is skipped. Default: discovered.
@@ -144,14 +157,17 @@ type OIDCAuth struct {
 	// Audiences accepted in access tokens besides the client ID, for IdPs
 	// whose access tokens name an API rather than the client (Keycloak
 	// without an audience mapper: `account`; Okta: `api://default`; Auth0
-	// with an API audience). Bearer mode accepts them too. Default: only
-	// the client ID, as Scalekit issues them.
+	// with an API audience). Bearer mode accepts them only with
+	// `accept_access_token_audiences`. Default: only the client ID, as
+	// Scalekit issues them.
 	AccessTokenAudiences []string `json:"access_token_audiences,omitempty"`
 
 	// Bearer mode: a request without a session that sends
 	// `Authorization: Bearer <JWT>` is accepted when the token is an access
-	// token of this IdP for this client (or one of the extra audiences) and
-	// passes the require rules. No cookies, no redirects. Default: off.
+	// token of this IdP (RFC 9068 `typ: at+jwt`, or `client_id`/`scope`
+	// claims; never an ID or logout token) for this client (or one of
+	// bearer's audiences) and passes the require rules. No cookies, no
+	// redirects. Default: off.
 	Bearer *BearerConfig `json:"bearer,omitempty"`
 
 	// Send the current (refreshed) access token to the next handler as
@@ -490,6 +506,11 @@ func (m *OIDCAuth) checkConfig() error {
 
 	if m.CookieName != "" && !validCookieName(m.CookieName) {
 		return fmt.Errorf("cookie_name: %q has characters not allowed in a cookie name (use letters, digits, '-' and '_')", m.CookieName)
+	}
+	if lower := strings.ToLower(m.CookieName); strings.HasPrefix(lower, "__host-") || strings.HasPrefix(lower, "__secure-") {
+		// Browsers drop such cookies on plain HTTP, so every login would
+		// fail there; on HTTPS the handler adds the prefix itself.
+		return fmt.Errorf("cookie_name: %q must not start with __Host- or __Secure-: the handler adds the right prefix itself on HTTPS (browsers refuse prefixed cookies on plain HTTP)", m.CookieName)
 	}
 	if m.SessionLifetime < 0 {
 		return fmt.Errorf("session_lifetime: must be positive, got %s", time.Duration(m.SessionLifetime))

@@ -17,6 +17,18 @@ func (m *OIDCAuth) fail(w http.ResponseWriter, r *http.Request, status int, msg,
 	return m.page(w, r, status, msg, retry, "Try again")
 }
 
+// failQuoting is fail for a message that quotes text the handler did not
+// write (an IdP's error, which anyone can put in a callback URL). Caddy
+// does not escape {http.error.message} in handle_errors templates or
+// respond bodies, so those routes get only the fixed message; the quoted
+// text is shown on the handler's own page, where it is escaped.
+func (m *OIDCAuth) failQuoting(w http.ResponseWriter, r *http.Request, status int, fixed, quoting, retry string) error {
+	if hasErrorRoutes(r) {
+		return caddyhttp.Error(status, errors.New(fixed))
+	}
+	return m.fail(w, r, status, quoting, retry)
+}
+
 func (m *OIDCAuth) page(w http.ResponseWriter, r *http.Request, status int, msg, link, linkText string) error {
 	retry := link
 	if hasErrorRoutes(r) {

@@ -521,6 +521,9 @@ func (m *OIDCAuth) checkTokenResponse(ctx context.Context, meta *metadata, tok *
 	if tok.AccessToken == "" {
 		return nil, errors.New("token response has no access_token")
 	}
+	if err := checkTokenType(tok.TokenType); err != nil {
+		return nil, err
+	}
 	ts := &tokenSet{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
 	rawID, _ := tok.Extra("id_token").(string)
 	switch {
@@ -566,6 +569,18 @@ func (m *OIDCAuth) checkTokenResponse(ctx context.Context, meta *metadata, tok *
 		ts.Expiry = m.now().Add(5 * time.Minute)
 	}
 	return ts, nil
+}
+
+// checkTokenType accepts only Bearer access tokens (RFC 6749 section 7.1,
+// case-insensitive, RFC 6750): the handler sends them as bearer tokens and
+// cannot use a token of another type (DPoP, MAC), which would need proofs
+// it does not make. A response without token_type is refused too, as the
+// RFC requires the field.
+func checkTokenType(typ string) error {
+	if !strings.EqualFold(typ, "Bearer") {
+		return fmt.Errorf("token response has token_type %q, not Bearer", truncate(typ, 40))
+	}
+	return nil
 }
 
 // describeTokenError says what went wrong at the token endpoint without

@@ -140,6 +140,21 @@ const users = [
     permissions: ['read', 'write'],
     address: { country: 'DE', locality: 'Berlin' },
   },
+  {
+    // Signed up by himself: an address of example.com that nobody
+    // verified, and a display name with a line break and a NUL in it.
+    sub: 'usr_dave',
+    login: 'dave',
+    password: 'dave-password',
+    email: 'dave@example.com',
+    email_verified: false,
+    name: 'Dave\r\nX-Injected: 1\u0000',
+    given_name: 'Dave',
+    family_name: 'Self',
+    oid: 'org_3',
+    roles: ['member'],
+    permissions: ['read'],
+  },
 ];
 
 const userBySub = (sub) => users.find((u) => u.sub === sub);
@@ -148,7 +163,7 @@ function userClaims(u) {
   return {
     sub: u.sub,
     email: u.email,
-    email_verified: true,
+    email_verified: u.email_verified ?? true,
     name: u.name,
     given_name: u.given_name,
     family_name: u.family_name,
