@@ -355,3 +355,36 @@ func TestKeyRotationKidAbsent(t *testing.T) {
 	expectServed(t, b.get("/private", nav), "tokens without a kid after a rotation, two keys")
 	e.expectJWKSFetches(2, "a rotation to another key without a kid")
 }
+
+// TestJWKSFailedFetchRetriedSoon: a trusted refetch whose fetch fails
+// (the JWKS endpoint briefly down) answers "IdP unavailable" rather than
+// refusing the login, costs one fetch however many logins bring the kid,
+// and does not hold the kid back for jwksKidInterval: a login one
+// jwksFailRetry after the JWKS is back works.
+func TestJWKSFailedFetchRetriedSoon(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.op.set(func(s *opScript) { s.jwksStatus = http.StatusInternalServerError })
+
+	for i, st := range e.loginAll(20, "/private") {
+		if st != http.StatusBadGateway {
+			t.Errorf("login %d while the JWKS is down: status %d, want 502", i, st)
+		}
+	}
+	e.expectJWKSFetches(2, "20 logins with a new kid while the JWKS is down")
+	for i, st := range e.loginAll(5, "/private") {
+		if st != http.StatusBadGateway {
+			t.Errorf("login %d right after the failed fetch: status %d, want 502", i, st)
+		}
+	}
+	e.expectJWKSFetches(2, "logins within jwksFailRetry of the failed fetch")
+
+	e.op.set(func(s *opScript) { s.jwksStatus = 0 })
+	e.clock.Advance(jwksFailRetry)
+	b := e.browser()
+	b.mustLogin("/private")
+	expectServed(t, b.get("/private", nav), "session after the JWKS is back")
+	e.expectJWKSFetches(3, "one retry after the JWKS is back")
+}

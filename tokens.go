@@ -250,7 +250,7 @@ type idClaims struct {
 // with the provider's keys and pinned algorithms, iss, aud, exp (go-oidc),
 // then iat and sub present, azp, and the nonce when one is expected.
 func (m *OIDCAuth) verifyIDToken(ctx context.Context, meta *metadata, raw, nonce string) (*oidc.IDToken, *idClaims, error) {
-	tok, err := m.verifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), raw)
+	tok, err := verifyToken(ctx, m.provider.client, m.verifier(meta), raw)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -383,7 +383,7 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		return nil, err
 	}
 	// The token comes from the token endpoint or a sealed session cookie.
-	tok, err := m.accessVerifier(meta, m.provider.keys.trusted()).Verify(oidc.ClientContext(ctx, m.provider.client), s.AccessToken)
+	tok, err := verifyToken(ctx, m.provider.client, m.accessVerifier(meta, m.provider.keys.trusted()), s.AccessToken)
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
