@@ -3,6 +3,7 @@ package oidcauth
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -354,6 +355,51 @@ func TestKeyRotationKidAbsent(t *testing.T) {
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", nav), "tokens without a kid after a rotation, two keys")
 	e.expectJWKSFetches(2, "a rotation to another key without a kid")
+}
+
+// expectSessionKept fails if the response expires the session cookie.
+func (e *itEnv) expectSessionKept(res *itResult, what string) {
+	e.t.Helper()
+	for _, c := range res.Cookies() {
+		if strings.HasPrefix(c.Name, e.sessionCookieName()) && (c.MaxAge < 0 || c.Value == "") {
+			e.t.Fatalf("%s: response expires cookie %s", what, c.Name)
+		}
+	}
+}
+
+// TestKeyRotationRefreshWhileJWKSDown: a refresh brings tokens of a new key
+// while the IdP's JWKS endpoint fails. The session is not ended: the request
+// gets the "IdP unavailable" answer (page or JSON) and keeps its cookie, and
+// once the JWKS is back the session goes on. Refresh tokens rotate, so the
+// retry must use the refresh token of the answer that could not be checked.
+func TestKeyRotationRefreshWhileJWKSDown(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.op.set(func(s *opScript) { s.accessTTL = 4 * time.Second })
+	b := e.browser()
+	b.mustLogin("/private")
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.op.set(func(s *opScript) { s.jwksStatus = http.StatusServiceUnavailable })
+
+	e.clock.Advance(5 * time.Second) // the access token has expired
+	res := b.get("/private", nav)
+	if res.reachedNext || res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("navigation while the JWKS is down: status %d (next reached: %v), want 503; location %q", res.StatusCode, res.reachedNext, res.location())
+	}
+	e.expectSessionKept(res, "navigation while the JWKS is down")
+	res = b.get("/private", api)
+	if res.reachedNext || res.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("API call while the JWKS is down: status %d, Content-Type %q, want 503 JSON", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	e.expectSessionKept(res, "API call while the JWKS is down")
+	if n := e.op.grants("refresh_token"); n < 1 {
+		t.Fatalf("refresh grants: %d, want the refresh to have reached the token endpoint", n)
+	}
+
+	e.op.set(func(s *opScript) { s.jwksStatus = 0 })
+	e.clock.Advance(jwksFailRetry)
+	expectServed(t, b.get("/private", nav), "session once the JWKS is back")
+	expectServed(t, b.get("/private", nav), "session after the refreshed cookie was written")
 }
 
 // TestJWKSFailedFetchRetriedSoon: a trusted refetch whose fetch fails
