@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -433,4 +434,29 @@ func TestJWKSFailedFetchRetriedSoon(t *testing.T) {
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", nav), "session after the JWKS is back")
 	e.expectJWKSFetches(3, "one retry after the JWKS is back")
+}
+
+// TestSelfCheckStopsRefresher: `caddy oidc-auth check` makes a provider of
+// its own, outside the pool; its key set's refresher ends with the check.
+func TestSelfCheckStopsRefresher(t *testing.T) {
+	t.Parallel()
+	op := newFakeOP(t, newITClock())
+	m := &OIDCAuth{Issuer: op.issuer, ClientID: op.clientID, ClientSecret: op.clientSecret, CookieSecret: itCookieSecret}
+	for _, line := range m.selfCheck(context.Background()) {
+		if !line.ok {
+			t.Fatalf("check: %s", line)
+		}
+	}
+	keys := m.provider.keys
+	keys.fmu.Lock()
+	running := keys.running
+	keys.fmu.Unlock()
+	if !running {
+		t.Fatal("the check fetched the JWKS without starting the key set's refresher")
+	}
+	select {
+	case <-keys.done:
+	default:
+		t.Fatal("the key set's refresher outlived the check")
+	}
 }
