@@ -3,7 +3,9 @@ package oidcauth
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -372,10 +374,23 @@ func (e *itEnv) expectSessionKept(res *itResult, what string) {
 // while the IdP's JWKS endpoint fails. The session is not ended: the request
 // gets the "IdP unavailable" answer (page or JSON) and keeps its cookie, and
 // once the JWKS is back the session goes on. Refresh tokens rotate, so the
-// retry must use the refresh token of the answer that could not be checked.
+// retry must use the refresh token of the answer that could not be checked:
+// kept in memory on one instance, in Redis with a shared store.
 func TestKeyRotationRefreshWhileJWKSDown(t *testing.T) {
 	t.Parallel()
-	e := newITEnv(t)
+	t.Run("one instance", func(t *testing.T) {
+		t.Parallel()
+		refreshWhileJWKSDown(t)
+	})
+	t.Run("redis store", func(t *testing.T) {
+		t.Parallel()
+		addr := startRedis(t)
+		refreshWhileJWKSDown(t, func(h *OIDCAuth) { h.Store = "redis://" + addr + "/0" })
+	})
+}
+
+func refreshWhileJWKSDown(t *testing.T, configure ...func(*OIDCAuth)) {
+	e := newITEnv(t, configure...)
 	e.op.set(func(s *opScript) { s.accessTTL = 4 * time.Second })
 	b := e.browser()
 	b.mustLogin("/private")
@@ -401,6 +416,36 @@ func TestKeyRotationRefreshWhileJWKSDown(t *testing.T) {
 	e.clock.Advance(jwksFailRetry)
 	expectServed(t, b.get("/private", nav), "session once the JWKS is back")
 	expectServed(t, b.get("/private", nav), "session after the refreshed cookie was written")
+}
+
+// startRedis starts a redis-server on a free loopback port for the test
+// (scripts/setup.sh installs it) and returns its address.
+func startRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not found (run scripts/setup.sh)")
+	}
+	addr := freeLoopbackAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not listen on %s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestJWKSFailedFetchRetriedSoon: a trusted refetch whose fetch fails
