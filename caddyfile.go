@@ -32,7 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		logout_path     <path>
 //		post_logout_redirect_uri <path|url>
 //		backchannel_logout_path  <path>
-//		frontchannel_logout_path <path>
+//		frontchannel_logout_path <path>   # off unless set
 //		cookie_secret   <secret> [<previous secret>...]
 //		cookie_name     <name>
 //		session_lifetime <duration>

@@ -5,7 +5,9 @@ package oidcauth
 // Caddyfile. Each target checks invariants, not just the absence of
 // panics. Run them with `bash scripts/fuzz.sh [seconds]`; their seed
 // corpora are under testdata/fuzz/<FuzzName>/ and run with every
-// `go test`.
+// `go test`. Every target is hermetic: no network (the logout target's
+// JWKS is served from memory), no timers and a fixed clock, so that a
+// short fuzz on a loaded machine can fail only on a real finding.
 
 import (
 	"bytes"
@@ -16,6 +18,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -266,21 +269,24 @@ func fuzzSigningKey(tb testing.TB) *rsa.PrivateKey {
 }
 
 // fuzzHandler is a handler for fuzzIssuer with every endpoint configured
-// (so no discovery), its JWKS served by a local server with the fixed
-// key, and the clock at fuzzNow.
+// (so no discovery), the clock at fuzzNow for the handler and its store,
+// and its JWKS (the fixed key) served from memory: the target is
+// hermetic, with no network, no timer and no wall clock that could make a
+// slow machine fail an input (a JWKS fetch that fails is a 503).
 func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 	tb.Helper()
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		opWriteJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-			{Key: &key.PublicKey, KeyID: fuzzKeyID, Algorithm: "RS256", Use: "sig"},
-		}})
-	}))
-	tb.Cleanup(jwks.Close)
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
+		{Key: &key.PublicKey, KeyID: fuzzKeyID, Algorithm: "RS256", Use: "sig"},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	dir, err := os.MkdirTemp("", "oidcauth-fuzz-")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
+	clock := func() time.Time { return fuzzNow }
 	m := &OIDCAuth{
 		Issuer:                fuzzIssuer,
 		ClientID:              fuzzClientID,
@@ -289,8 +295,8 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 		CookieName:            fuzzCookieName,
 		AuthorizationEndpoint: fuzzIssuer + "/authorize",
 		TokenEndpoint:         fuzzIssuer + "/token",
-		JWKSURI:               jwks.URL + "/jwks",
-		now:                   func() time.Time { return fuzzNow },
+		JWKSURI:               fuzzIssuer + "/jwks",
+		now:                   clock,
 	}
 	if err := m.checkConfig(); err != nil {
 		tb.Fatal(err)
@@ -299,12 +305,35 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 		tb.Fatal(err)
 	}
 	m.provider = newProvider(m.Issuer, endpoints{Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint, JWKS: m.JWKSURI})
+	m.provider.client.Transport = staticTransport{m.JWKSURI: jwks}
+	m.provider.client.Timeout = 0 // nothing to wait for
+	m.provider.now = clock        // the key set's refetch and max-age rules
+	tb.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
-	if m.app, err = newAppState(context.Background(), newStorageBackend(&certmagic.FileStorage{Path: dir}, appID(m.Issuer, m.ClientID)), m.logger); err != nil {
+	store := newStorageBackend(&certmagic.FileStorage{Path: dir}, appID(m.Issuer, m.ClientID))
+	store.now = clock
+	if m.app, err = newAppState(context.Background(), store, m.logger); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = m.app.Destruct() })
 	return m
+}
+
+// staticTransport answers GETs of its URLs from memory and fails any
+// other request without touching the network.
+type staticTransport map[string][]byte
+
+func (t staticTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, ok := t[r.URL.String()]
+	if !ok || r.Method != http.MethodGet {
+		return nil, fmt.Errorf("no network in fuzz targets: %s %s", r.Method, r.URL)
+	}
+	return &http.Response{
+		StatusCode: http.StatusOK,
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(bytes.NewReader(body)),
+		Request:    r,
+	}, nil
 }
 
 // fuzzLogoutClaims are a valid logout token's claims at fuzzNow.
@@ -360,71 +389,80 @@ func FuzzLogoutToken(f *testing.F) {
 	f.Add("x", "", "")
 
 	f.Fuzz(func(t *testing.T, token, body, contentType string) {
-		if body == "" {
-			body = "logout_token=" + url.QueryEscape(token)
-		}
-		r := httptest.NewRequest(http.MethodPost, "/auth/backchannel-logout", strings.NewReader(body))
-		if contentType != "" {
-			r.Header.Set("Content-Type", contentType)
-		}
-		rec := httptest.NewRecorder()
-		status := 0
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					t.Fatalf("panic: %v", p)
-				}
-			}()
-			if err := m.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
-				t.Fatal("the back-channel endpoint called the next handler")
-				return nil
-			})); err != nil {
-				status = http.StatusInternalServerError
-				var he caddyhttp.HandlerError
-				if errors.As(err, &he) && he.StatusCode != 0 {
-					status = he.StatusCode
-				}
+		checkLogoutToken(t, m, key, token, body, contentType)
+	})
+}
+
+// checkLogoutToken posts one input to the back-channel endpoint and checks
+// the answer: 200 only for a token really signed by the IdP's key for this
+// issuer, with the event and without a nonce; otherwise 400. It returns
+// the status.
+func checkLogoutToken(t *testing.T, m *OIDCAuth, key *rsa.PrivateKey, token, body, contentType string) int {
+	if body == "" {
+		body = "logout_token=" + url.QueryEscape(token)
+	}
+	r := httptest.NewRequest(http.MethodPost, "/auth/backchannel-logout", strings.NewReader(body))
+	if contentType != "" {
+		r.Header.Set("Content-Type", contentType)
+	}
+	rec := httptest.NewRecorder()
+	status := 0
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("panic: %v", p)
 			}
 		}()
-		if status == 0 {
-			status = rec.Code
+		if err := m.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+			t.Fatal("the back-channel endpoint called the next handler")
+			return nil
+		})); err != nil {
+			status = http.StatusInternalServerError
+			var he caddyhttp.HandlerError
+			if errors.As(err, &he) && he.StatusCode != 0 {
+				status = he.StatusCode
+			}
 		}
-		switch status {
-		case http.StatusOK:
-		case http.StatusBadRequest:
-			return
-		default:
-			t.Fatalf("status %d, want 200 or 400; body %q", status, rec.Body)
-		}
+	}()
+	if status == 0 {
+		status = rec.Code
+	}
+	switch status {
+	case http.StatusOK:
+	case http.StatusBadRequest:
+		return status
+	default:
+		t.Fatalf("status %d, want 200 or 400; body %q", status, rec.Body)
+	}
 
-		// Accepted: the posted token must really be the IdP's.
-		form, err := url.ParseQuery(body)
-		if err != nil || len(form["logout_token"]) != 1 {
-			t.Fatalf("accepted a body without exactly one logout_token: %q", body)
-		}
-		raw := form.Get("logout_token")
-		jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
-		if err != nil {
-			t.Fatalf("accepted a token that is not a JWS: %v", err)
-		}
-		payload, err := jws.Verify(&key.PublicKey)
-		if err != nil {
-			t.Fatalf("accepted a token not signed by the IdP: %v", err)
-		}
-		var c map[string]any
-		if err := json.Unmarshal(payload, &c); err != nil {
-			t.Fatalf("accepted a token whose payload is not JSON: %v", err)
-		}
-		if c["iss"] != fuzzIssuer {
-			t.Fatalf("accepted iss %v", c["iss"])
-		}
-		if _, ok := c["nonce"]; ok {
-			t.Fatal("accepted a token with a nonce")
-		}
-		if ev, _ := c["events"].(map[string]any); ev == nil || ev[backchannelEvent] == nil {
-			t.Fatalf("accepted a token without the back-channel event: %v", c["events"])
-		}
-	})
+	// Accepted: the posted token must really be the IdP's.
+	form, err := url.ParseQuery(body)
+	if err != nil || len(form["logout_token"]) != 1 {
+		t.Fatalf("accepted a body without exactly one logout_token: %q", body)
+	}
+	raw := form.Get("logout_token")
+	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatalf("accepted a token that is not a JWS: %v", err)
+	}
+	payload, err := jws.Verify(&key.PublicKey)
+	if err != nil {
+		t.Fatalf("accepted a token not signed by the IdP: %v", err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(payload, &c); err != nil {
+		t.Fatalf("accepted a token whose payload is not JSON: %v", err)
+	}
+	if c["iss"] != fuzzIssuer {
+		t.Fatalf("accepted iss %v", c["iss"])
+	}
+	if _, ok := c["nonce"]; ok {
+		t.Fatal("accepted a token with a nonce")
+	}
+	if ev, _ := c["events"].(map[string]any); ev == nil || ev[backchannelEvent] == nil {
+		t.Fatalf("accepted a token without the back-channel event: %v", c["events"])
+	}
+	return status
 }
 
 // FuzzCaddyfile: UnmarshalCaddyfile never panics on any token stream, and
@@ -536,4 +574,26 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	write("FuzzCaddyfile", "full", "oidc_auth {\n\tissuer https://idp.example.com\n\tclient_id a\n\tclient_secret b\n\tredirect_uri /cb\n\tscopes openid email\n\tauth_param prompt login\n\tlogin_path /in\n\tlogout_path /out\n\tpost_logout_redirect_uri /bye\n\tbackchannel_logout_path /bc\n\tcookie_secret 0123456789abcdef0123456789abcdef\n\tcookie_name app\n\tsession_lifetime 8h\n\trequire email *@example.com\n\tbearer api\n\tpass_access_token\n\ttoken_auth_method client_secret_post\n}")
 	write("FuzzCaddyfile", "heredoc", "oidc_auth {\n\tclient_secret <<EOF\n\tsecret\n\tEOF\n}")
 	write("FuzzCaddyfile", "duplicate-paths", "oidc_auth {\n\tissuer https://idp.example.com\n\tclient_id a\n\tclient_secret b\n\tlogin_path /auth/logout\n}")
+}
+
+// TestFuzzLogoutTokenHermetic: the FuzzLogoutToken handler reaches no
+// network. With every new HTTP transport failing, as a machine's network
+// stalls, each seed still gets its answer: the valid tokens 200 (the key
+// set is there), every other one 400, never a 503.
+func TestFuzzLogoutTokenHermetic(t *testing.T) {
+	saved := http.DefaultTransport
+	http.DefaultTransport = staticTransport{}
+	defer func() { http.DefaultTransport = saved }()
+
+	key := fuzzSigningKey(t)
+	m := fuzzHandler(t, key)
+	for i, tok := range fuzzLogoutSeeds(key) {
+		want := http.StatusBadRequest
+		if i < 3 { // valid, without sid, without typ
+			want = http.StatusOK
+		}
+		if got := checkLogoutToken(t, m, key, tok, "", "application/x-www-form-urlencoded"); got != want {
+			t.Errorf("seed %d: status %d, want %d", i, got, want)
+		}
+	}
 }

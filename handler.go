@@ -26,14 +26,15 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		return m.handleLogout(w, r)
 	case m.BackchannelLogoutPath:
 		return m.handleBackchannelLogout(w, r)
-	case m.FrontchannelLogoutPath:
-		return m.handleFrontchannelLogout(w, r)
 	case m.SessionInfoPath:
 		return m.handleSessionInfo(w, r)
 	case m.InitiateLoginPath:
 		return m.handleInitiateLogin(w, r)
 	case m.WebhookPath:
 		return m.handleWebhook(w, r)
+	}
+	if r.URL.Path == m.FrontchannelLogoutPath && m.FrontchannelLogoutPath != "" {
+		return m.handleFrontchannelLogout(w, r)
 	}
 	return m.authenticate(w, r, next)
 }
@@ -187,6 +188,10 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 		}
 		return m.refreshOnThisInstance(ctx, old, s.Subject)
 	})
+	if err == nil && ts.Subject != s.Subject {
+		// Never another user's tokens for this session, wherever they came from.
+		err = &refreshFailed{errors.New("refresh outcome is for another user")}
+	}
 	var refused *refreshFailed
 	switch {
 	case err == nil && shared:
@@ -210,8 +215,9 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 	s.RefreshAt = refreshTime(m.now(), ts.Expiry).Unix()
 	if ts.IDToken != "" {
 		s.Claims = ts.Claims
-		if ts.SID != "" {
+		if ts.SID != "" && ts.SID != s.SID {
 			s.SID = ts.SID
+			m.recordSID(ctx, s.SID)
 		}
 	}
 	return ts, nil

@@ -648,11 +648,13 @@ func TestBackchannelLogoutRefusals(t *testing.T) {
 }
 
 func TestFrontchannelLogout(t *testing.T) {
-	m := newUnitHandler(t, nil)
+	m := newUnitHandler(t, func(m *OIDCAuth) { m.FrontchannelLogoutPath = "/auth/frontchannel-logout" })
 	now := time.Now()
 	s := unitSession(now)
 	other := unitSession(now)
 	other.SID = "another-idp-session"
+	m.recordSID(t.Context(), s.SID)
+	m.recordSID(t.Context(), other.SID)
 
 	for _, bad := range []string{
 		"/auth/frontchannel-logout?sid=" + s.SID,

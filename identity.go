@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"bytes"
 	"encoding/json"
 	"sort"
 	"strconv"
@@ -33,37 +34,48 @@ func (id *identity) replace(key string) (any, bool) {
 
 // identityFor builds the identity once per access token; the result is
 // cached with the verified token, so the hot path only copies strings.
+// The cached identity serves only a session with the same user, sid and
+// ID token claims as the one it was built for; any other gets its own.
 func (v *verifiedToken) identityFor(s *session) *identity {
 	v.once.Do(func() {
-		claims := map[string]any{}
-		for k, val := range v.claims {
-			claims[k] = val
-		}
-		if len(s.Claims) > 0 {
-			var idc map[string]any
-			if json.Unmarshal(s.Claims, &idc) == nil {
-				for k, val := range idc {
-					claims[k] = val
-				}
-			}
-		}
-		claims["sub"] = s.Subject
-		if s.SID != "" {
-			if _, ok := claims["sid"]; !ok {
-				claims["sid"] = s.SID
-			}
-		}
-		id := &identity{claims: claims}
-		id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", s.Subject})
-		flattenClaims(placeholderPrefix, claims, &id.placeholders)
-		sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })
-		id.values = make(map[string]string, len(id.placeholders))
-		for _, kv := range id.placeholders {
-			id.values[kv[0]] = kv[1]
-		}
-		v.id = id
+		v.id = buildIdentity(v.claims, s)
+		v.idSub, v.idSID, v.idClaims = s.Subject, s.SID, s.Claims
 	})
+	if s.Subject != v.idSub || s.SID != v.idSID || !bytes.Equal(s.Claims, v.idClaims) {
+		return buildIdentity(v.claims, s)
+	}
 	return v.id
+}
+
+// buildIdentity merges the access token's claims with the session's.
+func buildIdentity(accessClaims map[string]any, s *session) *identity {
+	claims := map[string]any{}
+	for k, val := range accessClaims {
+		claims[k] = val
+	}
+	if len(s.Claims) > 0 {
+		var idc map[string]any
+		if json.Unmarshal(s.Claims, &idc) == nil {
+			for k, val := range idc {
+				claims[k] = val
+			}
+		}
+	}
+	claims["sub"] = s.Subject
+	if s.SID != "" {
+		if _, ok := claims["sid"]; !ok {
+			claims["sid"] = s.SID
+		}
+	}
+	id := &identity{claims: claims}
+	id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", s.Subject})
+	flattenClaims(placeholderPrefix, claims, &id.placeholders)
+	sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })
+	id.values = make(map[string]string, len(id.placeholders))
+	for _, kv := range id.placeholders {
+		id.values[kv[0]] = kv[1]
+	}
+	return id
 }
 
 // flattenClaims turns claims into placeholder pairs: nested objects by

@@ -10,6 +10,10 @@ import (
 	"go.uber.org/zap"
 )
 
+// maxInitiateBody bounds a posted login initiation: a real one is a token
+// of a few KB, or three short parameters.
+const maxInitiateBody = 64 << 10
+
 // handleInitiateLogin starts a login that the IdP asked for. Two forms:
 //
 //   - Scalekit's IdP-initiated login: ?idp_initiated_login=<JWT>, signed
@@ -26,7 +30,11 @@ func (m *OIDCAuth) handleInitiateLogin(w http.ResponseWriter, r *http.Request) e
 		w.Header().Set("Allow", "GET, POST")
 		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET or POST.", "")
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxInitiateBody)
 	if err := r.ParseForm(); err != nil {
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			return m.fail(w, r, http.StatusRequestEntityTooLarge, "The login request is too large.", m.LoginPath)
+		}
 		return m.fail(w, r, http.StatusBadRequest, "The login request is malformed.", m.LoginPath)
 	}
 	hints := map[string]string{}

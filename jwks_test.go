@@ -3,9 +3,7 @@ package oidcauth
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -384,8 +382,8 @@ func TestKeyRotationRefreshWhileJWKSDown(t *testing.T) {
 	})
 	t.Run("redis store", func(t *testing.T) {
 		t.Parallel()
-		addr := startRedis(t)
-		refreshWhileJWKSDown(t, func(h *OIDCAuth) { h.Store = "redis://" + addr + "/0" })
+		url := startTestRedis(t)
+		refreshWhileJWKSDown(t, func(h *OIDCAuth) { h.Store = url })
 	})
 }
 
@@ -416,36 +414,6 @@ func refreshWhileJWKSDown(t *testing.T, configure ...func(*OIDCAuth)) {
 	e.clock.Advance(jwksFailRetry)
 	expectServed(t, b.get("/private", nav), "session once the JWKS is back")
 	expectServed(t, b.get("/private", nav), "session after the refreshed cookie was written")
-}
-
-// startRedis starts a redis-server on a free loopback port for the test
-// (scripts/setup.sh installs it) and returns its address.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not found (run scripts/setup.sh)")
-	}
-	addr := freeLoopbackAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestJWKSFailedFetchRetriedSoon: a trusted refetch whose fetch fails

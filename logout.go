@@ -30,7 +30,13 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	now := m.now()
 	idToken := m.cookies.readIDToken(r, m.LogoutPath)
 	s, err := m.cookies.readSession(r)
-	if err == nil {
+	if err == nil && !m.sessionAlive(s, now) {
+		// A revoked or expired session (a stale cookie, which can be
+		// replayed at will): nothing to revoke, here or at the IdP.
+		m.logger.Debug("logout of a session that has already ended", zap.String("sub", s.Subject))
+		s = nil
+	}
+	if s != nil {
 		rev := revocation{Kind: revokeSession, Value: s.ID, Until: time.Unix(s.Created, 0).Add(m.sessionLifetime).Unix()}
 		if err := m.app.revoke(r.Context(), rev); err != nil {
 			m.logger.Error("logout not recorded in the store; other instances may still accept this session", zap.Error(err))
@@ -46,8 +52,17 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 
 	meta, metaErr := m.provider.metadata(r.Context(), now)
 	if s != nil && s.RefreshToken != "" && metaErr == nil && meta.Revocation != "" {
-		// Best effort and bounded; the redirect does not wait for it.
-		go m.revokeToken(context.WithoutCancel(r.Context()), meta, s.RefreshToken)
+		// Best effort and bounded, in time and in number; the redirect
+		// does not wait for it.
+		select {
+		case m.provider.revocationSlots <- struct{}{}:
+			go func() {
+				defer func() { <-m.provider.revocationSlots }()
+				m.revokeToken(context.WithoutCancel(r.Context()), meta, s.RefreshToken)
+			}()
+		default:
+			m.logger.Warn("too many token revocations under way; the refresh token is not revoked at the identity provider")
+		}
 	}
 
 	var postLogout string
@@ -79,6 +94,16 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// sessionAlive reports whether s could still serve a request: within its
+// lifetime, not revoked, and with a refresh token or an unexpired access
+// token.
+func (m *OIDCAuth) sessionAlive(s *session, now time.Time) bool {
+	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) || m.app.revoked(s) {
+		return false
+	}
+	return s.RefreshToken != "" || now.Unix() < s.Expiry
+}
+
 // isPrefetch recognises speculative loads (link prefetch, prerender,
 // previews), which must not have side effects.
 func isPrefetch(r *http.Request) bool {
@@ -91,8 +116,13 @@ func isPrefetch(r *http.Request) bool {
 	return false
 }
 
-// revocationTimeout bounds the RFC 7009 call made at logout.
-const revocationTimeout = 5 * time.Second
+// revocationTimeout bounds the RFC 7009 call made at logout, and
+// maxRevocationCalls the number of them under way per provider: beyond
+// it, a logout revokes its session here only.
+const (
+	revocationTimeout  = 5 * time.Second
+	maxRevocationCalls = 16
+)
 
 // revokeToken revokes a refresh token at the IdP (RFC 7009), so that a copy
 // of it is worthless after logout.

@@ -26,17 +26,16 @@ func init() {
 // Defaults for the settings that have one.
 const (
 	// The handler's own paths default to these names under path_prefix.
-	defaultPathPrefix             = "/auth"
-	defaultCallbackPath           = "/callback"
-	defaultLoginPath              = "/login"
-	defaultLogoutPath             = "/logout"
-	defaultBackchannelLogoutPath  = "/backchannel-logout"
-	defaultFrontchannelLogoutPath = "/frontchannel-logout"
-	defaultSessionInfoPath        = "/session"
-	defaultInitiateLoginPath      = "/initiate"
-	defaultWebhookPath            = "/webhook"
-	defaultSessionLifetime        = 24 * time.Hour
-	minCookieSecretLen            = 32
+	defaultPathPrefix            = "/auth"
+	defaultCallbackPath          = "/callback"
+	defaultLoginPath             = "/login"
+	defaultLogoutPath            = "/logout"
+	defaultBackchannelLogoutPath = "/backchannel-logout"
+	defaultSessionInfoPath       = "/session"
+	defaultInitiateLoginPath     = "/initiate"
+	defaultWebhookPath           = "/webhook"
+	defaultSessionLifetime       = 24 * time.Hour
+	minCookieSecretLen           = 32
 )
 
 var defaultScopes = []string{"openid", "profile", "email", "offline_access"}
@@ -60,8 +59,8 @@ type OIDCAuth struct {
 
 	// The path under which the handler's own paths are, unless each is set
 	// on its own: <prefix>/callback, /login, /logout, /backchannel-logout,
-	// /frontchannel-logout, /session, /initiate and /webhook.
-	// Default: `/auth`.
+	// /session, /initiate and /webhook. (Front-channel logout has no
+	// default path.) Default: `/auth`.
 	PathPrefix string `json:"path_prefix,omitempty"`
 
 	// Where the IdP sends the user back after login. A path is resolved
@@ -97,7 +96,11 @@ type OIDCAuth struct {
 	// The path the IdP loads in a hidden iframe to log the user out (OIDC
 	// Front-Channel Logout 1.0), with `iss` and `sid` query parameters.
 	// Register it at the IdP as the front-channel logout URI, with
-	// frontchannel_logout_session_required. Default: `/auth/frontchannel-logout`.
+	// frontchannel_logout_session_required. Such requests carry no
+	// credential, so only sids of sessions this deployment issued are
+	// ended (they are recorded at login, in the store, while this is set).
+	// Default: none (front-channel logout off; path_prefix does not turn
+	// it on).
 	FrontchannelLogoutPath string `json:"frontchannel_logout_path,omitempty"`
 
 	// The secret from which the cookie encryption key is derived: at least
@@ -426,7 +429,6 @@ func (m *OIDCAuth) checkConfig() error {
 		{&m.LoginPath, defaultLoginPath},
 		{&m.LogoutPath, defaultLogoutPath},
 		{&m.BackchannelLogoutPath, defaultBackchannelLogoutPath},
-		{&m.FrontchannelLogoutPath, defaultFrontchannelLogoutPath},
 		{&m.SessionInfoPath, defaultSessionInfoPath},
 		{&m.InitiateLoginPath, defaultInitiateLoginPath},
 		{&m.WebhookPath, defaultWebhookPath},
@@ -456,6 +458,9 @@ func (m *OIDCAuth) checkConfig() error {
 	seen := map[string]string{}
 	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path"} {
 		p := paths[field]
+		if p == "" && field == "frontchannel_logout_path" {
+			continue // off
+		}
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("%s: must be a path starting with '/', got %q", field, p)
 		}

@@ -178,7 +178,7 @@ func TestCheckConfigDefaults(t *testing.T) {
 		{"login_path", m.LoginPath, "/auth/login"},
 		{"logout_path", m.LogoutPath, "/auth/logout"},
 		{"backchannel_logout_path", m.BackchannelLogoutPath, "/auth/backchannel-logout"},
-		{"frontchannel_logout_path", m.FrontchannelLogoutPath, "/auth/frontchannel-logout"},
+		{"frontchannel_logout_path", m.FrontchannelLogoutPath, ""}, // off
 		{"session_info_path", m.SessionInfoPath, "/auth/session"},
 	} {
 		if c.got != c.want {

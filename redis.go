@@ -27,7 +27,8 @@ const (
 // every Caddy instance that uses the same Redis database. Keys live under
 // oidc_auth:<app>: and expire when nothing they describe can be alive.
 // Refresh outcomes hold tokens and are stored sealed with the app's
-// cookie key, so Redis never sees a token in clear.
+// cookie key, bound to their key and user, so Redis never sees a token in
+// clear and cannot hand one user's tokens to another.
 type redisBackend struct {
 	client *redis.Client
 	prefix string
@@ -127,6 +128,19 @@ func (b *redisBackend) releaseOnce(ctx context.Context, key string) {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
 	b.client.Del(ctx, b.prefix+"once:"+hashKey(key))
+}
+
+func (b *redisBackend) recordSID(ctx context.Context, sid string, until time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	return b.client.Set(ctx, b.prefix+"sid:"+hashKey(sid), 1, time.Until(until)).Err()
+}
+
+func (b *redisBackend) knownSID(ctx context.Context, sid string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	n, err := b.client.Exists(ctx, b.prefix+"sid:"+hashKey(sid)).Result()
+	return n > 0, err
 }
 
 // watch applies revocations announced by other instances, and reloads
@@ -243,11 +257,11 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 			return m.refresh(ctx, refreshToken, sub)
 		}
 		if sealed != "" {
-			if out := m.openOutcome(sealed); out != nil {
+			if out := m.openOutcome(sealed, key, sub); out != nil {
 				if out.Refused != "" {
 					return nil, &refreshFailed{errors.New(out.Refused)}
 				}
-				if out.Tokens != nil && time.Now().Before(refreshTime(time.Now(), out.Tokens.Expiry)) {
+				if out.Tokens != nil && out.Tokens.Subject == sub && time.Now().Before(refreshTime(time.Now(), out.Tokens.Expiry)) {
 					return out.Tokens, nil
 				}
 				if out.Next != "" {
@@ -276,7 +290,7 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 			}
 			if out.Tokens != nil || out.Refused != "" || out.Next != "" {
 				if raw, merr := json.Marshal(out); merr == nil {
-					if serr := b.storeRefreshOutcome(ctx, key, m.cookies.seal(purposeRefresh, raw), ttl); serr != nil {
+					if serr := b.storeRefreshOutcome(ctx, key, m.cookies.seal(m.outcomePurpose(key, sub), raw), ttl); serr != nil {
 						m.logger.Warn("cannot share refresh outcome", zap.Error(serr))
 					}
 				}
@@ -293,8 +307,20 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 	return nil, fmt.Errorf("%w: timed out waiting for another instance's refresh", errIdPUnavailable)
 }
 
-func (m *OIDCAuth) openOutcome(sealed string) *sharedOutcome {
-	raw, err := m.cookies.open(purposeRefresh, sealed)
+// outcomePurpose binds a sealed refresh outcome to the Redis key it is
+// stored under (the refresh token's hash), the session's user and this
+// client: whoever can write to Redis can move an outcome to another key,
+// but it then no longer opens, so one user's tokens never become
+// another's session.
+func (m *OIDCAuth) outcomePurpose(key, sub string) string {
+	return purposeRefresh + "\x00" + key + "\x00" + sub + "\x00" + m.ClientID
+}
+
+// openOutcome opens a refresh outcome kept under key for a session of
+// sub; nil when it was sealed for another key, user or client, or
+// tampered with.
+func (m *OIDCAuth) openOutcome(sealed, key, sub string) *sharedOutcome {
+	raw, err := m.cookies.open(m.outcomePurpose(key, sub), sealed)
 	if err != nil {
 		return nil
 	}

@@ -56,6 +56,12 @@ type backend interface {
 	// releaseOnce forgets a claimed value whose action did not complete
 	// (a logout that could not be recorded), so a retry is not a replay.
 	releaseOnce(ctx context.Context, key string)
+	// recordSID remembers the IdP session ID of a session issued here,
+	// until the given time, so front-channel logouts can be limited to
+	// sessions of this deployment.
+	recordSID(ctx context.Context, sid string, until time.Time) error
+	// knownSID reports whether sid was recorded and is still kept.
+	knownSID(ctx context.Context, sid string) (bool, error)
 	// watch calls apply for revocations made by other instances, until
 	// close. A backend without other instances returns at once.
 	watch(apply func(revocation))
@@ -146,6 +152,14 @@ func (a *appState) revoked(s *session) bool {
 		return true
 	}
 	return false
+}
+
+// sidRevoked reports whether every session of an IdP session is revoked.
+func (a *appState) sidRevoked(sid string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	_, ok := a.sids[sid]
+	return ok
 }
 
 // revoke records a revocation durably, then enforces it here. The error
@@ -265,13 +279,20 @@ func hashKey(s string) string {
 type storageBackend struct {
 	storage certmagic.Storage
 	prefix  string
+	now     func() time.Time
 
-	mu   sync.Mutex
-	once map[string]int64 // single-use values -> keep until
+	once *expiringSet // single-use values
+	sids *expiringSet // IdP session IDs of sessions issued here
 }
 
 func newStorageBackend(storage certmagic.Storage, app string) *storageBackend {
-	return &storageBackend{storage: storage, prefix: path.Join("oidc_auth", "revocations", app), once: map[string]int64{}}
+	return &storageBackend{
+		storage: storage,
+		prefix:  path.Join("oidc_auth", "revocations", app),
+		now:     time.Now,
+		once:    newExpiringSet(maxSingleUse),
+		sids:    newExpiringSet(maxKnownSIDs),
+	}
 }
 
 func (b *storageBackend) load(ctx context.Context) ([]revocation, error) {
@@ -308,31 +329,147 @@ func (b *storageBackend) save(ctx context.Context, rev revocation) error {
 }
 
 func (b *storageBackend) claimOnce(_ context.Context, key string, until time.Time) (bool, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now().Unix()
-	if exp, ok := b.once[key]; ok && exp >= now {
-		return false, nil
-	}
-	if len(b.once) > 10_000 {
-		for k, exp := range b.once {
-			if exp < now {
-				delete(b.once, k)
-			}
-		}
-	}
-	b.once[key] = until.Unix()
-	return true, nil
+	return b.once.add(key, until.Unix(), b.now().Unix()), nil
 }
 
 func (b *storageBackend) releaseOnce(_ context.Context, key string) {
-	b.mu.Lock()
-	delete(b.once, key)
-	b.mu.Unlock()
+	b.once.remove(key)
+}
+
+// The sids of this instance's sessions are kept in memory only: after a
+// restart, front-channel logouts of older sessions are ignored (the
+// back-channel logout, which names the sid in a signed token, still
+// ends them).
+func (b *storageBackend) recordSID(_ context.Context, sid string, until time.Time) error {
+	b.sids.add(sid, until.Unix(), b.now().Unix())
+	return nil
+}
+
+func (b *storageBackend) knownSID(_ context.Context, sid string) (bool, error) {
+	return b.sids.has(sid, b.now().Unix()), nil
 }
 
 func (b *storageBackend) watch(func(revocation)) {}
 func (b *storageBackend) close() error           { return nil }
+
+// Bounds of the in-memory sets of the embedded store. At the cap the
+// oldest entries give way: a flood of logins cannot exhaust memory, at the
+// price of forgetting the oldest records first.
+const (
+	maxSingleUse = 100_000 // used login states, logout jtis, webhook ids
+	maxKnownSIDs = 100_000 // sids of sessions issued here
+	setBucketSec = 10      // width of an expiringSet's time bucket
+)
+
+// expiringSet is a bounded set of keys, each kept until its own time. Keys
+// are queued in buckets by the time they were added: ageing drops whole
+// buckets whose keys have all expired, and at the cap the oldest keys go
+// first, so no operation scans the set.
+type expiringSet struct {
+	mu      sync.Mutex
+	max     int
+	entries map[string]setEntry
+	buckets []*setBucket // oldest first
+	queued  int          // keys in buckets, including removed ones
+	nextID  uint64
+}
+
+type setEntry struct {
+	until  int64 // unix seconds
+	bucket uint64
+}
+
+type setBucket struct {
+	id    uint64
+	start int64 // when its first key was added
+	until int64 // when its last key expires
+	keys  []string
+}
+
+func newExpiringSet(max int) *expiringSet {
+	return &expiringSet{max: max, entries: map[string]setEntry{}}
+}
+
+// add records key until the given time; false if it is already there.
+func (s *expiringSet) add(key string, until, now int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ageLocked(now)
+	if e, ok := s.entries[key]; ok && e.until >= now {
+		return false
+	}
+	for s.queued >= s.max {
+		s.dropOldestLocked()
+	}
+	var b *setBucket
+	if n := len(s.buckets); n > 0 && now < s.buckets[n-1].start+setBucketSec {
+		b = s.buckets[n-1]
+	} else {
+		s.nextID++
+		b = &setBucket{id: s.nextID, start: now}
+		s.buckets = append(s.buckets, b)
+	}
+	b.keys = append(b.keys, key)
+	b.until = max(b.until, until)
+	s.queued++
+	s.entries[key] = setEntry{until: until, bucket: b.id}
+	return true
+}
+
+// has reports whether key is in the set and not expired.
+func (s *expiringSet) has(key string, now int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ageLocked(now)
+	e, ok := s.entries[key]
+	return ok && e.until >= now
+}
+
+// remove forgets key; its place in its bucket goes when the bucket does.
+func (s *expiringSet) remove(key string) {
+	s.mu.Lock()
+	delete(s.entries, key)
+	s.mu.Unlock()
+}
+
+func (s *expiringSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+// ageLocked drops the buckets whose keys have all expired.
+func (s *expiringSet) ageLocked(now int64) {
+	for len(s.buckets) > 0 && s.buckets[0].until < now {
+		b := s.buckets[0]
+		for _, k := range b.keys {
+			s.forgetLocked(k, b.id)
+		}
+		s.queued -= len(b.keys)
+		s.buckets[0] = nil
+		s.buckets = s.buckets[1:]
+	}
+}
+
+// dropOldestLocked forgets the key added first.
+func (s *expiringSet) dropOldestLocked() {
+	b := s.buckets[0]
+	s.forgetLocked(b.keys[0], b.id)
+	b.keys[0] = ""
+	b.keys = b.keys[1:]
+	s.queued--
+	if len(b.keys) == 0 {
+		s.buckets[0] = nil
+		s.buckets = s.buckets[1:]
+	}
+}
+
+// forgetLocked deletes key unless it was added again in a later bucket.
+func (s *expiringSet) forgetLocked(key string, bucket uint64) {
+	if e, ok := s.entries[key]; ok && e.bucket == bucket {
+		delete(s.entries, key)
+	}
+}
 
 const secretStorageKey = "oidc_auth/cookie_secret"
 

@@ -75,16 +75,19 @@ type provider struct {
 	backoff time.Duration
 	lastErr error
 	keys    *keySet
+
+	revocationSlots chan struct{} // token revocations under way
 }
 
 func newProvider(issuer string, overrides endpoints) *provider {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &provider{
-		issuer:    issuer,
-		overrides: overrides,
-		now:       time.Now,
-		ctx:       ctx,
-		cancel:    cancel,
+		issuer:          issuer,
+		overrides:       overrides,
+		now:             time.Now,
+		ctx:             ctx,
+		cancel:          cancel,
+		revocationSlots: make(chan struct{}, maxRevocationCalls),
 		client: &http.Client{
 			Timeout:   idpTimeout,
 			Transport: limitedTransport{http.DefaultTransport},
@@ -299,6 +302,10 @@ func (m *OIDCAuth) checkIssuedAtClaim(claims map[string]any) error {
 type verifiedToken struct {
 	expiry int64          // unix seconds
 	claims map[string]any // access token claims; nil for opaque tokens
+	// sub is the user the token was verified for: its own sub claim, or
+	// the session's user when the token has none (or is opaque). Every
+	// cache hit checks it, so a token never serves another user's session.
+	sub string
 
 	// forClient: the audience holds the client ID, so every handler of the
 	// client accepts the token without looking at its audience again.
@@ -310,6 +317,9 @@ type verifiedToken struct {
 
 	once sync.Once
 	id   *identity
+	// The session the cached identity was built from.
+	idSub, idSID string
+	idClaims     []byte
 }
 
 type verifiedCache struct {
@@ -361,6 +371,9 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		if v.expiry <= now.Unix() {
 			return nil, errors.New("access token expired")
 		}
+		if v.sub != s.Subject {
+			return nil, errors.New("access token: verified for another user than the session's")
+		}
 		// The cache is shared by every handler of this client; one that
 		// accepts other audiences may have put the token there.
 		if !v.forClient && !m.audienceOK(claimStrings(v.claims["aud"]), nil) {
@@ -374,7 +387,7 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		}
 		// Nothing to check locally: the token came from the token
 		// endpoint, inside the session's sealed cookie.
-		v := &verifiedToken{expiry: s.Expiry, forClient: true, keyGen: gen}
+		v := &verifiedToken{expiry: s.Expiry, forClient: true, keyGen: gen, sub: s.Subject}
 		m.app.verified.put(s.AccessToken, v, now.Unix())
 		return v, nil
 	}
@@ -400,7 +413,7 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 	if sub, _ := claims["sub"].(string); sub != "" && sub != s.Subject {
 		return nil, errors.New("access token: sub differs from the session's user")
 	}
-	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, forClient: containsString(tok.Audience, m.ClientID), keyGen: gen}
+	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, forClient: containsString(tok.Audience, m.ClientID), keyGen: gen, sub: s.Subject}
 	m.app.verified.put(s.AccessToken, v, now.Unix())
 	return v, nil
 }

@@ -1,0 +1,120 @@
+package oidcauth
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// startTestRedis runs a redis-server on a free loopback port for one test
+// and returns its URL. scripts/setup.sh installs redis-server.
+func startTestRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed (scripts/setup.sh installs it)")
+	}
+	addr := freeLoopbackAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	url := "redis://" + addr + "/0"
+	opts, _ := redis.ParseURL(url)
+	c := redis.NewClient(opts)
+	defer c.Close()
+	for i := 0; ; i++ {
+		if c.Ping(context.Background()).Err() == nil {
+			return url
+		}
+		if i == 200 {
+			t.Fatalf("redis-server on %s did not answer", addr)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestAttackRedisOutcomeSwap: someone who can write to Redis copies the
+// refresh outcome of Alice's session to the key of Mallory's refresh
+// token, then Mallory's session refreshes. Mallory must stay Mallory:
+// the copied outcome does not open under another key and user, and the
+// verified-token cache does not lend Alice's identity to another session.
+func TestAttackRedisOutcomeSwap(t *testing.T) {
+	t.Parallel()
+	store := startTestRedis(t)
+	e := newITEnv(t, func(h *OIDCAuth) { h.Store = store })
+	e.op.set(func(s *opScript) { s.accessTTL = time.Minute })
+
+	e.op.setUser("alice", "alice@example.com", "sid-alice")
+	alice := e.browser()
+	alice.mustLogin("/private")
+	e.op.setUser("mallory", "mallory@example.com", "sid-mallory")
+	mallory := e.browser()
+	mallory.mustLogin("/private")
+	malloryRT := e.op.lastRefreshToken
+	if res := mallory.get("/private", api); res.user != "mallory" {
+		t.Fatalf("Mallory before the attack: user %q (status %d)", res.user, res.StatusCode)
+	}
+
+	// Alice's access token is due: her refresh puts its outcome in Redis.
+	e.clock.Advance(61 * time.Second)
+	if res := alice.get("/private", api); res.user != "alice" {
+		t.Fatalf("Alice after her refresh: user %q (status %d)", res.user, res.StatusCode)
+	}
+	opts, _ := redis.ParseURL(store)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "oidc_auth:*:refreshed:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("refresh outcomes in Redis: %v (%v), want Alice's only", keys, err)
+	}
+	aliceOutcome, err := rdb.Get(ctx, keys[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	malloryKey := fmt.Sprintf("oidc_auth:%s:refreshed:%s", e.h.app.id, hashKey(malloryRT))
+	if err := rdb.Set(ctx, malloryKey, aliceOutcome, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	res := mallory.get("/private", api)
+	if res.user == "alice" || res.email == "alice@example.com" || res.sid == "sid-alice" {
+		t.Fatalf("Mallory's session was served as Alice (status %d, user %q, email %q, sid %q)", res.StatusCode, res.user, res.email, res.sid)
+	}
+	expectServed(t, res, "Mallory's own refresh after the swap")
+	if res.user != "mallory" {
+		t.Fatalf("Mallory's session: user %q, want mallory", res.user)
+	}
+	if n := e.op.grants("refresh_token"); n != 2 {
+		t.Errorf("refresh grants: %d, want 2 (Alice's and Mallory's own)", n)
+	}
+}
+
+// TestRefreshOutcomeBound: a sealed outcome opens only under the key and
+// user it was sealed for.
+func TestRefreshOutcomeBound(t *testing.T) {
+	m := newUnitHandler(t, nil)
+	sealed := m.cookies.seal(m.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
+	if m.openOutcome(sealed, "key-a", "alice") == nil {
+		t.Fatal("outcome does not open under its own key and user")
+	}
+	for _, c := range [][2]string{{"key-m", "alice"}, {"key-a", "mallory"}, {"key-m", "mallory"}} {
+		if m.openOutcome(sealed, c[0], c[1]) != nil {
+			t.Errorf("outcome sealed for key-a/alice opens under %s/%s", c[0], c[1])
+		}
+	}
+	if m.openOutcome(m.cookies.seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
+		t.Error("an outcome sealed with the bare purpose opens")
+	}
+}
