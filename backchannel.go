@@ -117,7 +117,7 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 		SkipExpiryCheck:      true, // exp is optional in logout tokens; checked below
 		Now:                  m.now,
 	})
-	tok, err := v.Verify(oidc.ClientContext(r.Context(), m.provider.client), raw)
+	tok, err := verifyToken(r.Context(), m.provider.client, v, raw)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
 )
 
@@ -90,7 +89,7 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 		return nil, "", err
 	}
 	// The audience is checked below, against several accepted ones.
-	tok, err := m.accessVerifier(meta, m.provider.keys.untrusted()).Verify(oidc.ClientContext(ctx, m.provider.client), raw)
+	tok, err := verifyToken(ctx, m.provider.client, m.accessVerifier(meta, m.provider.keys.untrusted()), raw)
 	if err != nil {
 		return nil, "", err
 	}

@@ -236,7 +236,7 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 		if m.app.shared != nil {
 			return m.refreshAcrossInstances(ctx, old, s.Subject)
 		}
-		return m.refresh(ctx, old, s.Subject)
+		return m.refreshOnThisInstance(ctx, old, s.Subject)
 	})
 	if err == nil && ts.Subject != s.Subject {
 		// Never another user's tokens for this session, wherever they came from.

@@ -265,6 +265,8 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 		Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint,
 		JWKS: m.JWKSURI, EndSession: m.EndSessionEndpoint,
 	})
+	// Not pooled: stop its key set's refresher when the check is done.
+	defer m.provider.Destruct() //nolint:errcheck
 	meta, err := m.provider.metadata(ctx, time.Now())
 	if err != nil {
 		add(false, "discovery: %v", err)

@@ -200,6 +200,7 @@ type opScript struct {
 	noRefreshOnRefresh bool
 	noRefreshToken     bool // no refresh token at all, even at login
 	allowCodeReuse     bool // accept an authorization code twice
+	jwksStatus         int  // when set, the JWKS endpoint fails with this status
 	atHash             string
 	// tokenType is the token_type of token responses: "" is "Bearer",
 	// "-" leaves it out; tokenTypeOnRefresh, if set, is used for refreshes.
@@ -372,6 +373,11 @@ func (op *fakeOP) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 func (op *fakeOP) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	op.jwksFetches.Add(1)
 	op.mu.Lock()
+	if st := op.script.jwksStatus; st != 0 {
+		op.mu.Unlock()
+		http.Error(w, "unavailable", st)
+		return
+	}
 	var set jose.JSONWebKeySet
 	for _, k := range op.published {
 		set.Keys = append(set.Keys, k.public())

@@ -94,7 +94,7 @@ func (m *OIDCAuth) verifyInitiation(r *http.Request, raw string) (map[string]any
 		SupportedSigningAlgs: meta.algs,
 		Now:                  m.now,
 	})
-	tok, err := v.Verify(oidc.ClientContext(r.Context(), m.provider.client), raw)
+	tok, err := verifyToken(r.Context(), m.provider.client, v, raw)
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,9 @@ import (
 //     which only this module writes) names a kid the set lacks or no key
 //     verifies it. Such a refetch has no cooldown; concurrent ones share
 //     one fetch, and each distinct kid may start at most one fetch per
-//     jwksKidInterval, so a flood of odd tokens cannot hammer the IdP;
+//     jwksKidInterval, so a flood of odd tokens cannot hammer the IdP. A
+//     fetch that fails does not use up its kid's allowance: the next
+//     trusted refetch may start jwksFailRetry after the failure;
 //   - refetched for a token anyone can send (bearer tokens, logout tokens,
 //     idp_initiated_login JWTs) only when no fetch started within
 //     jwksCooldown. That limit is never waited out, and the trusted rule
@@ -36,7 +38,9 @@ import (
 //     with backoff.
 //
 // No request ever sleeps: it verifies with the keys at hand, or waits for
-// one fetch (bounded by idpTimeout) that its own token needs.
+// one fetch (bounded by idpTimeout) that its own token needs. When the
+// keys cannot be fetched, a token they cannot check is neither accepted
+// nor refused: the error wraps errIdPUnavailable (see verifyToken).
 const (
 	jwksCooldown      = 10 * time.Second
 	jwksKidInterval   = 10 * time.Second
@@ -46,6 +50,8 @@ const (
 	jwksMaxMaxAge     = 24 * time.Hour
 	jwksRetryMin      = 10 * time.Second
 	jwksRetryMax      = 5 * time.Minute
+	// No trusted refetch starts sooner than this after a failed fetch.
+	jwksFailRetry = time.Second
 	// The refresher reads the clock at least this often, so a clock that
 	// jumps (a suspended machine) does not leave the set stale for long.
 	jwksWake     = time.Minute
@@ -81,13 +87,20 @@ type keySet struct {
 	last      *jwksCall // the last finished fetch
 	started   uint64    // fetches started so far; each call's seq
 	lastStart time.Time
-	kidTried  map[string]time.Time // trusted refetches by kid
-	expires   time.Time            // due for a max-age refresh; zero before the first fetch
-	retry     time.Duration        // backoff of failed refreshes
-	ok        bool                 // a fetch has succeeded
-	running   bool                 // the refresher goroutine was started
+	kidTried  map[string]kidMark // trusted refetches by kid
+	failed    time.Time          // when the last fetch failed; zero after a success
+	expires   time.Time          // due for a max-age refresh; zero before the first fetch
+	retry     time.Duration      // backoff of failed refreshes
+	ok        bool               // a fetch has succeeded
+	running   bool               // the refresher goroutine was started
 	kick      chan struct{}
 	done      chan struct{} // closed when the refresher has stopped
+}
+
+// kidMark is a trusted refetch charged to a kid: when, and which fetch.
+type kidMark struct {
+	at  time.Time
+	seq uint64
 }
 
 type jwksCall struct {
@@ -102,7 +115,7 @@ func newKeySet(ctx context.Context, url string, client *http.Client, algs []stri
 	}
 	return &keySet{
 		url: url, client: client, algs: algs, now: now, ctx: ctx, tracker: tracker,
-		kidTried: map[string]time.Time{},
+		kidTried: map[string]kidMark{},
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
@@ -149,12 +162,20 @@ func (c channelKeys) VerifySignature(ctx context.Context, raw string) ([]byte, e
 		allow := func(now time.Time) bool { return k.mayStart(now, hdr.KeyID, found, c.trusted) }
 		fetched, ferr := k.await(ctx, seq, fetchUnknownKid, allow)
 		switch {
+		case ferr != nil:
+			return nil, keysUnavailable(ctx, ferr)
 		case !fetched && found:
 			return nil, verr
 		case !fetched:
+			// The keys at hand lack the kid; if the last fetch failed,
+			// the IdP's keys are unknown, not the kid.
+			k.fmu.Lock()
+			last := k.last
+			k.fmu.Unlock()
+			if last != nil && last.err != nil {
+				return nil, keysUnavailable(ctx, last.err)
+			}
 			return nil, fmt.Errorf("%s %q", unknownKeyMsg, hdr.KeyID)
-		case ferr != nil:
-			return nil, ferr
 		}
 	}
 }
@@ -171,12 +192,15 @@ func (k *keySet) mayStart(now time.Time, kid string, found, trusted bool) bool {
 		// news from the IdP.
 		return !found && cooled
 	}
-	if t, ok := k.kidTried[kid]; ok && now.Sub(t) < jwksKidInterval {
+	if !k.failed.IsZero() && now.Sub(k.failed) < jwksFailRetry {
+		return false // the IdP failed a moment ago: do not hammer it
+	}
+	if t, ok := k.kidTried[kid]; ok && now.Sub(t.at) < jwksKidInterval {
 		return false
 	}
 	if len(k.kidTried) >= jwksMaxKids {
 		for id, t := range k.kidTried {
-			if now.Sub(t) >= jwksKidInterval {
+			if now.Sub(t.at) >= jwksKidInterval {
 				delete(k.kidTried, id)
 			}
 		}
@@ -184,7 +208,7 @@ func (k *keySet) mayStart(now time.Time, kid string, found, trusted bool) bool {
 	if len(k.kidTried) >= jwksMaxKids && !cooled {
 		return false // many odd kids at once: back to the untrusted rule
 	}
-	k.kidTried[kid] = now
+	k.kidTried[kid] = kidMark{at: now, seq: k.started + 1} // the fetch start makes next
 	return true
 }
 
@@ -198,7 +222,7 @@ func (k *keySet) await(ctx context.Context, seq uint64, reason string, allow fun
 	if call == nil {
 		if k.last != nil && k.last.seq > seq {
 			k.fmu.Unlock()
-			return false, nil
+			return false, k.last.err
 		}
 		now := k.now()
 		if !allow(now) {
@@ -259,6 +283,18 @@ func (k *keySet) run(call *jwksCall, reason string) {
 		k.mu.Unlock()
 	}
 	k.fmu.Lock()
+	if err == nil {
+		k.failed = time.Time{}
+	} else {
+		k.failed = now
+		// Not an answer from the IdP: the kid that started this fetch
+		// may try again after jwksFailRetry.
+		for id, t := range k.kidTried {
+			if t.seq == call.seq {
+				delete(k.kidTried, id)
+			}
+		}
+	}
 	switch {
 	case err == nil:
 		k.expires, k.retry, k.ok = now.Add(maxAge), 0, true
@@ -459,6 +495,38 @@ func jwksMaxAge(h http.Header) time.Duration {
 		}
 	}
 	return jwksDefaultMaxAge
+}
+
+// keyErrKey is the context key under which verifyToken asks the key set
+// to record why it could not check a signature when the IdP's keys were
+// out of reach: go-oidc passes key set errors on as text only, which
+// would lose the errIdPUnavailable marker and turn an IdP outage into a
+// refused token (and a session ended for nothing).
+type keyErrKey struct{}
+
+// keysUnavailable marks err (a failed fetch, or the caller's context
+// ending while it waited for one) as the IdP being unavailable, and
+// records it for verifyToken.
+func keysUnavailable(ctx context.Context, err error) error {
+	if !errors.Is(err, errIdPUnavailable) {
+		err = fmt.Errorf("%w: waiting for the JWKS: %v", errIdPUnavailable, err)
+	}
+	if p, ok := ctx.Value(keyErrKey{}).(*error); ok {
+		*p = err
+	}
+	return err
+}
+
+// verifyToken is v.Verify, except that a token the key set could not
+// check because the IdP's keys were out of reach fails with an error that
+// wraps errIdPUnavailable, so callers answer "unavailable", not "refused".
+func verifyToken(ctx context.Context, client *http.Client, v *oidc.IDTokenVerifier, raw string) (*oidc.IDToken, error) {
+	var keyErr error
+	tok, err := v.Verify(context.WithValue(oidc.ClientContext(ctx, client), keyErrKey{}, &keyErr), raw)
+	if err != nil && keyErr != nil {
+		return nil, keyErr
+	}
+	return tok, err
 }
 
 // unknownKeyMsg starts the error for a kid the JWKS lacks (after a refetch,

@@ -1,8 +1,10 @@
 package oidcauth
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -354,4 +356,120 @@ func TestKeyRotationKidAbsent(t *testing.T) {
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", nav), "tokens without a kid after a rotation, two keys")
 	e.expectJWKSFetches(2, "a rotation to another key without a kid")
+}
+
+// expectSessionKept fails if the response expires the session cookie.
+func (e *itEnv) expectSessionKept(res *itResult, what string) {
+	e.t.Helper()
+	for _, c := range res.Cookies() {
+		if strings.HasPrefix(c.Name, e.sessionCookieName()) && (c.MaxAge < 0 || c.Value == "") {
+			e.t.Fatalf("%s: response expires cookie %s", what, c.Name)
+		}
+	}
+}
+
+// TestKeyRotationRefreshWhileJWKSDown: a refresh brings tokens of a new key
+// while the IdP's JWKS endpoint fails. The session is not ended: the request
+// gets the "IdP unavailable" answer (page or JSON) and keeps its cookie, and
+// once the JWKS is back the session goes on. Refresh tokens rotate, so the
+// retry must use the refresh token of the answer that could not be checked:
+// kept in memory on one instance, in Redis with a shared store.
+func TestKeyRotationRefreshWhileJWKSDown(t *testing.T) {
+	t.Parallel()
+	t.Run("one instance", func(t *testing.T) {
+		t.Parallel()
+		refreshWhileJWKSDown(t)
+	})
+	t.Run("redis store", func(t *testing.T) {
+		t.Parallel()
+		url := startTestRedis(t)
+		refreshWhileJWKSDown(t, func(h *OIDCAuth) { h.Store = url })
+	})
+}
+
+func refreshWhileJWKSDown(t *testing.T, configure ...func(*OIDCAuth)) {
+	e := newITEnv(t, configure...)
+	e.op.set(func(s *opScript) { s.accessTTL = 4 * time.Second })
+	b := e.browser()
+	b.mustLogin("/private")
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.op.set(func(s *opScript) { s.jwksStatus = http.StatusServiceUnavailable })
+
+	e.clock.Advance(5 * time.Second) // the access token has expired
+	res := b.get("/private", nav)
+	if res.reachedNext || res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("navigation while the JWKS is down: status %d (next reached: %v), want 503; location %q", res.StatusCode, res.reachedNext, res.location())
+	}
+	e.expectSessionKept(res, "navigation while the JWKS is down")
+	res = b.get("/private", api)
+	if res.reachedNext || res.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("API call while the JWKS is down: status %d, Content-Type %q, want 503 JSON", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	e.expectSessionKept(res, "API call while the JWKS is down")
+	if n := e.op.grants("refresh_token"); n < 1 {
+		t.Fatalf("refresh grants: %d, want the refresh to have reached the token endpoint", n)
+	}
+
+	e.op.set(func(s *opScript) { s.jwksStatus = 0 })
+	e.clock.Advance(jwksFailRetry)
+	expectServed(t, b.get("/private", nav), "session once the JWKS is back")
+	expectServed(t, b.get("/private", nav), "session after the refreshed cookie was written")
+}
+
+// TestJWKSFailedFetchRetriedSoon: a trusted refetch whose fetch fails
+// (the JWKS endpoint briefly down) answers "IdP unavailable" rather than
+// refusing the login, costs one fetch however many logins bring the kid,
+// and does not hold the kid back for jwksKidInterval: a login one
+// jwksFailRetry after the JWKS is back works.
+func TestJWKSFailedFetchRetriedSoon(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	e.browser().mustLogin("/private")
+	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.op.set(func(s *opScript) { s.jwksStatus = http.StatusInternalServerError })
+
+	for i, st := range e.loginAll(20, "/private") {
+		if st != http.StatusBadGateway {
+			t.Errorf("login %d while the JWKS is down: status %d, want 502", i, st)
+		}
+	}
+	e.expectJWKSFetches(2, "20 logins with a new kid while the JWKS is down")
+	for i, st := range e.loginAll(5, "/private") {
+		if st != http.StatusBadGateway {
+			t.Errorf("login %d right after the failed fetch: status %d, want 502", i, st)
+		}
+	}
+	e.expectJWKSFetches(2, "logins within jwksFailRetry of the failed fetch")
+
+	e.op.set(func(s *opScript) { s.jwksStatus = 0 })
+	e.clock.Advance(jwksFailRetry)
+	b := e.browser()
+	b.mustLogin("/private")
+	expectServed(t, b.get("/private", nav), "session after the JWKS is back")
+	e.expectJWKSFetches(3, "one retry after the JWKS is back")
+}
+
+// TestSelfCheckStopsRefresher: `caddy oidc-auth check` makes a provider of
+// its own, outside the pool; its key set's refresher ends with the check.
+func TestSelfCheckStopsRefresher(t *testing.T) {
+	t.Parallel()
+	op := newFakeOP(t, newITClock())
+	m := &OIDCAuth{Issuer: op.issuer, ClientID: op.clientID, ClientSecret: op.clientSecret, CookieSecret: itCookieSecret}
+	for _, line := range m.selfCheck(context.Background()) {
+		if !line.ok {
+			t.Fatalf("check: %s", line)
+		}
+	}
+	keys := m.provider.keys
+	keys.fmu.Lock()
+	running := keys.running
+	keys.fmu.Unlock()
+	if !running {
+		t.Fatal("the check fetched the JWKS without starting the key set's refresher")
+	}
+	select {
+	case <-keys.done:
+	default:
+		t.Fatal("the key set's refresher outlived the check")
+	}
 }

@@ -225,16 +225,19 @@ func (b *redisBackend) refreshOutcome(ctx context.Context, key string) (string, 
 	return v, err
 }
 
-func (b *redisBackend) storeRefreshOutcome(ctx context.Context, key, sealed string) error {
+func (b *redisBackend) storeRefreshOutcome(ctx context.Context, key, sealed string, ttl time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	return b.client.Set(ctx, b.prefix+"refreshed:"+key, sealed, refreshGrace).Err()
+	return b.client.Set(ctx, b.prefix+"refreshed:"+key, sealed, ttl).Err()
 }
 
 // sharedOutcome is a refresh outcome as kept in Redis, sealed.
 type sharedOutcome struct {
 	Tokens  *tokenSet `json:"t,omitempty"`
 	Refused string    `json:"r,omitempty"`
+	// Next is the refresh token of an unverifiedRefresh: the next try
+	// refreshes with it.
+	Next string `json:"n,omitempty"`
 }
 
 // refreshAcrossInstances makes one refresh per refresh token in the whole
@@ -247,6 +250,7 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 	key := hashKey(refreshToken)
 	deadline := time.Now().Add(refreshLockTTL)
 	for time.Now().Before(deadline) {
+		use := refreshToken
 		sealed, err := b.refreshOutcome(ctx, key)
 		if err != nil {
 			m.logger.Warn("store unreachable; refreshing without cluster coordination", zap.Error(err))
@@ -260,26 +264,33 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 				if out.Tokens != nil && out.Tokens.Subject == sub && time.Now().Before(refreshTime(time.Now(), out.Tokens.Expiry)) {
 					return out.Tokens, nil
 				}
+				if out.Next != "" {
+					use = out.Next
+				}
 			}
 		}
 		locked, err := b.lockRefresh(ctx, key)
 		if err != nil {
 			m.logger.Warn("store unreachable; refreshing without cluster coordination", zap.Error(err))
-			return m.refresh(ctx, refreshToken, sub)
+			return m.refresh(ctx, use, sub)
 		}
 		if locked {
-			ts, err := m.refresh(ctx, refreshToken, sub)
+			ts, err := m.refresh(ctx, use, sub)
 			var out sharedOutcome
 			var refused *refreshFailed
+			var unverified *unverifiedRefresh
+			ttl := refreshGrace
 			switch {
 			case err == nil:
 				out.Tokens = ts
 			case errors.As(err, &refused):
 				out.Refused = refused.err.Error()
+			case errors.As(err, &unverified):
+				out.Next, ttl = unverified.next, m.sessionLifetime
 			}
-			if out.Tokens != nil || out.Refused != "" {
+			if out.Tokens != nil || out.Refused != "" || out.Next != "" {
 				if raw, merr := json.Marshal(out); merr == nil {
-					if serr := b.storeRefreshOutcome(ctx, key, m.cookies.seal(m.outcomePurpose(key, sub), raw)); serr != nil {
+					if serr := b.storeRefreshOutcome(ctx, key, m.cookies.seal(m.outcomePurpose(key, sub), raw), ttl); serr != nil {
 						m.logger.Warn("cannot share refresh outcome", zap.Error(serr))
 					}
 				}

@@ -85,6 +85,7 @@ type appState struct {
 	refreshMu sync.Mutex
 	refreshes map[string]*refreshCall
 	lastSweep time.Time
+	next      nextRefresh // refresh tokens of answers not yet verified
 }
 
 // subRevocation ends every session of a user that began before at.

@@ -77,8 +77,8 @@ type provider struct {
 	keys    *keySet
 
 	revocationSlots chan struct{} // token revocations under way
-	tracker *idpTracker // outcome of the latest calls, for health
-	prober  *prober     // set for pooled providers only
+	tracker         *idpTracker   // outcome of the latest calls, for health
+	prober          *prober       // set for pooled providers only
 }
 
 func newProvider(issuer string, overrides endpoints) *provider {
@@ -262,7 +262,7 @@ type idClaims struct {
 // with the provider's keys and pinned algorithms, iss, aud, exp (go-oidc),
 // then iat and sub present, azp, and the nonce when one is expected.
 func (m *OIDCAuth) verifyIDToken(ctx context.Context, meta *metadata, raw, nonce string) (*oidc.IDToken, *idClaims, error) {
-	tok, err := m.verifier(meta).Verify(oidc.ClientContext(ctx, m.provider.client), raw)
+	tok, err := verifyToken(ctx, m.provider.client, m.verifier(meta), raw)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -405,7 +405,7 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		return nil, err
 	}
 	// The token comes from the token endpoint or a sealed session cookie.
-	tok, err := m.accessVerifier(meta, m.provider.keys.trusted()).Verify(oidc.ClientContext(ctx, m.provider.client), s.AccessToken)
+	tok, err := verifyToken(ctx, m.provider.client, m.accessVerifier(meta, m.provider.keys.trusted()), s.AccessToken)
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
@@ -467,6 +467,84 @@ type refreshFailed struct{ err error }
 func (e *refreshFailed) Error() string { return "refresh refused: " + e.err.Error() }
 func (e *refreshFailed) Unwrap() error { return e.err }
 
+// unverifiedRefresh is a refresh the token endpoint answered whose tokens
+// could not be checked, as the IdP's keys were out of reach. It wraps
+// errIdPUnavailable: the session goes on with its old tokens (or waits).
+// None of the answer is used except next, its refresh token: the IdP may
+// have spent the old one (rotation), so the retry refreshes with next,
+// and checks that answer in full. next goes only back to the token
+// endpoint, and is never put in a cookie.
+type unverifiedRefresh struct {
+	next string
+	err  error
+}
+
+func (e *unverifiedRefresh) Error() string { return e.err.Error() }
+func (e *unverifiedRefresh) Unwrap() error { return e.err }
+
+// nextRefresh keeps, per session refresh token (the one in the cookie),
+// the refresh token of an unverifiedRefresh for the retry. One instance
+// only: with a shared store it is kept there (refreshAcrossInstances).
+type nextRefresh struct {
+	mu      sync.Mutex
+	entries map[string]nextToken
+}
+
+type nextToken struct {
+	token string
+	until time.Time
+}
+
+func (n *nextRefresh) get(old string, now time.Time) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if e, ok := n.entries[old]; ok && now.Before(e.until) {
+		return e.token
+	}
+	return ""
+}
+
+func (n *nextRefresh) set(old, next string, until, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.entries == nil {
+		n.entries = map[string]nextToken{}
+	}
+	if len(n.entries) >= maxVerified {
+		for k, e := range n.entries {
+			if !now.Before(e.until) {
+				delete(n.entries, k)
+			}
+		}
+	}
+	n.entries[old] = nextToken{next, until}
+}
+
+func (n *nextRefresh) clear(old string) {
+	n.mu.Lock()
+	delete(n.entries, old)
+	n.mu.Unlock()
+}
+
+// refreshOnThisInstance is refresh for an app without a shared store: it
+// refreshes with the refresh token an unverifiedRefresh left, if any, and
+// keeps the next one for as long as the session may live.
+func (m *OIDCAuth) refreshOnThisInstance(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
+	use := refreshToken
+	if next := m.app.next.get(refreshToken, m.now()); next != "" {
+		use = next
+	}
+	ts, err := m.refresh(ctx, use, prevSub)
+	var unverified *unverifiedRefresh
+	switch {
+	case errors.As(err, &unverified):
+		m.app.next.set(refreshToken, unverified.next, m.now().Add(m.sessionLifetime), m.now())
+	case !errors.Is(err, errIdPUnavailable): // refreshed, or refused
+		m.app.next.clear(refreshToken)
+	}
+	return ts, err
+}
+
 // exchange trades an authorization code for tokens and checks them.
 func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, code string, st *loginState) (*tokenSet, error) {
 	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
@@ -509,7 +587,12 @@ func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*
 		return nil, fmt.Errorf("%w: refreshing: %s", errIdPUnavailable, describeTokenError(err))
 	}
 	ts, err := m.checkTokenResponse(ctx, meta, tok, "", prevSub)
-	if err != nil {
+	switch {
+	case errors.Is(err, errIdPUnavailable) && tok.RefreshToken != "" && tok.RefreshToken != refreshToken:
+		return nil, &unverifiedRefresh{next: tok.RefreshToken, err: err}
+	case errors.Is(err, errIdPUnavailable):
+		return nil, err // the old refresh token stays usable
+	case err != nil:
 		return nil, &refreshFailed{err}
 	}
 	return ts, nil
