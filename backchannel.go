@@ -13,6 +13,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 var errReplay = errors.New("token was already used (jti replay)")
@@ -69,13 +71,13 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 	}
 
 	now := m.now()
-	rev := revocation{Kind: revokeSID, Value: lt.SID, Until: now.Add(m.sessionLifetime).Unix()}
+	rev := store.Revocation{Kind: store.RevokeSID, Value: lt.SID, Until: now.Add(m.sessionLifetime).Unix()}
 	if lt.SID == "" {
-		rev = revocation{Kind: revokeSubject, Value: lt.Subject, At: now.Unix(), Until: rev.Until}
+		rev = store.Revocation{Kind: store.RevokeSubject, Value: lt.Subject, At: now.Unix(), Until: rev.Until}
 	}
-	if err := m.app.revoke(r.Context(), rev); err != nil {
+	if err := m.app.store.Revoke(r.Context(), rev); err != nil {
 		// Answering 200 would make the IdP forget a logout we may lose.
-		m.app.backend.releaseOnce(r.Context(), "jti:"+lt.JTI)
+		m.app.store.ReleaseOnce(r.Context(), "jti:"+lt.JTI)
 		m.logger.Error("back-channel logout not recorded", zap.Error(err))
 		countLogout("backchannel", "refused", "store_unavailable")
 		return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot record the logout now")
@@ -156,7 +158,7 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 	if c.JTI == "" {
 		return nil, errors.New("token has no jti")
 	}
-	fresh, err := m.app.backend.claimOnce(r.Context(), "jti:"+c.JTI, now.Add(jtiRetention))
+	fresh, err := m.app.store.ClaimOnce(r.Context(), "jti:"+c.JTI, now.Add(jtiRetention))
 	if err != nil {
 		return nil, fmt.Errorf("%w: recording jti: %v", errIdPUnavailable, err)
 	}
@@ -212,7 +214,7 @@ func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Reque
 		countLogout("frontchannel", "refused", "bad_request")
 		return m.fail(w, r, http.StatusBadRequest, "A front-channel logout needs this site's iss and a sid.", "")
 	}
-	switch known, err := m.app.backend.knownSID(r.Context(), sid); {
+	switch known, err := m.app.store.KnownSID(r.Context(), sid); {
 	case err != nil:
 		m.logger.Error("front-channel logout: store unavailable", zap.Error(err))
 		countLogout("frontchannel", "refused", "store_unavailable")
@@ -221,11 +223,11 @@ func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Reque
 		// The same answer as for a logout, without its write.
 		m.logger.Info("front-channel logout of a sid not issued here; ignored")
 		countLogout("frontchannel", "refused", "unknown_sid")
-	case m.app.sidRevoked(sid):
+	case m.app.store.SIDRevoked(sid):
 		countLogout("frontchannel", "accepted", "")
 	default:
-		rev := revocation{Kind: revokeSID, Value: sid, Until: m.now().Add(m.sessionLifetime).Unix()}
-		if err := m.app.revoke(r.Context(), rev); err != nil {
+		rev := store.Revocation{Kind: store.RevokeSID, Value: sid, Until: m.now().Add(m.sessionLifetime).Unix()}
+		if err := m.app.store.Revoke(r.Context(), rev); err != nil {
 			m.logger.Error("front-channel logout not recorded in the store", zap.Error(err))
 		}
 		m.logger.Info("front-channel logout", zap.String("sid", sid))
@@ -243,7 +245,7 @@ func (m *OIDCAuth) recordSID(ctx context.Context, sid string) {
 	if m.FrontchannelLogoutPath == "" || sid == "" {
 		return
 	}
-	if err := m.app.backend.recordSID(ctx, sid, m.now().Add(m.sessionLifetime)); err != nil {
+	if err := m.app.store.RecordSID(ctx, sid, m.now().Add(m.sessionLifetime)); err != nil {
 		m.logger.Warn("cannot record the session's sid; a front-channel logout of it will be ignored", zap.Error(err))
 	}
 }

@@ -7,15 +7,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/certmagic"
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 )
@@ -61,10 +58,7 @@ func newBenchHandler(b *testing.B) *benchHandler {
 	}
 	m.logger = zap.NewNop()
 	m.now = time.Now
-	m.app, err = newAppState(context.Background(), newStorageBackend(&certmagic.FileStorage{Path: b.TempDir()}, "bench"), m.logger)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m.app = newAppState("bench", newTestStore(b, "bench", b.TempDir(), nil))
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -164,42 +158,6 @@ func BenchmarkVerifyAccessTokenFirstTime(b *testing.B) {
 		delete(h.m.app.verified.entries, s.AccessToken)
 		h.m.app.verified.mu.Unlock()
 	}
-}
-
-// BenchmarkRevocationLookup1M checks a session against a store holding a
-// million revoked sids (and reports the memory each one takes).
-func BenchmarkRevocationLookup1M(b *testing.B) {
-	const n = 1_000_000
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	a, err := newAppState(context.Background(), newStorageBackend(&certmagic.FileStorage{Path: b.TempDir()}, "bench"), zap.NewNop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	until := time.Now().Add(time.Hour).Unix()
-	a.mu.Lock()
-	for i := range n {
-		a.sids["ses_"+strconv.Itoa(i)] = until
-	}
-	a.mu.Unlock()
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	live := &session{ID: "sess-live", Subject: "usr_live", SID: "ses_live", Created: time.Now().Unix()}
-	dead := &session{ID: "sess-dead", Subject: "usr_dead", SID: "ses_123456", Created: time.Now().Unix()}
-	if a.revoked(live) || !a.revoked(dead) {
-		b.Fatal("revocation lookup is wrong")
-	}
-	perEntry := float64(after.HeapAlloc-before.HeapAlloc) / n
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if a.revoked(live) {
-			b.Fatal("live session reported revoked")
-		}
-	}
-	// After the loop: ResetTimer would discard a metric reported before it.
-	b.ReportMetric(perEntry, "heap-bytes/entry")
 }
 
 // BenchmarkCookieChunking6KB seals a 6 KB token set, splits it into

@@ -64,7 +64,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 	retry := m.LoginPath + "?return_to=" + url.QueryEscape(st.ReturnTo)
 	// The browser forgets a used state cookie, but a copy of it must not
 	// work either: each state is accepted once.
-	if fresh, err := m.app.backend.claimOnce(r.Context(), "state:"+st.State, time.Unix(st.Created, 0).Add(stateLifetime+time.Minute)); err == nil && !fresh {
+	if fresh, err := m.app.store.ClaimOnce(r.Context(), "state:"+st.State, time.Unix(st.Created, 0).Add(stateLifetime+time.Minute)); err == nil && !fresh {
 		m.logger.Warn("login callback refused", zap.String("reason", "state already used"))
 		countLogin("failed", "state")
 		return m.fail(w, r, http.StatusBadRequest, "This sign-in link was already used.", m.LoginPath)

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/certmagic"
 )
 
 // TestFrontchannelLogoutOffByDefault: without frontchannel_logout_path,
@@ -46,7 +44,7 @@ func TestFrontchannelLogoutOffByDefault(t *testing.T) {
 func TestFrontchannelLogoutBounded(t *testing.T) {
 	dir := t.TempDir()
 	m := newUnitHandler(t, func(m *OIDCAuth) { m.FrontchannelLogoutPath = "/auth/frontchannel-logout" })
-	m.app.backend = newStorageBackend(&certmagic.FileStorage{Path: dir}, m.app.id)
+	m.app.store = newTestStore(t, m.app.id, dir, nil)
 	files := func() int {
 		n := 0
 		_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, _ error) error {
@@ -70,9 +68,7 @@ func TestFrontchannelLogoutBounded(t *testing.T) {
 	if n := files(); n != 0 {
 		t.Fatalf("2,000 front-channel requests for unknown sids wrote %d files", n)
 	}
-	m.app.mu.RLock()
-	held := len(m.app.sids)
-	m.app.mu.RUnlock()
+	held := m.app.store.Held()
 	if held != 0 {
 		t.Fatalf("2,000 front-channel requests for unknown sids left %d revocations in memory", held)
 	}

@@ -11,7 +11,6 @@ package oidcauth
 
 import (
 	"bytes"
-	"context"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
@@ -30,9 +29,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/certmagic"
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 // Fixed inputs, so that the committed seed corpora (which hold sealed
@@ -310,11 +310,8 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 	m.provider.now = clock        // the key set's refetch and max-age rules
 	tb.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
-	store := newStorageBackend(&certmagic.FileStorage{Path: dir}, appID(m.Issuer, m.ClientID))
-	store.now = clock
-	if m.app, err = newAppState(context.Background(), store, m.logger); err != nil {
-		tb.Fatal(err)
-	}
+	id := store.AppID(m.Issuer, m.ClientID)
+	m.app = newAppState(id, newTestStore(tb, id, dir, clock))
 	tb.Cleanup(func() { _ = m.app.Destruct() })
 	return m
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 // ServeHTTP answers the auth paths itself and lets every other request
@@ -229,15 +231,9 @@ func (m *OIDCAuth) unavailable(w http.ResponseWriter, r *http.Request) error {
 func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time) (*tokenSet, error) {
 	fresh := func(ts *tokenSet) bool { return m.now().Before(refreshTime(now, ts.Expiry)) }
 	old := s.RefreshToken
-	ts, shared, err := m.app.coalesceRefresh(old, now, fresh, func() (*tokenSet, error) {
-		// Detached from the request: other requests wait on this outcome
-		// even if the first client goes away.
-		ctx := context.WithoutCancel(ctx)
-		if m.app.shared != nil {
-			return m.refreshAcrossInstances(ctx, old, s.Subject)
-		}
-		return m.refreshOnThisInstance(ctx, old, s.Subject)
-	})
+	// Detached from the request: other requests wait on this outcome
+	// even if the first client goes away.
+	ts, shared, err := store.Coordinate(context.WithoutCancel(ctx), m.app.store, now, m.refreshCall(old, s.Subject, fresh))
 	if err == nil && ts.Subject != s.Subject {
 		// Never another user's tokens for this session, wherever they came from.
 		err = &refreshFailed{errors.New("refresh outcome is for another user")}

@@ -16,8 +16,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 // unreachableIssuer is a closed port: discovery fails at once.
@@ -53,10 +54,8 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 		EndSession:    m.EndSessionEndpoint,
 	})
 	m.logger = zap.NewNop()
-	backend := newStorageBackend(&certmagic.FileStorage{Path: t.TempDir()}, appID(m.Issuer, m.ClientID))
-	if m.app, err = newAppState(context.Background(), backend, m.logger); err != nil {
-		t.Fatal(err)
-	}
+	id := store.AppID(m.Issuer, m.ClientID)
+	m.app = newAppState(id, newTestStore(t, id, t.TempDir(), nil))
 	t.Cleanup(func() { _ = m.app.Destruct() })
 	if m.now == nil {
 		m.now = time.Now
@@ -824,13 +823,13 @@ func TestSessionEnded(t *testing.T) {
 		prep   func(m *OIDCAuth, s *session)
 	}{
 		{"revoked session", nil, func(m *OIDCAuth, s *session) {
-			_ = m.app.revoke(ctx, revocation{Kind: revokeSession, Value: s.ID, Until: time.Now().Add(time.Hour).Unix()})
+			_ = m.app.store.Revoke(ctx, store.Revocation{Kind: store.RevokeSession, Value: s.ID, Until: time.Now().Add(time.Hour).Unix()})
 		}},
 		{"revoked IdP session", nil, func(m *OIDCAuth, s *session) {
-			_ = m.app.revoke(ctx, revocation{Kind: revokeSID, Value: s.SID, Until: time.Now().Add(time.Hour).Unix()})
+			_ = m.app.store.Revoke(ctx, store.Revocation{Kind: store.RevokeSID, Value: s.SID, Until: time.Now().Add(time.Hour).Unix()})
 		}},
 		{"revoked user", nil, func(m *OIDCAuth, s *session) {
-			_ = m.app.revoke(ctx, revocation{Kind: revokeSubject, Value: s.Subject, At: time.Now().Unix(), Until: time.Now().Add(time.Hour).Unix()})
+			_ = m.app.store.Revoke(ctx, store.Revocation{Kind: store.RevokeSubject, Value: s.Subject, At: time.Now().Unix(), Until: time.Now().Add(time.Hour).Unix()})
 		}},
 		{"past session_lifetime", func(m *OIDCAuth) { m.SessionLifetime = caddy.Duration(time.Hour) }, func(_ *OIDCAuth, s *session) {
 			s.Created = time.Now().Add(-time.Hour - time.Second).Unix()
@@ -863,8 +862,8 @@ func TestSessionEnded(t *testing.T) {
 	t.Run("revocation of another session", func(t *testing.T) {
 		m := newUnitHandler(t, nil)
 		s := unitSession(time.Now())
-		_ = m.app.revoke(ctx, revocation{Kind: revokeSession, Value: "someone-else", Until: time.Now().Add(time.Hour).Unix()})
-		_ = m.app.revoke(ctx, revocation{Kind: revokeSubject, Value: s.Subject, At: time.Now().Add(-time.Hour).Unix(), Until: time.Now().Add(time.Hour).Unix()})
+		_ = m.app.store.Revoke(ctx, store.Revocation{Kind: store.RevokeSession, Value: "someone-else", Until: time.Now().Add(time.Hour).Unix()})
+		_ = m.app.store.Revoke(ctx, store.Revocation{Kind: store.RevokeSubject, Value: s.Subject, At: time.Now().Add(-time.Hour).Unix(), Until: time.Now().Add(time.Hour).Unix()})
 		r := apiRequest(http.MethodGet, "/api")
 		addSession(t, m, r, s)
 		if rec, next := serve(t, m, r); !next.called {

@@ -119,15 +119,10 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 	})
 	apps.Range(func(_, v any) bool {
 		a := v.(*appState)
-		h := storeHealth{App: a.id, Kind: "storage", Reachable: true}
-		if a.shared != nil {
-			h.Kind = "redis"
-			ctx, cancel := context.WithTimeout(r.Context(), redisTimeout)
-			if err := a.shared.client.Ping(ctx).Err(); err != nil {
-				h.Reachable, h.Error = false, err.Error()
-				report.Ready = false
-			}
-			cancel()
+		h := storeHealth{App: a.id, Kind: a.store.Kind(), Reachable: true}
+		if err := a.store.Ping(r.Context()); err != nil {
+			h.Reachable, h.Error = false, err.Error()
+			report.Ready = false
 		}
 		report.Stores = append(report.Stores, h)
 		return true

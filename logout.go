@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 // handleLogout ends the session here (cookies cleared, session revoked so
@@ -37,8 +39,8 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		s = nil
 	}
 	if s != nil {
-		rev := revocation{Kind: revokeSession, Value: s.ID, Until: time.Unix(s.Created, 0).Add(m.sessionLifetime).Unix()}
-		if err := m.app.revoke(r.Context(), rev); err != nil {
+		rev := store.Revocation{Kind: store.RevokeSession, Value: s.ID, Until: time.Unix(s.Created, 0).Add(m.sessionLifetime).Unix()}
+		if err := m.app.store.Revoke(r.Context(), rev); err != nil {
 			m.logger.Error("logout not recorded in the store; other instances may still accept this session", zap.Error(err))
 		}
 		m.logger.Info("logout", zap.String("sub", s.Subject), zap.String("sid", s.SID))

@@ -17,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 func init() {
@@ -321,23 +323,12 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
-		id := appID(m.Issuer, m.ClientID)
-		var b backend
-		if m.Store != "" {
-			rb, err := newRedisBackend(m.Store, id, m.logger)
-			if err != nil {
-				return nil, err
-			}
-			b = rb
-		} else {
-			b = newStorageBackend(ctx.Storage(), id)
-		}
-		a, err := newAppState(ctx, b, m.logger)
+		id := store.AppID(m.Issuer, m.ClientID)
+		st, err := store.Open(ctx, m.Store, ctx.Storage(), id, store.Options{Logger: m.logger})
 		if err != nil {
 			return nil, err
 		}
-		a.id = id
-		return a, nil
+		return newAppState(id, st), nil
 	})
 	if err != nil {
 		return err

@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 // startTestRedis runs a redis-server on a free loopback port for one test
@@ -44,6 +48,18 @@ func startTestRedis(t *testing.T) string {
 	}
 }
 
+// newTestStore is an embedded store kept in dir, on the clock now
+// (time.Now when nil), closed when the test ends.
+func newTestStore(tb testing.TB, app, dir string, now func() time.Time) *store.Store {
+	tb.Helper()
+	st, err := store.New(context.Background(), store.Embedded(&certmagic.FileStorage{Path: dir}, app), store.Options{Logger: zap.NewNop(), Now: now})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
 // TestAttackRedisOutcomeSwap: someone who can write to Redis copies the
 // refresh outcome of Alice's session to the key of Mallory's refresh
 // token, then Mallory's session refreshes. Mallory must stay Mallory:
@@ -51,8 +67,8 @@ func startTestRedis(t *testing.T) string {
 // verified-token cache does not lend Alice's identity to another session.
 func TestAttackRedisOutcomeSwap(t *testing.T) {
 	t.Parallel()
-	store := startTestRedis(t)
-	e := newITEnv(t, func(h *OIDCAuth) { h.Store = store })
+	redisURL := startTestRedis(t)
+	e := newITEnv(t, func(h *OIDCAuth) { h.Store = redisURL })
 	e.op.set(func(s *opScript) { s.accessTTL = time.Minute })
 
 	e.op.setUser("alice", "alice@example.com", "sid-alice")
@@ -71,7 +87,7 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 	if res := alice.get("/private", api); res.user != "alice" {
 		t.Fatalf("Alice after her refresh: user %q (status %d)", res.user, res.StatusCode)
 	}
-	opts, _ := redis.ParseURL(store)
+	opts, _ := redis.ParseURL(redisURL)
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	ctx := context.Background()
@@ -83,7 +99,7 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	malloryKey := fmt.Sprintf("oidc_auth:%s:refreshed:%s", e.h.app.id, hashKey(malloryRT))
+	malloryKey := fmt.Sprintf("oidc_auth:%s:refreshed:%s", e.h.app.id, store.Key(malloryRT))
 	if err := rdb.Set(ctx, malloryKey, aliceOutcome, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 const (
@@ -67,7 +69,7 @@ func (m *OIDCAuth) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Standard Webhooks deliver at least once: a replayed id is
 	// acknowledged without acting twice.
-	fresh, err := m.app.backend.claimOnce(r.Context(), "webhook:"+id, m.now().Add(2*webhookTolerance))
+	fresh, err := m.app.store.ClaimOnce(r.Context(), "webhook:"+id, m.now().Add(2*webhookTolerance))
 	if err != nil {
 		return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot record the event now")
 	}
@@ -75,9 +77,9 @@ func (m *OIDCAuth) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	rev := revocation{Kind: revokeSID, Value: sid, Until: m.now().Add(m.sessionLifetime).Unix()}
-	if err := m.app.revoke(r.Context(), rev); err != nil {
-		m.app.backend.releaseOnce(r.Context(), "webhook:"+id)
+	rev := store.Revocation{Kind: store.RevokeSID, Value: sid, Until: m.now().Add(m.sessionLifetime).Unix()}
+	if err := m.app.store.Revoke(r.Context(), rev); err != nil {
+		m.app.store.ReleaseOnce(r.Context(), "webhook:"+id)
 		m.logger.Error("webhook logout not recorded", zap.Error(err))
 		return backchannelError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "cannot record the logout now")
 	}

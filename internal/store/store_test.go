@@ -1,7 +1,8 @@
-package oidcauth
+package store
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -10,7 +11,7 @@ import (
 )
 
 func testStorageBackend(t *testing.T, now *time.Time) *storageBackend {
-	b := newStorageBackend(&certmagic.FileStorage{Path: t.TempDir()}, "test")
+	b := Embedded(&certmagic.FileStorage{Path: t.TempDir()}, "test").(*storageBackend)
 	b.now = func() time.Time { return *now }
 	return b
 }
@@ -86,7 +87,7 @@ func TestExpiringSetAgeing(t *testing.T) {
 
 func BenchmarkClaimOnceFull(b *testing.B) {
 	now := time.Unix(1_800_000_000, 0)
-	sb := newStorageBackend(nil, "bench")
+	sb := Embedded(nil, "bench").(*storageBackend)
 	sb.now = func() time.Time { return now }
 	ctx := context.Background()
 	for i := range maxSingleUse {
@@ -96,4 +97,45 @@ func BenchmarkClaimOnceFull(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		_, _ = sb.claimOnce(ctx, "k:"+strconv.Itoa(i), now.Add(10*time.Minute))
 	}
+}
+
+// BenchmarkRevocationLookup1M checks a session against a store holding a
+// million revoked sids (and reports the memory each one takes).
+func BenchmarkRevocationLookup1M(b *testing.B) {
+	const n = 1_000_000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	a, err := New(context.Background(), Embedded(&certmagic.FileStorage{Path: b.TempDir()}, "bench"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	until := time.Now().Add(time.Hour).Unix()
+	a.mu.Lock()
+	for i := range n {
+		a.sids["ses_"+strconv.Itoa(i)] = until
+	}
+	a.mu.Unlock()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	type session struct {
+		ID, Subject, SID string
+		Created          int64
+	}
+	live := &session{ID: "sess-live", Subject: "usr_live", SID: "ses_live", Created: time.Now().Unix()}
+	dead := &session{ID: "sess-dead", Subject: "usr_dead", SID: "ses_123456", Created: time.Now().Unix()}
+	revoked := func(s *session) bool { return a.Revoked(s.ID, s.SID, s.Subject, s.Created) }
+	if revoked(live) || !revoked(dead) {
+		b.Fatal("revocation lookup is wrong")
+	}
+	perEntry := float64(after.HeapAlloc-before.HeapAlloc) / n
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if revoked(live) {
+			b.Fatal("live session reported revoked")
+		}
+	}
+	// After the loop: ResetTimer would discard a metric reported before it.
+	b.ReportMetric(perEntry, "heap-bytes/entry")
 }
