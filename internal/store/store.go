@@ -196,7 +196,7 @@ func (s *Store) Held() int {
 
 // Revoke records a revocation durably, then enforces it here. The error
 // says it could not be made durable (or shared); it is enforced here
-// regardless. A revocation whose Until has passed is ignored.
+// regardless. A revocation whose Until has passed is not enforced.
 func (s *Store) Revoke(ctx context.Context, rev Revocation) error {
 	err := s.backend.save(ctx, rev)
 	s.apply(rev)

@@ -139,3 +139,13 @@ func BenchmarkRevocationLookup1M(b *testing.B) {
 	// After the loop: ResetTimer would discard a metric reported before it.
 	b.ReportMetric(perEntry, "heap-bytes/entry")
 }
+
+// pending is how many refresh calls are kept for token.
+func (s *Store) pending(token string) int {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	if _, ok := s.refreshes[token]; ok {
+		return 1
+	}
+	return 0
+}
