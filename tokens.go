@@ -484,7 +484,7 @@ func (e *unverifiedRefresh) Unwrap() error { return e.err }
 
 // nextRefresh keeps, per session refresh token (the one in the cookie),
 // the refresh token of an unverifiedRefresh for the retry. One instance
-// only: with a shared store it is kept there (refreshAcrossInstances).
+// only: with a shared store it is kept there (refreshCall, in redis.go).
 type nextRefresh struct {
 	mu      sync.Mutex
 	entries map[string]nextToken
