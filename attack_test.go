@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
@@ -347,7 +348,7 @@ func TestAttackTokenFormats(t *testing.T) {
 				"iss": e.op.issuer, "aud": []string{e.op.clientID}, "sub": "user-1",
 				"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
 			})
-			if !isJWT(tok) {
+			if !oidc.IsJWT(tok) {
 				// Not even taken for a JWT: an opaque token, which the
 				// handler cannot check; only a session it sealed holds one.
 				t.Skipf("%s is not a compact JWS; opaque tokens are trusted from the sealed session only", f.name)

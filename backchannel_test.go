@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 )
 
 // logoutClaims are the claims of a valid logout token for sid "sid-1" of
@@ -22,7 +24,7 @@ func (e *itEnv) logoutClaims(mutate func(c map[string]any)) map[string]any {
 		"jti":    hex.EncodeToString(opRandomBytes(12)),
 		"sub":    "user-1",
 		"sid":    "sid-1",
-		"events": map[string]any{backchannelEvent: map[string]any{}},
+		"events": map[string]any{oidc.BackchannelEvent: map[string]any{}},
 	}
 	if mutate != nil {
 		mutate(c)
@@ -96,10 +98,10 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 		{"events without the back-channel member", claims(func(c map[string]any) {
 			c["events"] = map[string]any{"http://schemas.openid.net/event/other": map[string]any{}}
 		})},
-		{"event value a string", claims(func(c map[string]any) { c["events"] = map[string]any{backchannelEvent: "yes"} })},
-		{"event value an array", claims(func(c map[string]any) { c["events"] = map[string]any{backchannelEvent: []any{}} })},
-		{"event value null", claims(func(c map[string]any) { c["events"] = map[string]any{backchannelEvent: nil} })},
-		{"events not an object", claims(func(c map[string]any) { c["events"] = []string{backchannelEvent} })},
+		{"event value a string", claims(func(c map[string]any) { c["events"] = map[string]any{oidc.BackchannelEvent: "yes"} })},
+		{"event value an array", claims(func(c map[string]any) { c["events"] = map[string]any{oidc.BackchannelEvent: []any{}} })},
+		{"event value null", claims(func(c map[string]any) { c["events"] = map[string]any{oidc.BackchannelEvent: nil} })},
+		{"events not an object", claims(func(c map[string]any) { c["events"] = []string{oidc.BackchannelEvent} })},
 		{"neither sub nor sid", claims(func(c map[string]any) { delete(c, "sub"); delete(c, "sid") })},
 		{"nonce present", claims(func(c map[string]any) { c["nonce"] = "n-0S6_WzA2Mj" })},
 		{"nonce present but null", claims(func(c map[string]any) {
@@ -239,7 +241,7 @@ func TestBackchannelLogoutAccepted(t *testing.T) {
 		{"only sid", func(c map[string]any) { delete(c, "sub") }, "logout+jwt"},
 		{"only sub", func(c map[string]any) { delete(c, "sid"); c["sub"] = "someone" }, "logout+jwt"},
 		{"event with members", func(c map[string]any) {
-			c["events"] = map[string]any{backchannelEvent: map[string]any{"x": 1}, "other": "y"}
+			c["events"] = map[string]any{oidc.BackchannelEvent: map[string]any{"x": 1}, "other": "y"}
 		}, "logout+jwt"},
 		{"iat a little in the future (clock skew)", func(c map[string]any) { c["iat"] = e.clock.Now().Add(time.Minute).Unix() }, "logout+jwt"},
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
@@ -47,20 +48,20 @@ func newBenchHandler(b *testing.B) *benchHandler {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m.provider = newProvider(m.Issuer, endpoints{})
-	m.provider.meta = &metadata{
-		endpoints: endpoints{Authorization: m.Issuer + "/authorize", Token: m.Issuer + "/token", JWKS: m.Issuer + "/keys"},
-		algs:      []string{"RS256"},
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	if err != nil {
+		b.Fatal(err)
 	}
-	m.provider.keys = &keySet{
-		url:       m.Issuer + "/keys",
-		client:    m.provider.client,
-		algs:      []string{"RS256"},
-		keys:      []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}},
-		lastFetch: time.Now(),
-	}
+	// Endpoints configured, so no discovery; the JWKS is fetched once,
+	// from memory, before the first timed verification.
+	overrides := endpoints{Authorization: m.Issuer + "/authorize", Token: m.Issuer + "/token", JWKS: m.Issuer + "/keys"}
+	m.provider = &provider{Provider: oidc.NewProvider(oidc.Config{
+		Issuer: m.Issuer, Overrides: overrides, Transport: staticTransport{overrides.JWKS: jwks},
+	})}
+	b.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
 	m.now = time.Now
+	m.newClient()
 	m.app, err = newAppState(context.Background(), newStorageBackend(&certmagic.FileStorage{Path: b.TempDir()}, "bench"), m.logger)
 	if err != nil {
 		b.Fatal(err)

@@ -72,7 +72,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		m.logger.Warn("cannot record the login state as used", zap.Error(err))
 	}
 
-	meta, err := m.provider.metadata(r.Context(), now)
+	meta, err := m.provider.Metadata(r.Context())
 	if err != nil {
 		m.logger.Error("cannot complete login", zap.Error(err))
 		countLogin("failed", "idp_unavailable")
@@ -84,7 +84,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		m.logger.Warn("login callback from another issuer", zap.String("iss", truncate(iss[0], 200)))
 		countLogin("failed", "issuer")
 		return m.fail(w, r, http.StatusBadRequest, "The login response came from an unexpected identity provider.", retry)
-	} else if !ok && meta.issParamSupported {
+	} else if !ok && meta.IssParamSupported {
 		countLogin("failed", "issuer")
 		return m.fail(w, r, http.StatusBadRequest, "The login response does not name its identity provider.", retry)
 	}

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
@@ -304,10 +305,13 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 	if m.cookies, err = newCookieCodec([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
 		tb.Fatal(err)
 	}
-	m.provider = newProvider(m.Issuer, endpoints{Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint, JWKS: m.JWKSURI})
-	m.provider.client.Transport = staticTransport{m.JWKSURI: jwks}
-	m.provider.client.Timeout = 0 // nothing to wait for
-	m.provider.now = clock        // the key set's refetch and max-age rules
+	m.provider = &provider{Provider: oidc.NewProvider(oidc.Config{
+		Issuer:    m.Issuer,
+		Overrides: endpoints{Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint, JWKS: m.JWKSURI},
+		Transport: staticTransport{m.JWKSURI: jwks},
+		Now:       clock, // the key set's refetch and max-age rules
+	})}
+	m.newClient()
 	tb.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
 	store := newStorageBackend(&certmagic.FileStorage{Path: dir}, appID(m.Issuer, m.ClientID))
@@ -341,7 +345,7 @@ func fuzzLogoutClaims(jti string) map[string]any {
 	return map[string]any{
 		"iss": fuzzIssuer, "aud": fuzzClientID, "iat": fuzzNow.Unix(), "exp": fuzzNow.Add(2 * time.Minute).Unix(),
 		"jti": jti, "sub": "user-1", "sid": "sid-1",
-		"events": map[string]any{backchannelEvent: map[string]any{}},
+		"events": map[string]any{oidc.BackchannelEvent: map[string]any{}},
 	}
 }
 
@@ -459,7 +463,7 @@ func checkLogoutToken(t *testing.T, m *OIDCAuth, key *rsa.PrivateKey, token, bod
 	if _, ok := c["nonce"]; ok {
 		t.Fatal("accepted a token with a nonce")
 	}
-	if ev, _ := c["events"].(map[string]any); ev == nil || ev[backchannelEvent] == nil {
+	if ev, _ := c["events"].(map[string]any); ev == nil || ev[oidc.BackchannelEvent] == nil {
 		t.Fatalf("accepted a token without the back-channel event: %v", c["events"])
 	}
 	return status

@@ -240,7 +240,7 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 	})
 	if err == nil && ts.Subject != s.Subject {
 		// Never another user's tokens for this session, wherever they came from.
-		err = &refreshFailed{errors.New("refresh outcome is for another user")}
+		err = &refreshFailed{Err: errors.New("refresh outcome is for another user")}
 	}
 	var refused *refreshFailed
 	switch {
@@ -352,7 +352,7 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		return "", nil, m.page(w, r, http.StatusBadGateway, "Sign-in keeps failing: you were signed in several times in a row, but the session did not hold. Check that this site may set cookies, then try again; if it keeps happening, tell the site's administrator.", m.LoginPath+"?return_to="+url.QueryEscape(returnTo), "Try again")
 	}
 	now := m.now()
-	meta, err := m.provider.metadata(r.Context(), now)
+	meta, err := m.provider.Metadata(r.Context())
 	if err != nil {
 		m.logger.Error("cannot start login", zap.Error(err))
 		return "", nil, m.unavailable(w, r)

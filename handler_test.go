@@ -51,7 +51,7 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 		Token:         m.TokenEndpoint,
 		JWKS:          m.JWKSURI,
 		EndSession:    m.EndSessionEndpoint,
-	})
+	}, nil, nil)
 	m.logger = zap.NewNop()
 	backend := newStorageBackend(&certmagic.FileStorage{Path: t.TempDir()}, appID(m.Issuer, m.ClientID))
 	if m.app, err = newAppState(context.Background(), backend, m.logger); err != nil {
@@ -61,6 +61,7 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 	if m.now == nil {
 		m.now = time.Now
 	}
+	m.newClient()
 	return m
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -43,18 +44,24 @@ func (e *itEnv) loginAll(n int, target string) []int {
 	return statuses
 }
 
+// The key set's rules, under the names these tests use.
+const (
+	jwksCooldown      = oidc.JWKSCooldown
+	jwksKidInterval   = oidc.JWKSKidInterval
+	jwksFailRetry     = oidc.JWKSFailRetry
+	jwksDefaultMaxAge = oidc.JWKSDefaultMaxAge
+	fetchMaxAge       = oidc.FetchMaxAge
+)
+
 // waitForFetch waits until the key set's fetch number seq has finished
 // and returns its error.
 func (e *itEnv) waitForFetch(seq uint64) error {
 	e.t.Helper()
-	keys := e.h.provider.keys
+	keys := e.h.provider.Keys()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		keys.fmu.Lock()
-		last := keys.last
-		keys.fmu.Unlock()
-		if last != nil && last.seq >= seq {
-			return last.err
+		if last, err := keys.LastFetch(); last >= seq {
+			return err
 		}
 		if time.Now().After(deadline) {
 			e.t.Fatalf("JWKS fetch %d did not happen", seq)
@@ -299,11 +306,8 @@ func TestJWKSRefresherStopsOnCleanup(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
 	e.browser().mustLogin("/private")
-	keys := e.h.provider.keys
-	keys.fmu.Lock()
-	running := keys.running
-	keys.fmu.Unlock()
-	if !running {
+	keys := e.h.provider.Keys()
+	if !keys.RefresherStarted() {
 		t.Fatal("no refresher after the first fetch")
 	}
 	if err := e.h.Cleanup(); err != nil {
@@ -311,30 +315,9 @@ func TestJWKSRefresherStopsOnCleanup(t *testing.T) {
 	}
 	e.h.provider, e.h.app = nil, nil
 	select {
-	case <-keys.done:
+	case <-keys.RefresherDone():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the refresher goroutine outlived the provider")
-	}
-}
-
-func TestJWKSMaxAge(t *testing.T) {
-	for _, tc := range []struct {
-		header []string
-		want   time.Duration
-	}{
-		{nil, jwksDefaultMaxAge},
-		{[]string{"no-store"}, jwksDefaultMaxAge},
-		{[]string{"public, max-age=7200"}, 2 * time.Hour},
-		{[]string{"max-age=60"}, jwksMinMaxAge},
-		{[]string{"max-age=9999999999999"}, jwksMaxMaxAge},
-		{[]string{"max-age=-5"}, jwksDefaultMaxAge},
-		{[]string{"max-age=soon"}, jwksDefaultMaxAge},
-		{[]string{"no-cache", `Max-Age="600"`}, 10 * time.Minute},
-	} {
-		h := http.Header{"Cache-Control": tc.header}
-		if got := jwksMaxAge(h); got != tc.want {
-			t.Errorf("Cache-Control %q: max age %v, want %v", tc.header, got, tc.want)
-		}
 	}
 }
 
@@ -460,15 +443,12 @@ func TestSelfCheckStopsRefresher(t *testing.T) {
 			t.Fatalf("check: %s", line)
 		}
 	}
-	keys := m.provider.keys
-	keys.fmu.Lock()
-	running := keys.running
-	keys.fmu.Unlock()
-	if !running {
+	keys := m.provider.Keys()
+	if !keys.RefresherStarted() {
 		t.Fatal("the check fetched the JWKS without starting the key set's refresher")
 	}
 	select {
-	case <-keys.done:
+	case <-keys.RefresherDone():
 	default:
 		t.Fatal("the key set's refresher outlived the check")
 	}

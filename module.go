@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -224,6 +225,7 @@ type OIDCAuth struct {
 	probeInterval   time.Duration
 	cookies         *cookieCodec
 	provider        *provider
+	client          *oidc.Client // the protocol, with m.now as its clock
 	providerKey     string
 	app             *appState
 	appKey          string
@@ -303,21 +305,20 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			Token:         m.TokenEndpoint,
 			JWKS:          m.JWKSURI,
 			EndSession:    m.EndSessionEndpoint,
-		})
-		p.now = m.now
-		p.tracker.logger = m.logger
-		p.tracker.acquireGauges()
+		}, m.now, m.logger)
+		p.pooled = true
+		acquireGauges(m.Issuer)
 		// The first probe waits an interval: Provision (which also runs
 		// for caddy validate) makes no request.
-		p.prober = newProber(p.probe)
-		p.prober.start()
+		p.StartProbe()
 		return p, nil
 	})
 	if err != nil {
 		return err
 	}
 	m.provider = val.(*provider)
-	m.provider.prober.use(m.probeInterval)
+	m.provider.UseProbeInterval(m.probeInterval)
+	m.newClient()
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
@@ -357,7 +358,7 @@ func (m *OIDCAuth) Validate() error {
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
 	if m.provider != nil {
-		m.provider.prober.release(m.probeInterval)
+		m.provider.ReleaseProbeInterval(m.probeInterval)
 		if _, err := providers.Delete(m.providerKey); err != nil {
 			return err
 		}
@@ -521,9 +522,9 @@ func (m *OIDCAuth) checkConfig() error {
 	}
 	switch d := time.Duration(m.HealthProbeInterval); {
 	case d == 0:
-		m.probeInterval = defaultProbeInterval
-	case d < minProbeInterval:
-		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", minProbeInterval, d)
+		m.probeInterval = oidc.DefaultProbeInterval
+	case d < oidc.MinProbeInterval:
+		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", oidc.MinProbeInterval, d)
 	default:
 		m.probeInterval = d
 	}

@@ -259,7 +259,7 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 		if sealed != "" {
 			if out := m.openOutcome(sealed, key, sub); out != nil {
 				if out.Refused != "" {
-					return nil, &refreshFailed{errors.New(out.Refused)}
+					return nil, &refreshFailed{Err: errors.New(out.Refused)}
 				}
 				if out.Tokens != nil && out.Tokens.Subject == sub && time.Now().Before(refreshTime(time.Now(), out.Tokens.Expiry)) {
 					return out.Tokens, nil
@@ -284,9 +284,9 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 			case err == nil:
 				out.Tokens = ts
 			case errors.As(err, &refused):
-				out.Refused = refused.err.Error()
+				out.Refused = refused.Err.Error()
 			case errors.As(err, &unverified):
-				out.Next, ttl = unverified.next, m.sessionLifetime
+				out.Next, ttl = unverified.Next, m.sessionLifetime
 			}
 			if out.Tokens != nil || out.Refused != "" || out.Next != "" {
 				if raw, merr := json.Marshal(out); merr == nil {
