@@ -63,10 +63,9 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 	return &principal{id: id, accessToken: raw, expiry: v.expiry}, nil
 }
 
-// verifyBearer checks a bearer access token: signature (JWKS, pinned
-// algorithms), iss, aud holding the client ID or an accepted audience,
-// exp, iat and sub present. Outcomes are cached like session tokens, in a
-// cache of their own since the accepted audiences differ.
+// verifyBearer checks a bearer access token (see oidc.Client.VerifyBearer)
+// with bearerAudienceOK for its audience. Outcomes are cached like session
+// tokens, in a cache of their own since the accepted audiences differ.
 func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken, string, error) {
 	now := m.now()
 	gen := m.provider.KeyRemovals()

@@ -88,7 +88,7 @@ func (c *Client) VerifyIDToken(ctx context.Context, meta *Metadata, raw, nonce s
 	if err := tok.Claims(&cl); err != nil {
 		return nil, nil, err
 	}
-	if err := c.CheckIssuedAt(cl.IssuedAt); err != nil {
+	if err := c.checkIssuedAt(cl.IssuedAt); err != nil {
 		return nil, nil, err
 	}
 	if cl.Subject == "" {
@@ -106,9 +106,9 @@ func (c *Client) VerifyIDToken(ctx context.Context, meta *Metadata, raw, nonce s
 	return tok, &cl, nil
 }
 
-// CheckIssuedAt checks that iat is present and not in the future (beyond
+// checkIssuedAt checks that iat is present and not in the future (beyond
 // ClockLeeway).
-func (c *Client) CheckIssuedAt(iat *float64) error {
+func (c *Client) checkIssuedAt(iat *float64) error {
 	if iat == nil {
 		return errors.New("token has no iat")
 	}
@@ -118,12 +118,12 @@ func (c *Client) CheckIssuedAt(iat *float64) error {
 	return nil
 }
 
-// checkIssuedAtClaim is CheckIssuedAt for claims decoded into a map.
+// checkIssuedAtClaim is checkIssuedAt for claims decoded into a map.
 func (c *Client) checkIssuedAtClaim(claims map[string]any) error {
 	if n, ok := claims["iat"].(float64); ok {
-		return c.CheckIssuedAt(&n)
+		return c.checkIssuedAt(&n)
 	}
-	return c.CheckIssuedAt(nil)
+	return c.checkIssuedAt(nil)
 }
 
 // AccessToken is a checked JWT access token.
@@ -188,7 +188,7 @@ func (c *Client) AudienceOK(auds, extra []string) bool {
 
 // VerifyBearer checks a bearer access token, which anyone can send (the
 // untrusted channel): signature (JWKS, pinned algorithms), iss, exp, aud
-// as accept says, the shape of an access token (see CheckAccessTokenShape),
+// as accept says, the shape of an access token (see checkAccessTokenShape),
 // iat and sub present. It returns the token and its sub; nothing is cached
 // here.
 func (c *Client) VerifyBearer(ctx context.Context, raw string, accept func(aud []string) bool) (*AccessToken, string, error) {
@@ -212,11 +212,11 @@ func (c *Client) VerifyBearer(ctx context.Context, raw string, accept func(aud [
 	if err := tok.Claims(&claims); err != nil {
 		return nil, "", err
 	}
-	typ, err := JWTType(raw)
+	typ, err := jwtType(raw)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := CheckAccessTokenShape(typ, claims); err != nil {
+	if err := checkAccessTokenShape(typ, claims); err != nil {
 		return nil, "", err
 	}
 	if err := c.checkIssuedAtClaim(claims); err != nil {
@@ -228,14 +228,14 @@ func (c *Client) VerifyBearer(ctx context.Context, raw string, accept func(aud [
 	return &AccessToken{Expiry: tok.Expiry, Claims: claims, KeyGen: gen}, tok.Subject, nil
 }
 
-// CheckAccessTokenShape accepts only access tokens as bearer tokens. The
+// checkAccessTokenShape accepts only access tokens as bearer tokens. The
 // IdP signs ID tokens and logout tokens with the same keys, often for the
 // same audience, but they travel in URLs (id_token_hint) and to the
 // back-channel endpoint, and are no credential for an API. An access token
 // says so in typ (RFC 9068: at+jwt), or, without that, by the claims of
 // the IdP's access tokens (client_id or scope, or Okta's cid and Entra
 // ID's scp); a claim only ID or logout tokens carry refuses it either way.
-func CheckAccessTokenShape(typ string, claims map[string]any) error {
+func checkAccessTokenShape(typ string, claims map[string]any) error {
 	for _, c := range []string{"events", "nonce", "at_hash", "c_hash"} {
 		if _, ok := claims[c]; ok {
 			return fmt.Errorf("token has %s: not an access token", c)
@@ -273,8 +273,8 @@ func ClaimStrings(v any) []string {
 	return nil
 }
 
-// JWTType returns the typ header of a compact JWS without verifying it.
-func JWTType(raw string) (string, error) {
+// jwtType returns the typ header of a compact JWS without verifying it.
+func jwtType(raw string) (string, error) {
 	dot := strings.IndexByte(raw, '.')
 	if dot <= 0 {
 		return "", errors.New("malformed jwt")
@@ -321,7 +321,7 @@ func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutClai
 	if err != nil {
 		return nil, err
 	}
-	if typ, err := JWTType(raw); err != nil {
+	if typ, err := jwtType(raw); err != nil {
 		return nil, err
 	} else if typ != "" && typ != "logout+jwt" && typ != "application/logout+jwt" && typ != "JWT" {
 		return nil, fmt.Errorf("typ %q is not a logout token", typ)
@@ -341,7 +341,7 @@ func (c *Client) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutClai
 	if err := tok.Claims(&present); err != nil {
 		return nil, err
 	}
-	if err := c.CheckIssuedAt(cl.IssuedAt); err != nil {
+	if err := c.checkIssuedAt(cl.IssuedAt); err != nil {
 		return nil, err
 	}
 	if now.Sub(time.Unix(int64(*cl.IssuedAt), 0)) > MaxLogoutTokenAge {
