@@ -1,13 +1,14 @@
 package oidcauth
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // logoutClaims are the claims of a valid logout token for sid "sid-1" of
@@ -15,11 +16,11 @@ import (
 func (e *itEnv) logoutClaims(mutate func(c map[string]any)) map[string]any {
 	now := e.clock.Now()
 	c := map[string]any{
-		"iss":    e.op.issuer,
-		"aud":    e.op.clientID,
+		"iss":    e.op.Issuer,
+		"aud":    e.op.ClientID,
 		"iat":    now.Unix(),
 		"exp":    now.Add(2 * time.Minute).Unix(),
-		"jti":    hex.EncodeToString(opRandomBytes(12)),
+		"jti":    oidctest.RandomHex(12),
 		"sub":    "user-1",
 		"sid":    "sid-1",
 		"events": map[string]any{backchannelEvent: map[string]any{}},
@@ -32,7 +33,7 @@ func (e *itEnv) logoutClaims(mutate func(c map[string]any)) map[string]any {
 
 // logoutToken signs claims with the OP's current key, typ logout+jwt.
 func (e *itEnv) logoutToken(mutate func(c map[string]any)) string {
-	return e.op.activeKey().sign(e.logoutClaims(mutate), "logout+jwt")
+	return e.op.ActiveKey().Sign(e.logoutClaims(mutate), "logout+jwt")
 }
 
 func expectBackchannelRefused(t *testing.T, res *itResult, what string) {
@@ -52,7 +53,7 @@ func expectBackchannelRefused(t *testing.T, res *itResult, what string) {
 func TestBackchannelLogoutRefused(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("user-1", "user1@example.com", "sid-1")
+	e.op.SetUser("user-1", "user1@example.com", "sid-1")
 	b := e.browser()
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", api), "session before the logout tokens")
@@ -65,14 +66,14 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 		token func() string
 	}{
 		{"bad signature", func() string {
-			return newRSAOPKey(e.op.activeKey().kid, 1).sign(e.logoutClaims(nil), "logout+jwt")
+			return oidctest.NewRSAKey(e.op.ActiveKey().KID, 1).Sign(e.logoutClaims(nil), "logout+jwt")
 		}},
-		{"alg none", func() string { return signNone(e.logoutClaims(nil), "key-1") }},
+		{"alg none", func() string { return oidctest.SignNone(e.logoutClaims(nil), "key-1") }},
 		{"HS256 with the client secret", func() string {
-			return signHS256(e.logoutClaims(nil), []byte(e.op.clientSecret), "key-1")
+			return oidctest.SignHS256(e.logoutClaims(nil), []byte(e.op.ClientSecret), "key-1")
 		}},
 		{"unknown kid", func() string {
-			return newRSAOPKey("unknown-kid", 2).sign(e.logoutClaims(nil), "logout+jwt")
+			return oidctest.NewRSAKey("unknown-kid", 2).Sign(e.logoutClaims(nil), "logout+jwt")
 		}},
 		{"wrong iss", claims(func(c map[string]any) { c["iss"] = "https://evil.example" })},
 		{"aud without our client_id", claims(func(c map[string]any) { c["aud"] = "other-client" })},
@@ -106,10 +107,10 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 			c["nonce"] = nil
 			c["sid"] = "sid-null" // leave the session alone if this is accepted
 		})},
-		{"typ at+jwt", func() string { return e.op.activeKey().sign(e.logoutClaims(nil), "at+jwt") }},
-		{"typ secevent+jwt", func() string { return e.op.activeKey().sign(e.logoutClaims(nil), "secevent+jwt") }},
+		{"typ at+jwt", func() string { return e.op.ActiveKey().Sign(e.logoutClaims(nil), "at+jwt") }},
+		{"typ secevent+jwt", func() string { return e.op.ActiveKey().Sign(e.logoutClaims(nil), "secevent+jwt") }},
 		{"an ID token", func() string {
-			return e.op.activeKey().sign(e.logoutClaims(func(c map[string]any) {
+			return e.op.ActiveKey().Sign(e.logoutClaims(func(c map[string]any) {
 				delete(c, "events")
 				c["nonce"] = "abc"
 			}), "JWT")
@@ -156,12 +157,12 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 func TestBackchannelLogoutBySID(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("user-1", "user1@example.com", "sid-A")
+	e.op.SetUser("user-1", "user1@example.com", "sid-A")
 	a1 := e.browser()
 	a1.mustLogin("/private")
 	a2 := e.browser() // a second browser in the same IdP session
 	a2.mustLogin("/private")
-	e.op.setUser("user-1", "user1@example.com", "sid-B")
+	e.op.SetUser("user-1", "user1@example.com", "sid-B")
 	other := e.browser()
 	other.mustLogin("/private")
 	if res := a1.get("/private", api); res.sid != "sid-A" {
@@ -192,12 +193,12 @@ func TestBackchannelLogoutBySID(t *testing.T) {
 func TestBackchannelLogoutBySubject(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("user-2", "user2@example.com", "")
+	e.op.SetUser("user-2", "user2@example.com", "")
 	u2a := e.browser()
 	u2a.mustLogin("/private")
 	u2b := e.browser()
 	u2b.mustLogin("/private")
-	e.op.setUser("user-3", "user3@example.com", "")
+	e.op.SetUser("user-3", "user3@example.com", "")
 	u3 := e.browser()
 	u3.mustLogin("/private")
 
@@ -217,7 +218,7 @@ func TestBackchannelLogoutBySubject(t *testing.T) {
 
 	// Sessions begun after the logout are not affected.
 	e.clock.Advance(2 * time.Second)
-	e.op.setUser("user-2", "user2@example.com", "")
+	e.op.SetUser("user-2", "user2@example.com", "")
 	again := e.browser()
 	again.mustLogin("/private")
 	expectServed(t, again.get("/private", api), "new session of the sub after the logout")
@@ -231,8 +232,8 @@ func TestBackchannelLogoutAccepted(t *testing.T) {
 		mutate func(c map[string]any)
 		typ    string
 	}{
-		{"aud as a string", func(c map[string]any) { c["aud"] = e.op.clientID }, "logout+jwt"},
-		{"aud as an array", func(c map[string]any) { c["aud"] = []string{"other-client", e.op.clientID} }, "logout+jwt"},
+		{"aud as a string", func(c map[string]any) { c["aud"] = e.op.ClientID }, "logout+jwt"},
+		{"aud as an array", func(c map[string]any) { c["aud"] = []string{"other-client", e.op.ClientID} }, "logout+jwt"},
 		{"typ JWT", nil, "JWT"},
 		{"typ application/logout+jwt", nil, "application/logout+jwt"},
 		{"no exp", func(c map[string]any) { delete(c, "exp") }, "logout+jwt"},
@@ -245,7 +246,7 @@ func TestBackchannelLogoutAccepted(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tok := e.op.activeKey().sign(e.logoutClaims(tc.mutate), tc.typ)
+			tok := e.op.ActiveKey().Sign(e.logoutClaims(tc.mutate), tc.typ)
 			res := e.postLogout(tok)
 			if res.StatusCode != http.StatusOK {
 				t.Fatalf("status %d, want 200; body %q", res.StatusCode, res.body)
