@@ -14,17 +14,7 @@ import (
 // logoutClaims are the claims of a valid logout token for sid "sid-1" of
 // user-1; mutate changes them.
 func (e *itEnv) logoutClaims(mutate func(c map[string]any)) map[string]any {
-	now := e.clock.Now()
-	c := map[string]any{
-		"iss":    e.op.Issuer,
-		"aud":    e.op.ClientID,
-		"iat":    now.Unix(),
-		"exp":    now.Add(2 * time.Minute).Unix(),
-		"jti":    oidctest.RandomHex(12),
-		"sub":    "user-1",
-		"sid":    "sid-1",
-		"events": map[string]any{backchannelEvent: map[string]any{}},
-	}
+	c := oidctest.LogoutClaims(e.op.Issuer, e.op.ClientID, "user-1", "sid-1", oidctest.RandomHex(12), e.clock.Now())
 	if mutate != nil {
 		mutate(c)
 	}

@@ -340,11 +340,7 @@ func (t staticTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // fuzzLogoutClaims are a valid logout token's claims at fuzzNow.
 func fuzzLogoutClaims(jti string) map[string]any {
-	return map[string]any{
-		"iss": fuzzIssuer, "aud": fuzzClientID, "iat": fuzzNow.Unix(), "exp": fuzzNow.Add(2 * time.Minute).Unix(),
-		"jti": jti, "sub": "user-1", "sid": "sid-1",
-		"events": map[string]any{backchannelEvent: map[string]any{}},
-	}
+	return oidctest.LogoutClaims(fuzzIssuer, fuzzClientID, "user-1", "sid-1", jti, fuzzNow)
 }
 
 func fuzzLogoutSeeds(key *rsa.PrivateKey) []string {

@@ -235,7 +235,7 @@ func TestBearerAcceptsOnlyAccessTokens(t *testing.T) {
 		}
 		return c
 	}
-	events := map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}
+	events := map[string]any{oidctest.BackchannelLogoutEvent: map[string]any{}}
 	key := e.op.ActiveKey()
 	for _, tt := range []struct {
 		name string

@@ -163,3 +163,27 @@ func AccessTokenHash(access string) string {
 	sum := sha256.Sum256([]byte(access))
 	return base64.RawURLEncoding.EncodeToString(sum[:len(sum)/2])
 }
+
+// BackchannelLogoutEvent is the event a logout token carries (OpenID
+// Connect Back-Channel Logout 1.0, section 2.4).
+const BackchannelLogoutEvent = "http://schemas.openid.net/event/backchannel-logout"
+
+// LogoutClaims returns the claims of a back-channel logout token from iss
+// to the client aud for sub and sid (left out when empty), with the given
+// jti, issued at now and expiring two minutes later. Sign them with typ
+// "logout+jwt".
+func LogoutClaims(iss, aud, sub, sid, jti string, now time.Time) map[string]any {
+	c := map[string]any{
+		"iss":    iss,
+		"aud":    aud,
+		"iat":    now.Unix(),
+		"exp":    now.Add(2 * time.Minute).Unix(),
+		"jti":    jti,
+		"sub":    sub,
+		"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
+	}
+	if sid != "" {
+		c["sid"] = sid
+	}
+	return c
+}
