@@ -1218,17 +1218,8 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 // that refreshed gets no session, and no copy of the cookies works after.
 func TestAttackLogoutRacesRefresh(t *testing.T) {
 	t.Parallel()
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	e, b := refreshEnv(t, func(s *oidctest.Script) {
-		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
-			if grant == "refresh_token" {
-				once.Do(func() { close(started) })
-				<-release
-			}
-			return false
-		}
-	})
+	hold, started, release := oidctest.Hold("refresh_token")
+	e, b := refreshEnv(t, func(s *oidctest.Script) { s.Token = hold })
 	refresher, logout, later := b.clone(), b.clone(), b.clone()
 	e.clock.Advance(61 * time.Second)
 	done := make(chan *itResult)
@@ -1238,7 +1229,7 @@ func TestAttackLogoutRacesRefresh(t *testing.T) {
 	if res.StatusCode != http.StatusFound {
 		t.Fatalf("logout: status %d", res.StatusCode)
 	}
-	close(release)
+	release()
 	raced := <-done
 	expectAPI401(t, raced, "request whose refresh overlapped the logout")
 	e.expectNoSession(raced, "request whose refresh overlapped the logout")

@@ -26,6 +26,18 @@ func (e *itEnv) logoutToken(mutate func(c map[string]any)) string {
 	return e.op.ActiveKey().Sign(e.logoutClaims(mutate), "logout+jwt")
 }
 
+// expectBackchannelAccepted fails unless a valid logout token was answered
+// 200, uncacheable.
+func expectBackchannelAccepted(t *testing.T, res *itResult) {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("valid logout token: status %d, want 200; body %q", res.StatusCode, res.body)
+	}
+	if cc := res.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+		t.Errorf("Cache-Control %q, want no-store", cc)
+	}
+}
+
 func expectBackchannelRefused(t *testing.T, res *itResult, what string) {
 	t.Helper()
 	if res.StatusCode != http.StatusBadRequest {
@@ -163,12 +175,7 @@ func TestBackchannelLogoutBySID(t *testing.T) {
 		c["sid"] = "sid-A"
 		delete(c, "sub")
 	}))
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("valid logout token: status %d, want 200; body %q", res.StatusCode, res.body)
-	}
-	if cc := res.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
-		t.Errorf("Cache-Control %q, want no-store", cc)
-	}
+	expectBackchannelAccepted(t, res)
 
 	e.expectLoginRedirect(a1.get("/private", nav), "session with the logged-out sid")
 	expectAPI401(t, a2.get("/private", api), "other session with the logged-out sid")
@@ -196,12 +203,7 @@ func TestBackchannelLogoutBySubject(t *testing.T) {
 		c["sub"] = "user-2"
 		delete(c, "sid")
 	}))
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("valid logout token: status %d, want 200; body %q", res.StatusCode, res.body)
-	}
-	if cc := res.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
-		t.Errorf("Cache-Control %q, want no-store", cc)
-	}
+	expectBackchannelAccepted(t, res)
 	e.expectLoginRedirect(u2a.get("/private", nav), "first session of the logged-out sub")
 	expectAPI401(t, u2b.get("/private", api), "second session of the logged-out sub")
 	expectServed(t, u3.get("/private", api), "session of another sub")

@@ -774,23 +774,14 @@ func TestFlowIssuerWithTrailingSlash(t *testing.T) {
 // refresh of the same session is under way is not undone by the refresh.
 func TestFlowLogoutDuringRefresh(t *testing.T) {
 	t.Parallel()
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	e, b := refreshEnv(t, func(s *oidctest.Script) {
-		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
-			if grant == "refresh_token" {
-				once.Do(func() { close(started) })
-				<-release
-			}
-			return false
-		}
-	})
+	hold, started, release := oidctest.Hold("refresh_token")
+	e, b := refreshEnv(t, func(s *oidctest.Script) { s.Token = hold })
 	e.clock.Advance(61 * time.Second)
 	done := make(chan *itResult)
 	go func() { done <- b.get("/private", api) }()
 	<-started
 	res := e.postLogout(e.logoutToken(func(c map[string]any) { c["sid"] = "sid-1" }))
-	close(release)
+	release()
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("logout token: status %d; body %q", res.StatusCode, res.body)
 	}

@@ -576,3 +576,20 @@ func (p *Provider) tokens(grantType, sub, sid, nonce string) map[string]any {
 	p.lastAccessToken = access
 	return resp
 }
+
+// Hold returns a Script.Token hook that keeps every token request of
+// grant type grant waiting until release is called, then lets the
+// provider answer it; started is closed when the first one arrives. Other
+// requests pass at once. Call release once.
+func Hold(grant string) (hook func(w http.ResponseWriter, r *http.Request, grant string) bool, started <-chan struct{}, release func()) {
+	first, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook = func(w http.ResponseWriter, r *http.Request, g string) bool {
+		if g == grant {
+			once.Do(func() { close(first) })
+			<-gate
+		}
+		return false
+	}
+	return hook, first, func() { close(gate) }
+}
