@@ -44,6 +44,8 @@ echo "vulncheck: govulncheck $govulncheck_version, $GOTOOLCHAIN, database $vulnd
 # The module with its tests, then xcaddy-test/, a module of its own (test files only,
 # behind the e2e tag): a finding in either fails the script.
 status=0
+echo "vulncheck: the module ($(go list -m))"
 "$bin/govulncheck" -db "file://$db" -test ./... || status=$?
+echo "vulncheck: the end-to-end module (xcaddy-test/)"
 (cd xcaddy-test && "$bin/govulncheck" -db "file://$db" -test -tags e2e ./...) || status=$?
 exit "$status"
