@@ -28,12 +28,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // Fixed inputs, so that the committed seed corpora (which hold sealed
@@ -342,16 +344,12 @@ func (t staticTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // fuzzLogoutClaims are a valid logout token's claims at fuzzNow.
 func fuzzLogoutClaims(jti string) map[string]any {
-	return map[string]any{
-		"iss": fuzzIssuer, "aud": fuzzClientID, "iat": fuzzNow.Unix(), "exp": fuzzNow.Add(2 * time.Minute).Unix(),
-		"jti": jti, "sub": "user-1", "sid": "sid-1",
-		"events": map[string]any{oidc.BackchannelEvent: map[string]any{}},
-	}
+	return oidctest.LogoutClaims(fuzzIssuer, fuzzClientID, "user-1", "sid-1", jti, fuzzNow)
 }
 
 func fuzzLogoutSeeds(key *rsa.PrivateKey) []string {
 	sign := func(c map[string]any, typ string) string {
-		return signJWS(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: fuzzKeyID}}, c, typ)
+		return oidctest.SignJWS(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: fuzzKeyID}}, c, typ)
 	}
 	valid := sign(fuzzLogoutClaims("seed-valid"), "logout+jwt")
 	noSID := fuzzLogoutClaims("seed-no-sid")
@@ -364,9 +362,9 @@ func fuzzLogoutSeeds(key *rsa.PrivateKey) []string {
 		sign(noSID, "logout+jwt"),
 		sign(fuzzLogoutClaims("seed-untyped"), ""),
 		sign(withNonce, "logout+jwt"),
-		signNone(fuzzLogoutClaims("seed-none"), fuzzKeyID),
-		signHS256(fuzzLogoutClaims("seed-hs256-pem"), publicKeyPEM(&key.PublicKey), fuzzKeyID),
-		signHS256(fuzzLogoutClaims("seed-hs256-secret"), []byte("fuzz-client-secret-0123456789abcdef"), fuzzKeyID),
+		oidctest.SignNone(fuzzLogoutClaims("seed-none"), fuzzKeyID),
+		oidctest.SignHS256(fuzzLogoutClaims("seed-hs256-pem"), oidctest.PublicKeyPEM(&key.PublicKey), fuzzKeyID),
+		oidctest.SignHS256(fuzzLogoutClaims("seed-hs256-secret"), []byte("fuzz-client-secret-0123456789abcdef"), fuzzKeyID),
 		parts[0] + "." + parts[1] + ".",
 		parts[0] + "." + parts[1] + "." + parts[2] + ".AAAA.BBBB", // five parts, as a JWE
 		parts[0] + ".." + parts[2],

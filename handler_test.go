@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // unreachableIssuer is a closed port: discovery fails at once.
@@ -1099,22 +1101,9 @@ func TestStripIdentityHeaders(t *testing.T) {
 // Some providers (Auth0, for one) have an issuer ending in '/'; discovery
 // and token checks compare it exactly, so it must be kept as configured.
 func TestIssuerWithTrailingSlash(t *testing.T) {
-	var issuer string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/.well-known/openid-configuration" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"issuer":                 issuer,
-			"authorization_endpoint": issuer + "authorize",
-			"token_endpoint":         issuer + "token",
-			"jwks_uri":               issuer + "jwks",
-		})
-	}))
-	defer srv.Close()
-	issuer = srv.URL + "/"
+	op := oidctest.New(t, nil)
+	issuer := op.URL + "/"
+	op.Issuer = issuer
 
 	m := newUnitHandler(t, func(m *OIDCAuth) { m.Issuer = issuer })
 	rec, _ := serve(t, m, navRequest(http.MethodGet, "/page"))

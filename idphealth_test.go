@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -53,9 +54,9 @@ func TestIdPTrackerGauges(t *testing.T) {
 // handler uses it, goes on across a reload (the new config is provisioned
 // before the old one is cleaned up), and ends with the last Cleanup.
 func TestProbeLifecycleAcrossReload(t *testing.T) {
-	op := newFakeOP(t, newITClock())
+	op := oidctest.New(t, oidctest.NewClock())
 	provision := func(interval time.Duration) *OIDCAuth {
-		h := &OIDCAuth{Issuer: op.issuer, ClientID: op.clientID, ClientSecret: op.clientSecret,
+		h := &OIDCAuth{Issuer: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret,
 			CookieSecret: itCookieSecret, HealthProbeInterval: caddy.Duration(interval)}
 		ctx, _ := caddy.NewContext(itCaddyContext(t))
 		if err := h.Provision(ctx); err != nil {
@@ -127,14 +128,14 @@ func healthOf(t *testing.T, issuer string) (int, providerHealth) {
 func TestHealthFollowsIdPCalls(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	issuer := e.op.issuer
+	issuer := e.op.Issuer
 	e.browser().mustLogin("/")
 	if code, h := healthOf(t, issuer); !h.Reachable || h.FailingEndpoint != "" || h.LastSuccess == nil {
 		t.Fatalf("after a login: %d %+v, want reachable", code, h)
 	}
 
-	e.op.set(func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 			http.Error(w, "upstream down", http.StatusBadGateway)
 			return true
 		}
@@ -150,9 +151,9 @@ func TestHealthFollowsIdPCalls(t *testing.T) {
 		t.Errorf("error %q does not say the token endpoint answered 502", h.Error)
 	}
 
-	e.op.set(func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
-			opTokenError(w, http.StatusBadRequest, "invalid_grant", "code expired")
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+			oidctest.TokenError(w, http.StatusBadRequest, "invalid_grant", "code expired")
 			return true
 		}
 	})
@@ -163,7 +164,7 @@ func TestHealthFollowsIdPCalls(t *testing.T) {
 		t.Fatalf("after the IdP refused a code: %d %+v, want reachable, with the earlier failure kept", code, h)
 	}
 
-	e.op.srv.Close()
+	e.op.Close()
 	if err := e.h.provider.Probe(context.Background()); err == nil {
 		t.Fatal("the probe of a closed IdP succeeded")
 	}

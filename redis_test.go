@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // startTestRedis runs a redis-server on a free loopback port for one test
@@ -53,15 +55,15 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 	t.Parallel()
 	store := startTestRedis(t)
 	e := newITEnv(t, func(h *OIDCAuth) { h.Store = store })
-	e.op.set(func(s *opScript) { s.accessTTL = time.Minute })
+	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = time.Minute })
 
-	e.op.setUser("alice", "alice@example.com", "sid-alice")
+	e.op.SetUser("alice", "alice@example.com", "sid-alice")
 	alice := e.browser()
 	alice.mustLogin("/private")
-	e.op.setUser("mallory", "mallory@example.com", "sid-mallory")
+	e.op.SetUser("mallory", "mallory@example.com", "sid-mallory")
 	mallory := e.browser()
 	mallory.mustLogin("/private")
-	malloryRT := e.op.lastRefreshToken
+	malloryRT := e.lastRefreshToken()
 	if res := mallory.get("/private", api); res.user != "mallory" {
 		t.Fatalf("Mallory before the attack: user %q (status %d)", res.user, res.StatusCode)
 	}
@@ -96,7 +98,7 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 	if res.user != "mallory" {
 		t.Fatalf("Mallory's session: user %q, want mallory", res.user)
 	}
-	if n := e.op.grants("refresh_token"); n != 2 {
+	if n := e.op.Grants("refresh_token"); n != 2 {
 		t.Errorf("refresh grants: %d, want 2 (Alice's and Mallory's own)", n)
 	}
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of the package for a while each.
+# Runs every fuzz target of the module's packages for a while each.
 # Usage: bash scripts/fuzz.sh [seconds per target, default 10]
 # Inputs that fail are written to testdata/fuzz/<FuzzName>/ and make the
 # script exit non-zero; `go test` then replays them on every run.
@@ -24,11 +24,15 @@ go1.[0-9] | go1.[0-9].* | go1.1[0-9] | go1.1[0-9].* | go1.2[0-6] | go1.2[0-6].*)
 esac
 
 secs="${1:-10}"
-targets="$(go test -list '^Fuzz' . | grep '^Fuzz')"
-for target in $targets; do
-	echo "== fuzz $target (${secs}s)"
-	# No minimizing: a minimization still running when the fuzz time ends
-	# is reported by Go as a failure ("context deadline exceeded") though
-	# nothing failed. A crasher is still reported and saved, unminimized.
-	go test -run '^$' -fuzz "^${target}\$" -fuzztime "${secs}s" -fuzzminimizetime 0 -parallel 2 .
+# Every package of the module (xcaddy-test/ is a module of its own and has
+# no fuzz targets); go test -fuzz takes one package at a time.
+for pkg in $(go list ./...); do
+	targets="$(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true)"
+	for target in $targets; do
+		echo "== fuzz $target in ${pkg} (${secs}s)"
+		# No minimizing: a minimization still running when the fuzz time ends
+		# is reported by Go as a failure ("context deadline exceeded") though
+		# nothing failed. A crasher is still reported and saved, unminimized.
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${secs}s" -fuzzminimizetime 0 -parallel 2 "$pkg"
+	done
 done
