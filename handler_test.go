@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie/cookietest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
@@ -290,7 +291,7 @@ func TestNavigationRedirectsToAuthorize(t *testing.T) {
 		t.Error("redirect is cacheable")
 	}
 	// The state cookie remembers where the user was going.
-	back := requestWith(rec, http.MethodGet, "/auth/callback", true)
+	back := cookietest.RequestWith(rec, http.MethodGet, "/auth/callback", true)
 	st := m.cookies.PeekState(back, q.Get("state"), time.Now())
 	if st == nil {
 		t.Fatalf("no state cookie for the state: %v", rec.Header()["Set-Cookie"])
@@ -328,7 +329,7 @@ func TestLoginPath(t *testing.T) {
 				return
 			}
 			loc, _ := url.Parse(rec.Header().Get("Location"))
-			st := m.cookies.PeekState(requestWith(rec, http.MethodGet, "/", false), loc.Query().Get("state"), time.Now())
+			st := m.cookies.PeekState(cookietest.RequestWith(rec, http.MethodGet, "/", false), loc.Query().Get("state"), time.Now())
 			if st == nil || st.ReturnTo != tt.wantReturn {
 				t.Errorf("state = %+v, want return_to %q", st, tt.wantReturn)
 			}
@@ -429,7 +430,7 @@ func TestCallbackIdPError(t *testing.T) {
 			t.Errorf("retry link returns to %q, want the page the login started from", got)
 		}
 		name := m.cookies.StateCookieName(r, state)
-		if c := setCookies(rec)[name]; c == nil || c.MaxAge >= 0 {
+		if c := cookietest.SetCookies(rec)[name]; c == nil || c.MaxAge >= 0 {
 			t.Errorf("state cookie not expired: %+v", c)
 		}
 	})
@@ -481,7 +482,7 @@ func TestCallbackWithState(t *testing.T) {
 			if sessionCookieSet(m, rec, r) != nil {
 				t.Error("session cookie set")
 			}
-			if c := setCookies(rec)[m.cookies.StateCookieName(r, state)]; c == nil || c.MaxAge >= 0 {
+			if c := cookietest.SetCookies(rec)[m.cookies.StateCookieName(r, state)]; c == nil || c.MaxAge >= 0 {
 				t.Errorf("state cookie not expired: %+v", c)
 			}
 			// The state is used up whatever the outcome: a copy of its
@@ -490,7 +491,7 @@ func TestCallbackWithState(t *testing.T) {
 			if rec.Code != http.StatusBadRequest {
 				t.Errorf("replayed state: status %d, want 400", rec.Code)
 			}
-			if c := setCookies(rec)[m.cookies.StateCookieName(r, state)]; c != nil && c.MaxAge >= 0 {
+			if c := cookietest.SetCookies(rec)[m.cookies.StateCookieName(r, state)]; c != nil && c.MaxAge >= 0 {
 				t.Errorf("state cookie renewed: %+v", c)
 			}
 		})
@@ -570,7 +571,7 @@ func TestLogoutClearsAndRevokes(t *testing.T) {
 		q.Get("post_logout_redirect_uri") != "https://example.com/signed-out" {
 		t.Errorf("Location = %v", loc)
 	}
-	set := setCookies(rec)
+	set := cookietest.SetCookies(rec)
 	for _, name := range []string{m.cookies.SessionCookieName(r), m.cookies.IDTokenCookieName(r, m.LogoutPath)} {
 		if c := set[name]; c == nil || c.MaxAge >= 0 {
 			t.Errorf("%s not cleared: %+v", name, c)
@@ -598,7 +599,7 @@ func TestLogoutWhileIdPDown(t *testing.T) {
 	if !m.app.revoked(s) {
 		t.Error("session not revoked")
 	}
-	if c := setCookies(rec)[m.cookies.SessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
+	if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
 		t.Errorf("session cookie not cleared: %+v", c)
 	}
 }
@@ -692,7 +693,7 @@ func TestBadSessionCookies(t *testing.T) {
 
 	good := httptest.NewRecorder()
 	s := unitSession(now)
-	s.RefreshToken = testValue(10 << 10) // three chunks
+	s.RefreshToken = cookietest.Value(10 << 10) // three chunks
 	if err := m.cookies.WriteSession(good, base, s, 3600); err != nil {
 		t.Fatal(err)
 	}
@@ -856,7 +857,7 @@ func TestSessionEnded(t *testing.T) {
 			if rec.Code != http.StatusUnauthorized || next.called {
 				t.Fatalf("status %d, next called %v; want 401", rec.Code, next.called)
 			}
-			if c := setCookies(rec)[m.cookies.SessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
+			if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
 				t.Errorf("cookie of the ended session not cleared: %+v", c)
 			}
 		})
@@ -901,7 +902,7 @@ func TestRefreshWhileIdPDown(t *testing.T) {
 		if rec.Code != http.StatusServiceUnavailable || next.called {
 			t.Errorf("status %d, next called %v; want 503", rec.Code, next.called)
 		}
-		if c := setCookies(rec)[m.cookies.SessionCookieName(r)]; c != nil {
+		if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c != nil {
 			t.Errorf("session cookie changed: %+v", c)
 		}
 	})
@@ -924,7 +925,7 @@ func TestRequireForbidden(t *testing.T) {
 		if rec.Header().Get("Location") != "" {
 			t.Error("403 with a redirect")
 		}
-		if c := setCookies(rec)[m.cookies.SessionCookieName(r)]; c != nil {
+		if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c != nil {
 			t.Errorf("session cookie touched: %+v", c)
 		}
 		if strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") && !strings.Contains(rec.Body.String(), `href="/auth/logout"`) {

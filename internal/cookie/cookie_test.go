@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie/cookietest"
 )
 
 const (
@@ -28,29 +30,6 @@ func newTestCodec(t *testing.T) *Codec {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// requestWith returns a request that carries the cookies that rec set and
-// did not expire, as a browser would send them next.
-func requestWith(rec *httptest.ResponseRecorder, method, target string, tlsOn bool) *http.Request {
-	r := httptest.NewRequest(method, target, nil)
-	if tlsOn {
-		r.TLS = &tls.ConnectionState{}
-	}
-	for _, c := range rec.Result().Cookies() {
-		if c.MaxAge >= 0 && c.Value != "" {
-			r.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
-		}
-	}
-	return r
-}
-
-func setCookies(rec *httptest.ResponseRecorder) map[string]*http.Cookie {
-	out := map[string]*http.Cookie{}
-	for _, c := range rec.Result().Cookies() {
-		out[c.Name] = c
-	}
-	return out
 }
 
 func TestSealOpenRoundTrip(t *testing.T) {
@@ -134,7 +113,7 @@ func TestOpenRejects(t *testing.T) {
 func TestChunkedRoundTrip(t *testing.T) {
 	for _, size := range []int{1, 100, maxChunkLen, maxChunkLen + 1, 6 << 10, 20 << 10, maxChunks * maxChunkLen} {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
-			value := testValue(size)
+			value := cookietest.Value(size)
 			req := httptest.NewRequest(http.MethodGet, "/", nil)
 			rec := httptest.NewRecorder()
 			if err := writeChunked(rec, req, "ck", "/", value, 3600); err != nil {
@@ -153,7 +132,7 @@ func TestChunkedRoundTrip(t *testing.T) {
 					t.Errorf("cookie %s MaxAge = %d", c.Name, c.MaxAge)
 				}
 			}
-			got, n, ok := readChunked(requestWith(rec, http.MethodGet, "/", false), "ck")
+			got, n, ok := readChunked(cookietest.RequestWith(rec, http.MethodGet, "/", false), "ck")
 			if !ok || got != value || n != wantChunks {
 				t.Errorf("readChunked: ok=%v n=%d, value equal: %v", ok, n, got == value)
 			}
@@ -161,20 +140,10 @@ func TestChunkedRoundTrip(t *testing.T) {
 	}
 }
 
-// testValue returns a cookie-safe value of n bytes that is not periodic,
-// so misplaced chunks are detected.
-func testValue(n int) string {
-	var b strings.Builder
-	for i := 0; b.Len() < n; i++ {
-		b.WriteString(base64.RawURLEncoding.EncodeToString([]byte{byte(i), byte(i >> 8), byte(i * 7)}))
-	}
-	return b.String()[:n]
-}
-
 func TestChunkedMissingMiddleChunk(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	rec := httptest.NewRecorder()
-	if err := writeChunked(rec, req, "ck", "/", testValue(20<<10), 3600); err != nil {
+	if err := writeChunked(rec, req, "ck", "/", cookietest.Value(20<<10), 3600); err != nil {
 		t.Fatal(err)
 	}
 	next := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -206,16 +175,16 @@ func TestChunkedBadCount(t *testing.T) {
 func TestChunkedExpiresLeftovers(t *testing.T) {
 	// The browser holds a 6-chunk value; a 2-chunk value replaces it.
 	first := httptest.NewRecorder()
-	if err := writeChunked(first, httptest.NewRequest(http.MethodGet, "/", nil), "ck", "/", testValue(20<<10), 3600); err != nil {
+	if err := writeChunked(first, httptest.NewRequest(http.MethodGet, "/", nil), "ck", "/", cookietest.Value(20<<10), 3600); err != nil {
 		t.Fatal(err)
 	}
-	req := requestWith(first, http.MethodGet, "/", false)
+	req := cookietest.RequestWith(first, http.MethodGet, "/", false)
 	rec := httptest.NewRecorder()
-	short := testValue(6 << 10)
+	short := cookietest.Value(6 << 10)
 	if err := writeChunked(rec, req, "ck", "/", short, 3600); err != nil {
 		t.Fatal(err)
 	}
-	set := setCookies(rec)
+	set := cookietest.SetCookies(rec)
 	for i := 0; i < 6; i++ {
 		c, ok := set[chunkName("ck", i)]
 		switch {
@@ -234,7 +203,7 @@ func TestChunkedExpiresLeftovers(t *testing.T) {
 	if err := writeChunked(rec, req, "ck", "/", "small", 3600); err != nil {
 		t.Fatal(err)
 	}
-	set = setCookies(rec)
+	set = cookietest.SetCookies(rec)
 	if set["ck"] == nil || set["ck"].Value != "small" {
 		t.Errorf("first cookie = %+v", set["ck"])
 	}
@@ -261,7 +230,7 @@ func TestChunkedExpiresLeftovers(t *testing.T) {
 
 func TestChunkedTooLarge(t *testing.T) {
 	rec := httptest.NewRecorder()
-	err := writeChunked(rec, httptest.NewRequest(http.MethodGet, "/", nil), "ck", "/", testValue(maxChunks*maxChunkLen+1), 3600)
+	err := writeChunked(rec, httptest.NewRequest(http.MethodGet, "/", nil), "ck", "/", cookietest.Value(maxChunks*maxChunkLen+1), 3600)
 	if err == nil {
 		t.Fatal("writeChunked accepted a value over maxChunks chunks")
 	}
@@ -272,11 +241,11 @@ func TestChunkedTooLarge(t *testing.T) {
 
 func TestClearChunked(t *testing.T) {
 	first := httptest.NewRecorder()
-	if err := writeChunked(first, httptest.NewRequest(http.MethodGet, "/", nil), "ck", "/", testValue(10<<10), 3600); err != nil {
+	if err := writeChunked(first, httptest.NewRequest(http.MethodGet, "/", nil), "ck", "/", cookietest.Value(10<<10), 3600); err != nil {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	clearChunked(rec, requestWith(first, http.MethodGet, "/", false), "ck", "/")
+	clearChunked(rec, cookietest.RequestWith(first, http.MethodGet, "/", false), "ck", "/")
 	set := rec.Result().Cookies()
 	if len(set) != 3 {
 		t.Errorf("%d cookies expired, want 3", len(set))
@@ -311,7 +280,7 @@ func TestSessionCookieRoundTrip(t *testing.T) {
 			}
 			t.Run(name+"/"+strconv.Itoa(size), func(t *testing.T) {
 				s := testSession()
-				s.RefreshToken = testValue(size)
+				s.RefreshToken = cookietest.Value(size)
 				req := httptest.NewRequest(http.MethodGet, "/", nil)
 				if tlsOn {
 					req.TLS = &tls.ConnectionState{}
@@ -320,7 +289,7 @@ func TestSessionCookieRoundTrip(t *testing.T) {
 				if err := c.WriteSession(rec, req, s, 3600); err != nil {
 					t.Fatal(err)
 				}
-				got, err := c.ReadSession(requestWith(rec, http.MethodGet, "/", tlsOn))
+				got, err := c.ReadSession(cookietest.RequestWith(rec, http.MethodGet, "/", tlsOn))
 				if err != nil {
 					t.Fatalf("readSession: %v", err)
 				}
@@ -330,7 +299,7 @@ func TestSessionCookieRoundTrip(t *testing.T) {
 				}
 				// A cookie written over TLS has another name, so a plain
 				// http request does not find it (and vice versa).
-				if _, err := c.ReadSession(requestWith(rec, http.MethodGet, "/", !tlsOn)); err == nil {
+				if _, err := c.ReadSession(cookietest.RequestWith(rec, http.MethodGet, "/", !tlsOn)); err == nil {
 					t.Error("session cookie readable under the other scheme's name")
 				}
 			})
@@ -400,7 +369,7 @@ func TestCookieAttributes(t *testing.T) {
 			if err := c.WriteState(rec, req, st, time.Now()); err != nil {
 				t.Fatal(err)
 			}
-			set := setCookies(rec)
+			set := cookietest.SetCookies(rec)
 			if len(set) != 3 {
 				t.Fatalf("cookies set: %v", rec.Header()["Set-Cookie"])
 			}
@@ -448,7 +417,7 @@ func TestCookieAttributes(t *testing.T) {
 				}
 			}
 			// The ID token reads back only at the logout path's cookie name.
-			next := requestWith(rec, http.MethodGet, logoutPath, tt.tls)
+			next := cookietest.RequestWith(rec, http.MethodGet, logoutPath, tt.tls)
 			if got := c.ReadIDToken(next, logoutPath); got != "header.payload.signature" {
 				t.Errorf("readIDToken = %q", got)
 			}
@@ -462,7 +431,7 @@ func TestClearSession(t *testing.T) {
 	req.TLS = &tls.ConnectionState{}
 	rec := httptest.NewRecorder()
 	s := testSession()
-	s.RefreshToken = testValue(6 << 10)
+	s.RefreshToken = cookietest.Value(6 << 10)
 	if err := c.WriteSession(rec, req, s, 3600); err != nil {
 		t.Fatal(err)
 	}
@@ -470,8 +439,8 @@ func TestClearSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := httptest.NewRecorder()
-	c.ClearSession(out, requestWith(rec, http.MethodGet, "/auth/logout", true), "/auth/logout")
-	set := setCookies(out)
+	c.ClearSession(out, cookietest.RequestWith(rec, http.MethodGet, "/auth/logout", true), "/auth/logout")
+	set := cookietest.SetCookies(out)
 	for _, name := range []string{"__Host-oidc_test", "__Host-oidc_test_1", "__Secure-oidc_test_idt"} {
 		ck, ok := set[name]
 		if !ok || ck.MaxAge >= 0 {
@@ -504,7 +473,7 @@ func stateRequest(t *testing.T, c *Codec, states ...*LoginState) *http.Request {
 			t.Fatal(err)
 		}
 	}
-	return requestWith(rec, http.MethodGet, "/auth/callback", false)
+	return cookietest.RequestWith(rec, http.MethodGet, "/auth/callback", false)
 }
 
 func TestWriteStateLimit(t *testing.T) {
@@ -529,7 +498,7 @@ func TestWriteStateLimit(t *testing.T) {
 	if err := c.WriteState(rec, req, fresh, now); err != nil {
 		t.Fatal(err)
 	}
-	set := setCookies(rec)
+	set := cookietest.SetCookies(rec)
 	wantExpired := []string{
 		c.StateCookieName(req, states[0].State), // the oldest
 		c.statePrefix(req) + "garbage00000",     // does not decrypt
@@ -583,7 +552,7 @@ func TestTakeState(t *testing.T) {
 		if got.Nonce != st.Nonce || got.Verifier != st.Verifier || got.ReturnTo != st.ReturnTo {
 			t.Errorf("takeState = %+v, want %+v", got, st)
 		}
-		if ck := setCookies(rec)[c.StateCookieName(req, st.State)]; ck == nil || ck.MaxAge >= 0 {
+		if ck := cookietest.SetCookies(rec)[c.StateCookieName(req, st.State)]; ck == nil || ck.MaxAge >= 0 {
 			t.Errorf("state cookie not expired: %+v", ck)
 		}
 	})
@@ -672,7 +641,7 @@ func TestCookieKeyRotation(t *testing.T) {
 	if err := oldCodec.WriteSession(rec, req, testSession(), 3600); err != nil {
 		t.Fatal(err)
 	}
-	next := requestWith(rec, http.MethodGet, "/", false)
+	next := cookietest.RequestWith(rec, http.MethodGet, "/", false)
 	if _, err := current.ReadSession(next); err != ErrInvalid {
 		t.Errorf("codec without the old secret read an old-key session: %v", err)
 	}
