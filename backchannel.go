@@ -145,7 +145,7 @@ func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Reque
 		m.logger.Info("front-channel logout", zap.String("sid", sid))
 		countLogout("frontchannel", "accepted", "")
 	}
-	m.cookies.clearSession(w, r, m.LogoutPath)
+	m.cookies.ClearSession(w, r, m.LogoutPath)
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	_, err := w.Write([]byte("<!doctype html><title>Signed out</title>"))
 	return err

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -41,7 +42,7 @@ func newBenchHandler(b *testing.B) *benchHandler {
 	}
 	m.CookieName = defaultCookieName(m.Issuer, m.ClientID)
 	var err error
-	if m.cookies, err = newCookieCodec([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
+	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
 		b.Fatal(err)
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -112,7 +113,7 @@ func BenchmarkRequestWithSession(b *testing.B) {
 	s := h.session(b)
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/index.html", nil)
-	if err := h.m.cookies.writeSession(rec, req, s, 3600); err != nil {
+	if err := h.m.cookies.WriteSession(rec, req, s, 3600); err != nil {
 		b.Fatal(err)
 	}
 	cookieHeader := ""
@@ -201,31 +202,4 @@ func BenchmarkRevocationLookup1M(b *testing.B) {
 	}
 	// After the loop: ResetTimer would discard a metric reported before it.
 	b.ReportMetric(perEntry, "heap-bytes/entry")
-}
-
-// BenchmarkCookieChunking6KB seals a 6 KB token set, splits it into
-// cookies and reassembles and opens it again.
-func BenchmarkCookieChunking6KB(b *testing.B) {
-	h := newBenchHandler(b)
-	plain := []byte(strings.Repeat("x", 6<<10))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		rec := httptest.NewRecorder()
-		req := httptest.NewRequest(http.MethodGet, "/", nil)
-		if err := writeChunked(rec, req, "oidc_bench", "/", h.m.cookies.seal(purposeSession, plain), 3600); err != nil {
-			b.Fatal(err)
-		}
-		back := httptest.NewRequest(http.MethodGet, "/", nil)
-		for _, c := range rec.Result().Cookies() {
-			back.AddCookie(c)
-		}
-		v, n, ok := readChunked(back, "oidc_bench")
-		if !ok || n < 2 {
-			b.Fatalf("reassembly failed: %d chunks, ok=%v", n, ok)
-		}
-		if _, err := h.m.cookies.open(purposeSession, v); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

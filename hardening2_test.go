@@ -316,7 +316,7 @@ func TestBearerAudiences(t *testing.T) {
 // came, another app's included.
 func TestOwnCookiesNeverReachNextHandler(t *testing.T) {
 	m := newUnitHandler(t, withOverrides)
-	base := m.cookies.name
+	base := m.cookies.Name()
 	for _, secure := range []bool{false, true} {
 		r := apiRequest(http.MethodGet, "/app")
 		if secure {
@@ -353,7 +353,7 @@ func TestLoginLoopCounterClearedOnceSessionHolds(t *testing.T) {
 	e := newITEnv(t)
 	b := e.browser()
 	cb := b.mustLogin("/private")
-	loop := e.h.cookies.name + "_lg"
+	loop := e.h.cookies.Name() + "_lg"
 	if c := cb.setCookie(loop); c == nil || c.MaxAge <= 0 {
 		t.Fatalf("the callback did not set the loop counter: %v", cb.Cookies())
 	}

@@ -28,8 +28,8 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	now := m.now()
-	idToken := m.cookies.readIDToken(r, m.LogoutPath)
-	s, err := m.cookies.readSession(r)
+	idToken := m.cookies.ReadIDToken(r, m.LogoutPath)
+	s, err := m.cookies.ReadSession(r)
 	if err == nil && !m.sessionAlive(s, now) {
 		// A revoked or expired session (a stale cookie, which can be
 		// replayed at will): nothing to revoke, here or at the IdP.
@@ -44,11 +44,9 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		m.logger.Info("logout", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 		countLogout("rp", "accepted", "")
 	}
-	m.cookies.clearSession(w, r, m.LogoutPath)
-	m.cookies.clearStates(w, r)
-	if _, err := r.Cookie(m.cookies.loopCookieName(r)); err == nil {
-		http.SetCookie(w, newCookie(r, m.cookies.loopCookieName(r), "/", "", -1))
-	}
+	m.cookies.ClearSession(w, r, m.LogoutPath)
+	m.cookies.ClearStates(w, r)
+	m.cookies.ClearLoginLoop(w, r)
 
 	meta, metaErr := m.provider.Metadata(r.Context())
 	if s != nil && s.RefreshToken != "" && metaErr == nil && meta.Revocation != "" {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -223,7 +224,7 @@ type OIDCAuth struct {
 	postLogoutURL   *url.URL
 	sessionLifetime time.Duration
 	probeInterval   time.Duration
-	cookies         *cookieCodec
+	cookies         *cookie.Codec
 	provider        *provider
 	client          *oidc.Client // the protocol, with m.now as its clock
 	providerKey     string
@@ -294,7 +295,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	for _, p := range m.PreviousCookieSecrets {
 		previous = append(previous, []byte(p))
 	}
-	if m.cookies, err = newCookieCodec(secret, m.Issuer, m.ClientID, m.CookieName, previous...); err != nil {
+	if m.cookies, err = cookie.New(secret, m.Issuer, m.ClientID, m.CookieName, previous...); err != nil {
 		return fmt.Errorf("cookie_secret: %w", err)
 	}
 

@@ -290,7 +290,7 @@ func (m *OIDCAuth) refreshAcrossInstances(ctx context.Context, refreshToken, sub
 			}
 			if out.Tokens != nil || out.Refused != "" || out.Next != "" {
 				if raw, merr := json.Marshal(out); merr == nil {
-					if serr := b.storeRefreshOutcome(ctx, key, m.cookies.seal(m.outcomePurpose(key, sub), raw), ttl); serr != nil {
+					if serr := b.storeRefreshOutcome(ctx, key, m.cookies.Seal(m.outcomePurpose(key, sub), raw), ttl); serr != nil {
 						m.logger.Warn("cannot share refresh outcome", zap.Error(serr))
 					}
 				}
@@ -320,7 +320,7 @@ func (m *OIDCAuth) outcomePurpose(key, sub string) string {
 // sub; nil when it was sealed for another key, user or client, or
 // tampered with.
 func (m *OIDCAuth) openOutcome(sealed, key, sub string) *sharedOutcome {
-	raw, err := m.cookies.open(m.outcomePurpose(key, sub), sealed)
+	raw, err := m.cookies.Open(m.outcomePurpose(key, sub), sealed)
 	if err != nil {
 		return nil
 	}

@@ -107,7 +107,7 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 // user it was sealed for.
 func TestRefreshOutcomeBound(t *testing.T) {
 	m := newUnitHandler(t, nil)
-	sealed := m.cookies.seal(m.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
+	sealed := m.cookies.Seal(m.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
 	if m.openOutcome(sealed, "key-a", "alice") == nil {
 		t.Fatal("outcome does not open under its own key and user")
 	}
@@ -116,7 +116,7 @@ func TestRefreshOutcomeBound(t *testing.T) {
 			t.Errorf("outcome sealed for key-a/alice opens under %s/%s", c[0], c[1])
 		}
 	}
-	if m.openOutcome(m.cookies.seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
+	if m.openOutcome(m.cookies.Seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
 		t.Error("an outcome sealed with the bare purpose opens")
 	}
 }

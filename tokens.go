@@ -269,8 +269,6 @@ func (m *OIDCAuth) oauthConfig(meta *metadata, redirectURL string) *oauth2.Confi
 	return m.client.OAuthConfig(meta, redirectURL)
 }
 
-func constantTimeEqual(a, b string) bool { return oidc.ConstantTimeEqual(a, b) }
-
 func firstNonEmpty(a, b string) string {
 	if a != "" {
 		return a

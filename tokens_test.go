@@ -263,7 +263,7 @@ func plantSession(t *testing.T, e *itEnv, b *itBrowser, tok string, exp time.Tim
 	}
 	req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/", nil)
 	rec := httptest.NewRecorder()
-	if err := e.h.cookies.writeSession(rec, req, s, 3600); err != nil {
+	if err := e.h.cookies.WriteSession(rec, req, s, 3600); err != nil {
 		t.Fatal(err)
 	}
 	b.store(rec.Result())

@@ -100,7 +100,7 @@ func (c *Client) VerifyIDToken(ctx context.Context, meta *Metadata, raw, nonce s
 	if cl.AZP != "" && cl.AZP != c.ID {
 		return nil, nil, fmt.Errorf("id token azp %q is not this client", cl.AZP)
 	}
-	if nonce != "" && !ConstantTimeEqual(cl.Nonce, nonce) {
+	if nonce != "" && !constantTimeEqual(cl.Nonce, nonce) {
 		return nil, nil, errors.New("id token nonce does not match the login attempt")
 	}
 	return tok, &cl, nil
@@ -649,8 +649,8 @@ func DescribeRetrieveError(re *oauth2.RetrieveError) string {
 	return fmt.Sprintf("HTTP %d", re.Response.StatusCode)
 }
 
-// ConstantTimeEqual compares two secrets in constant time.
-func ConstantTimeEqual(a, b string) bool {
+// constantTimeEqual compares two secrets in constant time.
+func constantTimeEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
