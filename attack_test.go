@@ -24,12 +24,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // atkNo5xx fails on a server error: every attack must be answered 4xx
@@ -56,7 +59,7 @@ func atkSessionCookie(e *itEnv, res *itResult) string {
 func atkPendingLogin(e *itEnv, b *itBrowser) (code, state string) {
 	e.t.Helper()
 	loc, q := b.startLogin("/private")
-	return e.op.authorize(loc), q.Get("state")
+	return e.op.Authorize(loc), q.Get("state")
 }
 
 // TestAttackCallbackParameters: repeated, oversized and malformed login
@@ -76,7 +79,7 @@ func TestAttackCallbackParameters(t *testing.T) {
 			return url.Values{"code": {code, "forged"}, "state": {state}}.Encode()
 		}, http.StatusBadRequest},
 		{"two iss", func(code, state string) string {
-			return url.Values{"code": {code}, "state": {state}, "iss": {e.op.issuer, "https://evil.example"}}.Encode()
+			return url.Values{"code": {code}, "state": {state}, "iss": {e.op.Issuer, "https://evil.example"}}.Encode()
 		}, http.StatusBadRequest},
 		{"error twice", func(code, state string) string {
 			return url.Values{"error": {"access_denied", "x"}, "state": {state}}.Encode()
@@ -103,13 +106,13 @@ func TestAttackCallbackParameters(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := e.browser()
 			code, state := atkPendingLogin(e, b)
-			before := e.op.grants("authorization_code")
+			before := e.op.Grants("authorization_code")
 			res := b.get("/auth/callback?"+tc.query(code, state), nav)
 			if res.StatusCode != tc.want {
 				t.Fatalf("status %d, want %d; body %q", res.StatusCode, tc.want, truncateForLog(res.body))
 			}
 			e.expectNoSession(res, tc.name)
-			if n := e.op.grants("authorization_code") - before; n != 0 {
+			if n := e.op.Grants("authorization_code") - before; n != 0 {
 				t.Fatalf("%d code exchanges for a refused login response", n)
 			}
 		})
@@ -134,9 +137,9 @@ func TestAttackCallbackParameters(t *testing.T) {
 func TestAttackLoginCSRF(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("mallory", "mallory@evil.example", "")
+	e.op.SetUser("mallory", "mallory@evil.example", "")
 	code, state := atkPendingLogin(e, e.browser())
-	e.op.setUser("user-1", "user1@example.com", "")
+	e.op.SetUser("user-1", "user1@example.com", "")
 
 	victims := map[string]*itBrowser{"no login in progress": e.browser()}
 	pending := e.browser()
@@ -144,13 +147,13 @@ func TestAttackLoginCSRF(t *testing.T) {
 	victims["own login in progress"] = pending
 	for name, victim := range victims {
 		t.Run(name, func(t *testing.T) {
-			before := e.op.grants("authorization_code")
+			before := e.op.Grants("authorization_code")
 			res := victim.get(itCallbackURL(code, state), nav)
 			if res.StatusCode != http.StatusBadRequest {
 				t.Fatalf("status %d location %q, want 400", res.StatusCode, res.location())
 			}
 			e.expectNoSession(res, "forged callback")
-			if n := e.op.grants("authorization_code") - before; n != 0 {
+			if n := e.op.Grants("authorization_code") - before; n != 0 {
 				t.Fatalf("the attacker's code was exchanged %d times", n)
 			}
 			expectAPI401(t, victim.get("/private", api), "victim after the forged callback")
@@ -165,9 +168,9 @@ func TestAttackLoginCSRF(t *testing.T) {
 func TestAttackCodeInjectionPKCE(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("mallory", "mallory@evil.example", "")
+	e.op.SetUser("mallory", "mallory@evil.example", "")
 	stolen, _ := atkPendingLogin(e, e.browser())
-	e.op.setUser("user-1", "user1@example.com", "")
+	e.op.SetUser("user-1", "user1@example.com", "")
 
 	victim := e.browser()
 	_, q := victim.startLogin("/private")
@@ -176,7 +179,7 @@ func TestAttackCodeInjectionPKCE(t *testing.T) {
 		t.Fatalf("status %d location %q, want 400", res.StatusCode, res.location())
 	}
 	e.expectNoSession(res, "injected code")
-	_, verifiers, _, _ := e.op.observed()
+	_, verifiers, _, _ := e.op.Observed()
 	if len(verifiers) != 1 || verifiers[0] == "" {
 		t.Fatalf("code_verifiers sent: %q, want the victim's one", verifiers)
 	}
@@ -191,41 +194,41 @@ func TestAttackIssuerMixUp(t *testing.T) {
 	tests := []struct {
 		name      string
 		announced bool // A announces authorization_response_iss_parameter_supported
-		iss       func(a, b *fakeOP) []string
+		iss       func(a, b *oidctest.Provider) []string
 		want      int
 		tokenAtA  bool // the code may reach A (which refuses it)
 	}{
-		{"B's code, iss B", false, func(a, b *fakeOP) []string { return []string{"iss", b.issuer} }, http.StatusBadRequest, false},
-		{"B's code, iss B, A announces iss", true, func(a, b *fakeOP) []string { return []string{"iss", b.issuer} }, http.StatusBadRequest, false},
-		{"B's code, no iss, A announces iss", true, func(a, b *fakeOP) []string { return nil }, http.StatusBadRequest, false},
-		{"B's code, iss B with a trailing slash", true, func(a, b *fakeOP) []string { return []string{"iss", b.issuer + "/"} }, http.StatusBadRequest, false},
-		{"B's code, iss A's with other case", true, func(a, b *fakeOP) []string { return []string{"iss", strings.ToUpper(a.issuer)} }, http.StatusBadRequest, false},
-		{"B's code, B lies iss A", true, func(a, b *fakeOP) []string { return []string{"iss", a.issuer} }, http.StatusBadRequest, true},
+		{"B's code, iss B", false, func(a, b *oidctest.Provider) []string { return []string{"iss", b.Issuer} }, http.StatusBadRequest, false},
+		{"B's code, iss B, A announces iss", true, func(a, b *oidctest.Provider) []string { return []string{"iss", b.Issuer} }, http.StatusBadRequest, false},
+		{"B's code, no iss, A announces iss", true, func(a, b *oidctest.Provider) []string { return nil }, http.StatusBadRequest, false},
+		{"B's code, iss B with a trailing slash", true, func(a, b *oidctest.Provider) []string { return []string{"iss", b.Issuer + "/"} }, http.StatusBadRequest, false},
+		{"B's code, iss A's with other case", true, func(a, b *oidctest.Provider) []string { return []string{"iss", strings.ToUpper(a.Issuer)} }, http.StatusBadRequest, false},
+		{"B's code, B lies iss A", true, func(a, b *oidctest.Provider) []string { return []string{"iss", a.Issuer} }, http.StatusBadRequest, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
 			if tc.announced {
-				e.op.set(func(s *opScript) {
-					s.discovery = map[string]any{"authorization_response_iss_parameter_supported": true}
+				e.op.Set(func(s *oidctest.Script) {
+					s.Discovery = map[string]any{"authorization_response_iss_parameter_supported": true}
 				})
 			}
-			opB := newFakeOP(t, e.clock)
-			opB.clientID, opB.clientSecret = e.op.clientID, e.op.clientSecret // the same client at both
+			opB := oidctest.New(t, e.clock)
+			opB.ClientID, opB.ClientSecret = e.op.ClientID, e.op.ClientSecret // the same client at both
 
 			b := e.browser()
 			loc, q := b.startLogin("/private")
-			codeB := opB.authorize(strings.Replace(loc, e.op.base, opB.base, 1))
+			codeB := opB.Authorize(strings.Replace(loc, e.op.URL, opB.URL, 1))
 			res := b.get(itCallbackURL(codeB, q.Get("state"), tc.iss(e.op, opB)...), nav)
 			if res.StatusCode != tc.want {
 				t.Fatalf("status %d location %q, want %d", res.StatusCode, res.location(), tc.want)
 			}
 			e.expectNoSession(res, "mixed-up response")
-			if n := opB.grants("authorization_code"); n != 0 {
+			if n := opB.Grants("authorization_code"); n != 0 {
 				t.Fatalf("IdP B's token endpoint received %d requests (code and client secret)", n)
 			}
-			if n := e.op.grants("authorization_code"); n != 0 && !tc.tokenAtA {
+			if n := e.op.Grants("authorization_code"); n != 0 && !tc.tokenAtA {
 				t.Fatalf("IdP A's token endpoint received %d requests for a refused response", n)
 			}
 		})
@@ -239,15 +242,15 @@ func TestAttackIssuerMixUp(t *testing.T) {
 		other := newITEnv(t)
 		ba := a.browser()
 		loc, q := ba.startLogin("/private")
-		code := a.op.authorize(loc)
+		code := a.op.Authorize(loc)
 		bo := other.browser()
 		bo.cookies = ba.clone().cookies
-		res := bo.get(itCallbackURL(code, q.Get("state"), "iss", a.op.issuer), nav)
+		res := bo.get(itCallbackURL(code, q.Get("state"), "iss", a.op.Issuer), nav)
 		if res.StatusCode != http.StatusBadRequest {
 			t.Fatalf("status %d, want 400", res.StatusCode)
 		}
 		other.expectNoSession(res, "callback at the other app")
-		if a.op.grants("authorization_code")+other.op.grants("authorization_code") != 0 {
+		if a.op.Grants("authorization_code")+other.op.Grants("authorization_code") != 0 {
 			t.Fatal("a token endpoint was called")
 		}
 	})
@@ -277,8 +280,8 @@ func atkJWE(t *testing.T, pub *rsa.PublicKey, claims map[string]any) string {
 
 // atkNested signs, with the IdP's key, a JWS whose payload is another JWT
 // (cty JWT), as in a nested (signed then signed/encrypted) token.
-func atkNested(k *opKey, inner string) string {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: jose.JSONWebKey{Key: k.priv, KeyID: k.kid}},
+func atkNested(k *oidctest.Key, inner string) string {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: k.Alg, Key: jose.JSONWebKey{Key: k.Private, KeyID: k.KID}},
 		(&jose.SignerOptions{}).WithContentType("JWT").WithType("JWT"))
 	if err != nil {
 		panic(err)
@@ -298,25 +301,25 @@ func TestAttackTokenFormats(t *testing.T) {
 	t.Parallel()
 	forms := []struct {
 		name string
-		make func(t *testing.T, e *itEnv, k *opKey, c map[string]any) string
+		make func(t *testing.T, e *itEnv, k *oidctest.Key, c map[string]any) string
 	}{
-		{"HS256 with the public key", func(t *testing.T, e *itEnv, k *opKey, c map[string]any) string {
-			return signHS256(c, publicKeyPEM(&testRSAKey(0).PublicKey), "key-1")
+		{"HS256 with the public key", func(t *testing.T, e *itEnv, k *oidctest.Key, c map[string]any) string {
+			return oidctest.SignHS256(c, oidctest.PublicKeyPEM(&oidctest.RSAKey(0).PublicKey), "key-1")
 		}},
-		{"HS256 with the client secret", func(t *testing.T, e *itEnv, k *opKey, c map[string]any) string {
-			return signHS256(c, []byte(e.op.clientSecret), "key-1")
+		{"HS256 with the client secret", func(t *testing.T, e *itEnv, k *oidctest.Key, c map[string]any) string {
+			return oidctest.SignHS256(c, []byte(e.op.ClientSecret), "key-1")
 		}},
-		{"HS256 with the JWK's modulus", func(t *testing.T, e *itEnv, k *opKey, c map[string]any) string {
-			return signHS256(c, testRSAKey(0).PublicKey.N.Bytes(), "key-1")
+		{"HS256 with the JWK's modulus", func(t *testing.T, e *itEnv, k *oidctest.Key, c map[string]any) string {
+			return oidctest.SignHS256(c, oidctest.RSAKey(0).PublicKey.N.Bytes(), "key-1")
 		}},
-		{"JWE", func(t *testing.T, e *itEnv, k *opKey, c map[string]any) string {
-			return atkJWE(t, &testRSAKey(0).PublicKey, c)
+		{"JWE", func(t *testing.T, e *itEnv, k *oidctest.Key, c map[string]any) string {
+			return atkJWE(t, &oidctest.RSAKey(0).PublicKey, c)
 		}},
-		{"nested JWT", func(t *testing.T, e *itEnv, k *opKey, c map[string]any) string {
-			return atkNested(k, k.sign(c, "JWT"))
+		{"nested JWT", func(t *testing.T, e *itEnv, k *oidctest.Key, c map[string]any) string {
+			return atkNested(k, k.Sign(c, "JWT"))
 		}},
-		{"JWS JSON serialization", func(t *testing.T, e *itEnv, k *opKey, c map[string]any) string {
-			p := strings.Split(k.sign(c, "JWT"), ".")
+		{"JWS JSON serialization", func(t *testing.T, e *itEnv, k *oidctest.Key, c map[string]any) string {
+			p := strings.Split(k.Sign(c, "JWT"), ".")
 			b, _ := json.Marshal(map[string]string{"protected": p[0], "payload": p[1], "signature": p[2]})
 			return string(b)
 		}},
@@ -327,8 +330,8 @@ func TestAttackTokenFormats(t *testing.T) {
 			}
 			t.Parallel()
 			e := newITEnv(t)
-			e.op.set(func(s *opScript) {
-				s.signID = func(c map[string]any) string { return f.make(t, e, e.op.active, c) } // the OP's lock is held
+			e.op.Set(func(s *oidctest.Script) {
+				s.SignID = func(c map[string]any) string { return f.make(t, e, e.op.ActiveKey(), c) } // the OP's lock is held
 			})
 			b := e.browser()
 			res := b.login("/private")
@@ -343,11 +346,11 @@ func TestAttackTokenFormats(t *testing.T) {
 			b := e.browser()
 			b.mustLogin("/private")
 			now := e.clock.Now()
-			tok := f.make(t, e, e.op.activeKey(), map[string]any{
-				"iss": e.op.issuer, "aud": []string{e.op.clientID}, "sub": "user-1",
+			tok := f.make(t, e, e.op.ActiveKey(), map[string]any{
+				"iss": e.op.Issuer, "aud": []string{e.op.ClientID}, "sub": "user-1",
 				"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
 			})
-			if !isJWT(tok) {
+			if !oidc.IsJWT(tok) {
 				// Not even taken for a JWT: an opaque token, which the
 				// handler cannot check; only a session it sealed holds one.
 				t.Skipf("%s is not a compact JWS; opaque tokens are trusted from the sealed session only", f.name)
@@ -358,10 +361,10 @@ func TestAttackTokenFormats(t *testing.T) {
 		t.Run(f.name+"/logout token", func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
-			e.op.setUser("user-1", "user1@example.com", "sid-1")
+			e.op.SetUser("user-1", "user1@example.com", "sid-1")
 			b := e.browser()
 			b.mustLogin("/private")
-			res := e.postLogout(f.make(t, e, e.op.activeKey(), e.logoutClaims(nil)))
+			res := e.postLogout(f.make(t, e, e.op.ActiveKey(), e.logoutClaims(nil)))
 			expectBackchannelRefused(t, res, "logout token")
 			expectServed(t, b.get("/private", api), "session after the refused logout token")
 		})
@@ -375,12 +378,12 @@ func TestAttackJWKSOddKeys(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
 	symmetric := []byte("a-symmetric-key-in-the-jwks-0123456789")
-	encKey := newRSAOPKey("enc-1", 2)
-	privKey := newRSAOPKey("priv-1", 3)
+	encKey := oidctest.NewRSAKey("enc-1", 2)
+	privKey := oidctest.NewRSAKey("priv-1", 3)
 	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		good, _ := json.Marshal(e.op.activeKey().public())
-		enc, _ := json.Marshal(jose.JSONWebKey{Key: encKey.priv.Public(), KeyID: "enc-1", Use: "enc", Algorithm: "RSA-OAEP"})
-		priv, _ := json.Marshal(jose.JSONWebKey{Key: privKey.priv, KeyID: "priv-1", Algorithm: "RS256", Use: "sig"})
+		good, _ := json.Marshal(e.op.ActiveKey().Public())
+		enc, _ := json.Marshal(jose.JSONWebKey{Key: encKey.Private.Public(), KeyID: "enc-1", Use: "enc", Algorithm: "RSA-OAEP"})
+		priv, _ := json.Marshal(jose.JSONWebKey{Key: privKey.Private, KeyID: "priv-1", Algorithm: "RS256", Use: "sig"})
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"keys":[
 			"not an object", 42, null, {},
@@ -391,7 +394,7 @@ func TestAttackJWKSOddKeys(t *testing.T) {
 			%s, %s, %s]}`, base64.RawURLEncoding.EncodeToString(symmetric), enc, priv, good)
 	}))
 	t.Cleanup(jwks.Close)
-	e.op.set(func(s *opScript) { s.discovery = map[string]any{"jwks_uri": jwks.URL} })
+	e.op.Set(func(s *oidctest.Script) { s.Discovery = map[string]any{"jwks_uri": jwks.URL} })
 
 	b := e.browser()
 	b.mustLogin("/private")
@@ -399,13 +402,13 @@ func TestAttackJWKSOddKeys(t *testing.T) {
 
 	now := e.clock.Now()
 	claims := map[string]any{
-		"iss": e.op.issuer, "aud": []string{e.op.clientID}, "sub": "user-1",
+		"iss": e.op.Issuer, "aud": []string{e.op.ClientID}, "sub": "user-1",
 		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
 	}
 	for name, tok := range map[string]string{
-		"HS256 with the JWKS's oct key": signHS256(claims, symmetric, "key-1"),
-		"signed by the enc key":         encKey.sign(claims, "at+jwt"),
-		"signed by the private JWK":     privKey.sign(claims, "at+jwt"),
+		"HS256 with the JWKS's oct key": oidctest.SignHS256(claims, symmetric, "key-1"),
+		"signed by the enc key":         encKey.Sign(claims, "at+jwt"),
+		"signed by the private JWK":     privKey.Sign(claims, "at+jwt"),
 	} {
 		c := e.browser()
 		plantSession(t, e, c, tok, now.Add(10*time.Minute))
@@ -421,14 +424,14 @@ func TestAttackRefreshChangesIdentity(t *testing.T) {
 	for name, change := range map[string]func(e *itEnv, c map[string]any){
 		"iss":             func(e *itEnv, c map[string]any) { c["iss"] = "https://evil.example" },
 		"aud":             func(e *itEnv, c map[string]any) { c["aud"] = "other-client" },
-		"aud and azp":     func(e *itEnv, c map[string]any) { c["aud"] = []string{e.op.clientID, "x"}; c["azp"] = "x" },
+		"aud and azp":     func(e *itEnv, c map[string]any) { c["aud"] = []string{e.op.ClientID, "x"}; c["azp"] = "x" },
 		"exp in the past": func(e *itEnv, c map[string]any) { c["exp"] = e.clock.Now().Add(-time.Hour).Unix() },
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			var env *itEnv
-			e, b := refreshEnv(t, func(s *opScript) {
-				s.idClaims = func(grant string, c map[string]any) {
+			e, b := refreshEnv(t, func(s *oidctest.Script) {
+				s.IDClaims = func(grant string, c map[string]any) {
 					if grant == "refresh_token" {
 						change(env, c)
 					}
@@ -439,8 +442,8 @@ func TestAttackRefreshChangesIdentity(t *testing.T) {
 			res := b.get("/private", api)
 			expectAPI401(t, res, "request whose refresh brought a changed ID token")
 			e.expectNoSession(res, "refused refresh")
-			if e.op.grants("refresh_token") != 1 {
-				t.Fatalf("refresh grants: %d, want 1", e.op.grants("refresh_token"))
+			if e.op.Grants("refresh_token") != 1 {
+				t.Fatalf("refresh grants: %d, want 1", e.op.Grants("refresh_token"))
 			}
 		})
 	}
@@ -451,9 +454,9 @@ func TestAttackRefreshChangesIdentity(t *testing.T) {
 // 500, and is never read without bound.
 func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 	t.Parallel()
-	hook := func(f func(w http.ResponseWriter, r *http.Request)) func(s *opScript) {
-		return func(s *opScript) {
-			s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool { f(w, r); return true }
+	hook := func(f func(w http.ResponseWriter, r *http.Request)) func(s *oidctest.Script) {
+		return func(s *oidctest.Script) {
+			s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool { f(w, r); return true }
 		}
 	}
 	bodies := map[string]func(w http.ResponseWriter, r *http.Request){
@@ -466,10 +469,10 @@ func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 			io.WriteString(w, `{"access_token":"abc","id_tok`)
 		},
 		"access_token a number": func(w http.ResponseWriter, r *http.Request) {
-			opWriteJSON(w, http.StatusOK, map[string]any{"access_token": 5, "token_type": "Bearer"})
+			oidctest.WriteJSON(w, http.StatusOK, map[string]any{"access_token": 5, "token_type": "Bearer"})
 		},
 		"id_token a number": func(w http.ResponseWriter, r *http.Request) {
-			opWriteJSON(w, http.StatusOK, map[string]any{"access_token": "abc", "token_type": "Bearer", "id_token": 5})
+			oidctest.WriteJSON(w, http.StatusOK, map[string]any{"access_token": "abc", "token_type": "Bearer", "id_token": 5})
 		},
 		"empty 200": func(w http.ResponseWriter, r *http.Request) {},
 		"400 with HTML": func(w http.ResponseWriter, r *http.Request) {
@@ -477,13 +480,13 @@ func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 			w.WriteHeader(http.StatusBadRequest)
 			io.WriteString(w, "<html>"+strings.Repeat("x", 1<<20)+"</html>")
 		},
-		"hangs up": func(w http.ResponseWriter, r *http.Request) { opHangUp(w) },
+		"hangs up": func(w http.ResponseWriter, r *http.Request) { oidctest.HangUp(w) },
 	}
 	for name, body := range bodies {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
-			e.op.set(hook(body))
+			e.op.Set(hook(body))
 			res := e.browser().login("/private")
 			if res.StatusCode != http.StatusBadGateway && res.StatusCode != http.StatusBadRequest {
 				t.Fatalf("status %d, want 502 or 400; body %q", res.StatusCode, truncateForLog(res.body))
@@ -496,7 +499,7 @@ func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 		t.Parallel()
 		var written atomic.Int64
 		e := newITEnv(t)
-		e.op.set(hook(func(w http.ResponseWriter, r *http.Request) {
+		e.op.Set(hook(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, `{"access_token":"`)
 			chunk := []byte(strings.Repeat("a", 64<<10))
@@ -524,7 +527,7 @@ func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 		release := make(chan struct{})
 		e := newITEnv(t)
 		t.Cleanup(func() { close(release) })
-		e.op.set(hook(func(w http.ResponseWriter, r *http.Request) {
+		e.op.Set(hook(func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-release:
 			case <-r.Context().Done():
@@ -532,7 +535,7 @@ func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 		}))
 		b := e.browser()
 		loc, q := b.startLogin("/private")
-		code := e.op.authorize(loc)
+		code := e.op.Authorize(loc)
 		// The browser gives up after 500 ms; the handler's own bound on
 		// IdP calls (idpTimeout) is 10 s.
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -557,8 +560,8 @@ func TestAttackTokenEndpointMisbehaves(t *testing.T) {
 		release := make(chan struct{})
 		e, b := refreshEnv(t, nil)
 		t.Cleanup(func() { close(release) })
-		e.op.set(func(s *opScript) {
-			s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+		e.op.Set(func(s *oidctest.Script) {
+			s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 				select {
 				case <-release:
 				case <-r.Context().Done():
@@ -702,7 +705,7 @@ func TestAttackCookieBitFlips(t *testing.T) {
 				t.Fatalf("flip at %d: %d %q, want 400 %q", i, res.StatusCode, res.body, first.body)
 			}
 		}
-		if e.op.grants("authorization_code") != 1 { // the login of the outer test only
+		if e.op.Grants("authorization_code") != 1 { // the login of the outer test only
 			t.Fatalf("a flipped state cookie led to a code exchange")
 		}
 	})
@@ -815,9 +818,9 @@ func TestAttackCookieJar(t *testing.T) {
 		// signs in: the login replaces it, and the attacker's copy is
 		// still only the attacker's.
 		f := newITEnv(t)
-		f.op.setUser("mallory", "m@evil.example", "")
-		f.op.set(func(s *opScript) {
-			s.idClaims = func(grant string, c map[string]any) {
+		f.op.SetUser("mallory", "m@evil.example", "")
+		f.op.Set(func(s *oidctest.Script) {
+			s.IDClaims = func(grant string, c map[string]any) {
 				if c["sub"] == "mallory" {
 					c["padding"] = randomString(6000) // a large, incompressible session: three chunks
 				}
@@ -829,11 +832,11 @@ func TestAttackCookieJar(t *testing.T) {
 		if _, ok := planted.cookie(f.sessionCookieName() + "_2"); !ok {
 			t.Fatal("the attacker's session is not in three chunks")
 		}
-		f.op.setUser("user-1", "user1@example.com", "")
+		f.op.SetUser("user-1", "user1@example.com", "")
 		victim := f.browser()
 		victim.cookies = attacker.clone().cookies
 		res := victim.get("/auth/login?return_to=/private", nav)
-		code := f.op.authorize(res.location())
+		code := f.op.Authorize(res.location())
 		q, _ := url.Parse(res.location())
 		res = victim.get(itCallbackURL(code, q.Query().Get("state")), nav)
 		expectRedirectTo(t, res, "/private", "victim's login")
@@ -897,10 +900,10 @@ func TestAttackOpenRedirects(t *testing.T) {
 			if res.StatusCode == http.StatusBadRequest {
 				return
 			}
-			if res.StatusCode != http.StatusFound || !strings.HasPrefix(res.location(), e.op.base+"/authorize?") {
+			if res.StatusCode != http.StatusFound || !strings.HasPrefix(res.location(), e.op.URL+"/authorize?") {
 				t.Fatalf("status %d location %q", res.StatusCode, res.location())
 			}
-			code := e.op.authorize(res.location())
+			code := e.op.Authorize(res.location())
 			u, _ := url.Parse(res.location())
 			res = b.get(itCallbackURL(code, u.Query().Get("state")), nav)
 			if res.StatusCode != http.StatusFound || !atkSameSite(res.location()) {
@@ -920,7 +923,7 @@ func TestAttackOpenRedirects(t *testing.T) {
 			if res.StatusCode != http.StatusFound {
 				t.Fatalf("%s: status %d", p, res.StatusCode)
 			}
-			code := e.op.authorize(res.location())
+			code := e.op.Authorize(res.location())
 			u, _ := url.Parse(res.location())
 			res = b.get(itCallbackURL(code, u.Query().Get("state")), nav)
 			if res.StatusCode != http.StatusFound || !atkSameSite(res.location()) {
@@ -940,11 +943,11 @@ func TestAttackOpenRedirects(t *testing.T) {
 				t.Fatalf("%s: status %d", q, res.StatusCode)
 			}
 			u, err := url.Parse(res.location())
-			if err != nil || u.Scheme+"://"+u.Host+u.Path != e.op.base+"/logout" {
+			if err != nil || u.Scheme+"://"+u.Host+u.Path != e.op.URL+"/logout" {
 				t.Fatalf("%s: logout goes to %q", q, res.location())
 			}
 			lq := u.Query()
-			if lq.Get("post_logout_redirect_uri") != "http://"+itHost+"/goodbye" || lq.Get("client_id") != e.op.clientID {
+			if lq.Get("post_logout_redirect_uri") != "http://"+itHost+"/goodbye" || lq.Get("client_id") != e.op.ClientID {
 				t.Fatalf("%s: end-session parameters %v", q, lq)
 			}
 			if strings.Contains(res.location(), "evil") || lq.Get("id_token_hint") == "forged" {
@@ -1037,8 +1040,8 @@ func TestAttackForgedIdentityHeaders(t *testing.T) {
 	e.clock.Advance(61 * time.Second)
 	seen, rec := atkServeHeaders(t, e.h, b, get(api))
 	atkCheckNoForged(t, seen, "session refreshed on this request")
-	if e.op.grants("refresh_token") != 1 || len(rec.Result().Cookies()) == 0 {
-		t.Fatalf("no refresh happened (grants %d)", e.op.grants("refresh_token"))
+	if e.op.Grants("refresh_token") != 1 || len(rec.Result().Cookies()) == 0 {
+		t.Fatalf("no refresh happened (grants %d)", e.op.Grants("refresh_token"))
 	}
 
 	t.Run("bearer token and pass_access_token", func(t *testing.T) {
@@ -1046,8 +1049,8 @@ func TestAttackForgedIdentityHeaders(t *testing.T) {
 		be := newITEnv(t, func(h *OIDCAuth) { h.Bearer = &BearerConfig{}; h.PassAccessToken = true })
 		be.browser().mustLogin("/private") // discovery and keys
 		now := be.clock.Now()
-		tok := be.op.activeKey().sign(map[string]any{
-			"iss": be.op.issuer, "aud": []string{be.op.clientID}, "sub": "api-client",
+		tok := be.op.ActiveKey().Sign(map[string]any{
+			"iss": be.op.Issuer, "aud": []string{be.op.ClientID}, "sub": "api-client",
 			"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
 		}, "at+jwt")
 		req := get(api)
@@ -1169,7 +1172,7 @@ func TestAttackPathAndMethodTricks(t *testing.T) {
 func TestAttackBackchannelBodies(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("user-1", "user1@example.com", "sid-1")
+	e.op.SetUser("user-1", "user1@example.com", "sid-1")
 	b := e.browser()
 	b.mustLogin("/private")
 	post := func(target, ctype string, body io.Reader) *itResult {
@@ -1216,17 +1219,8 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 // that refreshed gets no session, and no copy of the cookies works after.
 func TestAttackLogoutRacesRefresh(t *testing.T) {
 	t.Parallel()
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	e, b := refreshEnv(t, func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
-			if grant == "refresh_token" {
-				once.Do(func() { close(started) })
-				<-release
-			}
-			return false
-		}
-	})
+	hold, started, release := oidctest.Hold("refresh_token")
+	e, b := refreshEnv(t, func(s *oidctest.Script) { s.Token = hold })
 	refresher, logout, later := b.clone(), b.clone(), b.clone()
 	e.clock.Advance(61 * time.Second)
 	done := make(chan *itResult)
@@ -1236,13 +1230,13 @@ func TestAttackLogoutRacesRefresh(t *testing.T) {
 	if res.StatusCode != http.StatusFound {
 		t.Fatalf("logout: status %d", res.StatusCode)
 	}
-	close(release)
+	release()
 	raced := <-done
 	expectAPI401(t, raced, "request whose refresh overlapped the logout")
 	e.expectNoSession(raced, "request whose refresh overlapped the logout")
 	expectAPI401(t, later.get("/private", api), "copy of the cookies after the logout")
 	expectAPI401(t, refresher.get("/private", api), "the refreshing browser after the logout")
-	if n := e.op.grants("refresh_token"); n != 1 {
+	if n := e.op.Grants("refresh_token"); n != 1 {
 		t.Fatalf("refresh grants %d, want 1", n)
 	}
 }
@@ -1255,11 +1249,11 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	e := newITEnv(t, func(h *OIDCAuth) { h.Bearer = &BearerConfig{} })
 	e.h.logger = zap.New(core)
-	e.op.setUser("user-1", "user1@example.com", "sid-1")
-	e.op.set(func(s *opScript) { s.accessTTL = time.Minute })
+	e.op.SetUser("user-1", "user1@example.com", "sid-1")
+	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = time.Minute })
 
 	var mu sync.Mutex
-	secrets := map[string]string{"client secret": e.op.clientSecret, "cookie secret": itCookieSecret}
+	secrets := map[string]string{"client secret": e.op.ClientSecret, "cookie secret": itCookieSecret}
 	add := func(what, v string) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -1268,11 +1262,10 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 		}
 	}
 	harvest := func(b *itBrowser, res *itResult) {
-		e.op.mu.Lock()
-		add("access token", e.op.lastAccessToken)
-		add("refresh token", e.op.lastRefreshToken)
-		add("ID token", e.op.lastIDToken)
-		e.op.mu.Unlock()
+		idToken, access, refresh := e.op.Issued()
+		add("access token", access)
+		add("refresh token", refresh)
+		add("ID token", idToken)
 		if b != nil {
 			for _, c := range b.cookies {
 				add("cookie "+c.name, c.value)
@@ -1286,7 +1279,7 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	}
 	login := func(b *itBrowser) *itResult {
 		loc, q := b.startLogin("/private")
-		code := e.op.authorize(loc)
+		code := e.op.Authorize(loc)
 		add("code", code)
 		add("state", q.Get("state"))
 		add("nonce", q.Get("nonce"))
@@ -1308,12 +1301,12 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	// A refused refresh.
 	b2 := e.browser()
 	login(b2)
-	e.op.set(func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 			if grant != "refresh_token" {
 				return false
 			}
-			opTokenError(w, http.StatusBadRequest, "invalid_grant", "refresh token revoked")
+			oidctest.TokenError(w, http.StatusBadRequest, "invalid_grant", "refresh token revoked")
 			return true
 		}
 	})
@@ -1322,10 +1315,10 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 
 	// Bad tokens at login: a forged ID token, then a token endpoint error
 	// that echoes the request.
-	e.op.set(func(s *opScript) {
-		s.token = nil
-		s.signID = func(c map[string]any) string {
-			tok := newRSAOPKey("key-1", 1).sign(c, "JWT")
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = nil
+		s.SignID = func(c map[string]any) string {
+			tok := oidctest.NewRSAKey("key-1", 1).Sign(c, "JWT")
 			add("forged ID token", tok)
 			return tok
 		}
@@ -1333,9 +1326,9 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	if res := login(e.browser()); res.StatusCode != http.StatusBadRequest {
 		t.Fatalf("forged ID token: status %d", res.StatusCode)
 	}
-	e.op.set(func(s *opScript) {
-		s.signID = nil
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+	e.op.Set(func(s *oidctest.Script) {
+		s.SignID = nil
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 			_ = r.ParseForm()
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusInternalServerError)
@@ -1346,8 +1339,8 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	if res := login(e.browser()); res.StatusCode != http.StatusBadGateway {
 		t.Fatalf("token endpoint 500: status %d", res.StatusCode)
 	}
-	e.op.set(func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 			w.Header().Set("Content-Type", "text/plain")
 			_ = r.ParseForm()
 			io.WriteString(w, "not json "+r.PostForm.Get("code"))
@@ -1357,7 +1350,7 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	if res := login(e.browser()); res.StatusCode != http.StatusBadGateway {
 		t.Fatalf("garbage token response: status %d", res.StatusCode)
 	}
-	e.op.set(func(s *opScript) { s.token = nil })
+	e.op.Set(func(s *oidctest.Script) { s.Token = nil })
 
 	// An error callback, a bad state, a forged session cookie.
 	eb := e.browser()
@@ -1371,7 +1364,7 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	add("forged cookie", "AQ"+strings.Repeat("x", 120))
 
 	// A refused and an accepted back-channel logout; a refused bearer token.
-	bad := newRSAOPKey("key-1", 2).sign(e.logoutClaims(nil), "logout+jwt")
+	bad := oidctest.NewRSAKey("key-1", 2).Sign(e.logoutClaims(nil), "logout+jwt")
 	add("bad logout token", bad)
 	e.postLogout(bad)
 	good := e.logoutToken(nil)
@@ -1379,7 +1372,7 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	if res := e.postLogout(good); res.StatusCode != http.StatusOK {
 		t.Fatalf("logout token: status %d", res.StatusCode)
 	}
-	bearer := newRSAOPKey("key-1", 3).sign(map[string]any{"iss": e.op.issuer, "aud": e.op.clientID, "sub": "x", "iat": 1, "exp": 2}, "at+jwt")
+	bearer := oidctest.NewRSAKey("key-1", 3).Sign(map[string]any{"iss": e.op.Issuer, "aud": e.op.ClientID, "sub": "x", "iat": 1, "exp": 2}, "at+jwt")
 	add("bearer token", bearer)
 	req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/api", nil)
 	req.Header.Set("Authorization", "Bearer "+bearer)

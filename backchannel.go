@@ -2,30 +2,24 @@ package oidcauth
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
-	"strings"
-	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
-	"go.uber.org/zap"
-
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
+	"go.uber.org/zap"
 )
 
 var errReplay = errors.New("token was already used (jti replay)")
 
 const (
-	backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
-	maxLogoutBody    = 64 << 10
-	// A logout token older than this is refused; its jti is remembered
-	// for longer, so a replay is caught either way.
-	maxLogoutTokenAge = 10 * time.Minute
-	jtiRetention      = maxLogoutTokenAge + 2*clockLeeway
+	maxLogoutBody = 64 << 10
+	// A logout token older than oidc.MaxLogoutTokenAge is refused; its jti
+	// is remembered for longer, so a replay is caught either way.
+	jtiRetention = oidc.MaxLogoutTokenAge + 2*clockLeeway
 )
 
 // handleBackchannelLogout receives the IdP's logout token (OIDC Back-Channel
@@ -88,76 +82,14 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 	return nil
 }
 
-type logoutClaims struct {
-	Subject  string                     `json:"sub"`
-	SID      string                     `json:"sid"`
-	JTI      string                     `json:"jti"`
-	IssuedAt *float64                   `json:"iat"`
-	Expiry   *float64                   `json:"exp"`
-	Events   map[string]json.RawMessage `json:"events"`
-}
-
-// verifyLogoutToken applies section 2.6 of the spec: signature with the
-// IdP's keys and pinned algorithms, iss, aud containing our client ID, iat
-// (not in the future, not too old), exp when present, typ when present,
-// sub and/or sid, the back-channel event as a JSON object, no nonce, and a
-// jti never seen before.
-func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims, error) {
+// verifyLogoutToken checks a logout token (see
+// oidc.Client.VerifyLogoutToken) and that its jti was never seen before.
+func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*oidc.LogoutClaims, error) {
+	c, err := m.client.VerifyLogoutToken(r.Context(), raw)
+	if err != nil {
+		return nil, err
+	}
 	now := m.now()
-	meta, err := m.provider.metadata(r.Context(), now)
-	if err != nil {
-		return nil, err
-	}
-	if typ, err := jwtType(raw); err != nil {
-		return nil, err
-	} else if typ != "" && typ != "logout+jwt" && typ != "application/logout+jwt" && typ != "JWT" {
-		return nil, fmt.Errorf("typ %q is not a logout token", typ)
-	}
-	v := oidc.NewVerifier(m.Issuer, m.provider.keys.untrusted(), &oidc.Config{
-		ClientID:             m.ClientID,
-		SupportedSigningAlgs: meta.algs,
-		SkipExpiryCheck:      true, // exp is optional in logout tokens; checked below
-		Now:                  m.now,
-	})
-	tok, err := verifyToken(r.Context(), m.provider.client, v, raw)
-	if err != nil {
-		return nil, err
-	}
-	var c logoutClaims
-	if err := tok.Claims(&c); err != nil {
-		return nil, err
-	}
-	var present map[string]json.RawMessage
-	if err := tok.Claims(&present); err != nil {
-		return nil, err
-	}
-	if err := m.checkIssuedAt(c.IssuedAt); err != nil {
-		return nil, err
-	}
-	if now.Sub(time.Unix(int64(*c.IssuedAt), 0)) > maxLogoutTokenAge {
-		return nil, errors.New("token iat is too old")
-	}
-	if c.Expiry != nil && time.Unix(int64(*c.Expiry), 0).Before(now.Add(-clockLeeway)) {
-		return nil, errors.New("token expired")
-	}
-	if c.Subject == "" && c.SID == "" {
-		return nil, errors.New("token has neither sub nor sid")
-	}
-	ev, ok := c.Events[backchannelEvent]
-	if !ok {
-		return nil, errors.New("token lacks the back-channel logout event")
-	}
-	var evObj map[string]any
-	if err := json.Unmarshal(ev, &evObj); err != nil || evObj == nil {
-		return nil, errors.New("the back-channel logout event is not a JSON object")
-	}
-	if _, ok := present["nonce"]; ok {
-		// Even "nonce": null: the spec forbids the claim, not a value.
-		return nil, errors.New("token has a nonce")
-	}
-	if c.JTI == "" {
-		return nil, errors.New("token has no jti")
-	}
 	fresh, err := m.app.store.ClaimOnce(r.Context(), "jti:"+c.JTI, now.Add(jtiRetention))
 	if err != nil {
 		return nil, fmt.Errorf("%w: recording jti: %v", errIdPUnavailable, err)
@@ -165,26 +97,7 @@ func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*logoutClaims
 	if !fresh {
 		return nil, errReplay
 	}
-	return &c, nil
-}
-
-// jwtType returns the typ header of a compact JWS without verifying it.
-func jwtType(raw string) (string, error) {
-	dot := strings.IndexByte(raw, '.')
-	if dot <= 0 {
-		return "", errors.New("malformed jwt")
-	}
-	hdr, err := base64.RawURLEncoding.DecodeString(raw[:dot])
-	if err != nil {
-		return "", errors.New("malformed jwt header")
-	}
-	var h struct {
-		Typ string `json:"typ"`
-	}
-	if err := json.Unmarshal(hdr, &h); err != nil {
-		return "", errors.New("malformed jwt header")
-	}
-	return h.Typ, nil
+	return c, nil
 }
 
 func backchannelError(w http.ResponseWriter, status int, code, desc string) error {
@@ -233,7 +146,7 @@ func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Reque
 		m.logger.Info("front-channel logout", zap.String("sid", sid))
 		countLogout("frontchannel", "accepted", "")
 	}
-	m.cookies.clearSession(w, r, m.LogoutPath)
+	m.cookies.ClearSession(w, r, m.LogoutPath)
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	_, err := w.Write([]byte("<!doctype html><title>Signed out</title>"))
 	return err

@@ -1,29 +1,21 @@
 package oidcauth
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // logoutClaims are the claims of a valid logout token for sid "sid-1" of
 // user-1; mutate changes them.
 func (e *itEnv) logoutClaims(mutate func(c map[string]any)) map[string]any {
-	now := e.clock.Now()
-	c := map[string]any{
-		"iss":    e.op.issuer,
-		"aud":    e.op.clientID,
-		"iat":    now.Unix(),
-		"exp":    now.Add(2 * time.Minute).Unix(),
-		"jti":    hex.EncodeToString(opRandomBytes(12)),
-		"sub":    "user-1",
-		"sid":    "sid-1",
-		"events": map[string]any{backchannelEvent: map[string]any{}},
-	}
+	c := oidctest.LogoutClaims(e.op.Issuer, e.op.ClientID, "user-1", "sid-1", oidctest.RandomHex(12), e.clock.Now())
 	if mutate != nil {
 		mutate(c)
 	}
@@ -32,7 +24,19 @@ func (e *itEnv) logoutClaims(mutate func(c map[string]any)) map[string]any {
 
 // logoutToken signs claims with the OP's current key, typ logout+jwt.
 func (e *itEnv) logoutToken(mutate func(c map[string]any)) string {
-	return e.op.activeKey().sign(e.logoutClaims(mutate), "logout+jwt")
+	return e.op.ActiveKey().Sign(e.logoutClaims(mutate), "logout+jwt")
+}
+
+// expectBackchannelAccepted fails unless a valid logout token was answered
+// 200, uncacheable.
+func expectBackchannelAccepted(t *testing.T, res *itResult) {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("valid logout token: status %d, want 200; body %q", res.StatusCode, res.body)
+	}
+	if cc := res.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+		t.Errorf("Cache-Control %q, want no-store", cc)
+	}
 }
 
 func expectBackchannelRefused(t *testing.T, res *itResult, what string) {
@@ -52,7 +56,7 @@ func expectBackchannelRefused(t *testing.T, res *itResult, what string) {
 func TestBackchannelLogoutRefused(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("user-1", "user1@example.com", "sid-1")
+	e.op.SetUser("user-1", "user1@example.com", "sid-1")
 	b := e.browser()
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", api), "session before the logout tokens")
@@ -65,14 +69,14 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 		token func() string
 	}{
 		{"bad signature", func() string {
-			return newRSAOPKey(e.op.activeKey().kid, 1).sign(e.logoutClaims(nil), "logout+jwt")
+			return oidctest.NewRSAKey(e.op.ActiveKey().KID, 1).Sign(e.logoutClaims(nil), "logout+jwt")
 		}},
-		{"alg none", func() string { return signNone(e.logoutClaims(nil), "key-1") }},
+		{"alg none", func() string { return oidctest.SignNone(e.logoutClaims(nil), "key-1") }},
 		{"HS256 with the client secret", func() string {
-			return signHS256(e.logoutClaims(nil), []byte(e.op.clientSecret), "key-1")
+			return oidctest.SignHS256(e.logoutClaims(nil), []byte(e.op.ClientSecret), "key-1")
 		}},
 		{"unknown kid", func() string {
-			return newRSAOPKey("unknown-kid", 2).sign(e.logoutClaims(nil), "logout+jwt")
+			return oidctest.NewRSAKey("unknown-kid", 2).Sign(e.logoutClaims(nil), "logout+jwt")
 		}},
 		{"wrong iss", claims(func(c map[string]any) { c["iss"] = "https://evil.example" })},
 		{"aud without our client_id", claims(func(c map[string]any) { c["aud"] = "other-client" })},
@@ -96,20 +100,20 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 		{"events without the back-channel member", claims(func(c map[string]any) {
 			c["events"] = map[string]any{"http://schemas.openid.net/event/other": map[string]any{}}
 		})},
-		{"event value a string", claims(func(c map[string]any) { c["events"] = map[string]any{backchannelEvent: "yes"} })},
-		{"event value an array", claims(func(c map[string]any) { c["events"] = map[string]any{backchannelEvent: []any{}} })},
-		{"event value null", claims(func(c map[string]any) { c["events"] = map[string]any{backchannelEvent: nil} })},
-		{"events not an object", claims(func(c map[string]any) { c["events"] = []string{backchannelEvent} })},
+		{"event value a string", claims(func(c map[string]any) { c["events"] = map[string]any{oidc.BackchannelEvent: "yes"} })},
+		{"event value an array", claims(func(c map[string]any) { c["events"] = map[string]any{oidc.BackchannelEvent: []any{}} })},
+		{"event value null", claims(func(c map[string]any) { c["events"] = map[string]any{oidc.BackchannelEvent: nil} })},
+		{"events not an object", claims(func(c map[string]any) { c["events"] = []string{oidc.BackchannelEvent} })},
 		{"neither sub nor sid", claims(func(c map[string]any) { delete(c, "sub"); delete(c, "sid") })},
 		{"nonce present", claims(func(c map[string]any) { c["nonce"] = "n-0S6_WzA2Mj" })},
 		{"nonce present but null", claims(func(c map[string]any) {
 			c["nonce"] = nil
 			c["sid"] = "sid-null" // leave the session alone if this is accepted
 		})},
-		{"typ at+jwt", func() string { return e.op.activeKey().sign(e.logoutClaims(nil), "at+jwt") }},
-		{"typ secevent+jwt", func() string { return e.op.activeKey().sign(e.logoutClaims(nil), "secevent+jwt") }},
+		{"typ at+jwt", func() string { return e.op.ActiveKey().Sign(e.logoutClaims(nil), "at+jwt") }},
+		{"typ secevent+jwt", func() string { return e.op.ActiveKey().Sign(e.logoutClaims(nil), "secevent+jwt") }},
 		{"an ID token", func() string {
-			return e.op.activeKey().sign(e.logoutClaims(func(c map[string]any) {
+			return e.op.ActiveKey().Sign(e.logoutClaims(func(c map[string]any) {
 				delete(c, "events")
 				c["nonce"] = "abc"
 			}), "JWT")
@@ -156,12 +160,12 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 func TestBackchannelLogoutBySID(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("user-1", "user1@example.com", "sid-A")
+	e.op.SetUser("user-1", "user1@example.com", "sid-A")
 	a1 := e.browser()
 	a1.mustLogin("/private")
 	a2 := e.browser() // a second browser in the same IdP session
 	a2.mustLogin("/private")
-	e.op.setUser("user-1", "user1@example.com", "sid-B")
+	e.op.SetUser("user-1", "user1@example.com", "sid-B")
 	other := e.browser()
 	other.mustLogin("/private")
 	if res := a1.get("/private", api); res.sid != "sid-A" {
@@ -172,12 +176,7 @@ func TestBackchannelLogoutBySID(t *testing.T) {
 		c["sid"] = "sid-A"
 		delete(c, "sub")
 	}))
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("valid logout token: status %d, want 200; body %q", res.StatusCode, res.body)
-	}
-	if cc := res.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
-		t.Errorf("Cache-Control %q, want no-store", cc)
-	}
+	expectBackchannelAccepted(t, res)
 
 	e.expectLoginRedirect(a1.get("/private", nav), "session with the logged-out sid")
 	expectAPI401(t, a2.get("/private", api), "other session with the logged-out sid")
@@ -192,12 +191,12 @@ func TestBackchannelLogoutBySID(t *testing.T) {
 func TestBackchannelLogoutBySubject(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.setUser("user-2", "user2@example.com", "")
+	e.op.SetUser("user-2", "user2@example.com", "")
 	u2a := e.browser()
 	u2a.mustLogin("/private")
 	u2b := e.browser()
 	u2b.mustLogin("/private")
-	e.op.setUser("user-3", "user3@example.com", "")
+	e.op.SetUser("user-3", "user3@example.com", "")
 	u3 := e.browser()
 	u3.mustLogin("/private")
 
@@ -205,19 +204,14 @@ func TestBackchannelLogoutBySubject(t *testing.T) {
 		c["sub"] = "user-2"
 		delete(c, "sid")
 	}))
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("valid logout token: status %d, want 200; body %q", res.StatusCode, res.body)
-	}
-	if cc := res.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
-		t.Errorf("Cache-Control %q, want no-store", cc)
-	}
+	expectBackchannelAccepted(t, res)
 	e.expectLoginRedirect(u2a.get("/private", nav), "first session of the logged-out sub")
 	expectAPI401(t, u2b.get("/private", api), "second session of the logged-out sub")
 	expectServed(t, u3.get("/private", api), "session of another sub")
 
 	// Sessions begun after the logout are not affected.
 	e.clock.Advance(2 * time.Second)
-	e.op.setUser("user-2", "user2@example.com", "")
+	e.op.SetUser("user-2", "user2@example.com", "")
 	again := e.browser()
 	again.mustLogin("/private")
 	expectServed(t, again.get("/private", api), "new session of the sub after the logout")
@@ -231,21 +225,21 @@ func TestBackchannelLogoutAccepted(t *testing.T) {
 		mutate func(c map[string]any)
 		typ    string
 	}{
-		{"aud as a string", func(c map[string]any) { c["aud"] = e.op.clientID }, "logout+jwt"},
-		{"aud as an array", func(c map[string]any) { c["aud"] = []string{"other-client", e.op.clientID} }, "logout+jwt"},
+		{"aud as a string", func(c map[string]any) { c["aud"] = e.op.ClientID }, "logout+jwt"},
+		{"aud as an array", func(c map[string]any) { c["aud"] = []string{"other-client", e.op.ClientID} }, "logout+jwt"},
 		{"typ JWT", nil, "JWT"},
 		{"typ application/logout+jwt", nil, "application/logout+jwt"},
 		{"no exp", func(c map[string]any) { delete(c, "exp") }, "logout+jwt"},
 		{"only sid", func(c map[string]any) { delete(c, "sub") }, "logout+jwt"},
 		{"only sub", func(c map[string]any) { delete(c, "sid"); c["sub"] = "someone" }, "logout+jwt"},
 		{"event with members", func(c map[string]any) {
-			c["events"] = map[string]any{backchannelEvent: map[string]any{"x": 1}, "other": "y"}
+			c["events"] = map[string]any{oidc.BackchannelEvent: map[string]any{"x": 1}, "other": "y"}
 		}, "logout+jwt"},
 		{"iat a little in the future (clock skew)", func(c map[string]any) { c["iat"] = e.clock.Now().Add(time.Minute).Unix() }, "logout+jwt"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tok := e.op.activeKey().sign(e.logoutClaims(tc.mutate), tc.typ)
+			tok := e.op.ActiveKey().Sign(e.logoutClaims(tc.mutate), tc.typ)
 			res := e.postLogout(tok)
 			if res.StatusCode != http.StatusOK {
 				t.Fatalf("status %d, want 200; body %q", res.StatusCode, res.body)

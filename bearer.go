@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"go.uber.org/zap"
 )
 
@@ -62,60 +63,31 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 	return &principal{id: id, accessToken: raw, expiry: v.expiry}, nil
 }
 
-// verifyBearer checks a bearer access token: signature (JWKS, pinned
-// algorithms), iss, aud holding the client ID or an accepted audience,
-// exp, iat and sub present. Outcomes are cached like session tokens, in a
-// cache of their own since the accepted audiences differ.
+// verifyBearer checks a bearer access token (see oidc.Client.VerifyBearer)
+// with bearerAudienceOK for its audience. Outcomes are cached like session
+// tokens, in a cache of their own since the accepted audiences differ.
 func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken, string, error) {
 	now := m.now()
-	gen := m.provider.keyRemovals()
+	gen := m.provider.KeyRemovals()
 	if v := m.app.bearer.get(raw); v != nil && v.keyGen == gen {
 		if v.expiry <= now.Unix() {
 			return nil, "", errors.New("token expired")
 		}
 		// The cache is shared by every handler of this client, and each
 		// may accept other audiences.
-		if !m.bearerAudienceOK(claimStrings(v.claims["aud"])) {
+		if !m.bearerAudienceOK(oidc.ClaimStrings(v.claims["aud"])) {
 			return nil, "", fmt.Errorf("audience %q not accepted", v.claims["aud"])
 		}
 		sub, _ := v.claims["sub"].(string)
 		return v, sub, nil
 	}
-	if !isJWT(raw) {
-		return nil, "", errors.New("not a JWT")
-	}
-	meta, err := m.provider.metadata(ctx, now)
+	at, sub, err := m.client.VerifyBearer(ctx, raw, m.bearerAudienceOK)
 	if err != nil {
 		return nil, "", err
 	}
-	// The audience is checked below, against several accepted ones.
-	tok, err := verifyToken(ctx, m.provider.client, m.accessVerifier(meta, m.provider.keys.untrusted()), raw)
-	if err != nil {
-		return nil, "", err
-	}
-	if !m.bearerAudienceOK(tok.Audience) {
-		return nil, "", fmt.Errorf("audience %q not accepted", tok.Audience)
-	}
-	var claims map[string]any
-	if err := tok.Claims(&claims); err != nil {
-		return nil, "", err
-	}
-	typ, err := jwtType(raw)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := checkAccessTokenShape(typ, claims); err != nil {
-		return nil, "", err
-	}
-	if err := m.checkIssuedAtClaim(claims); err != nil {
-		return nil, "", err
-	}
-	if tok.Subject == "" {
-		return nil, "", errors.New("token has no sub")
-	}
-	v := &verifiedToken{expiry: tok.Expiry.Unix(), claims: claims, keyGen: gen}
+	v := &verifiedToken{expiry: at.Expiry.Unix(), claims: at.Claims, keyGen: at.KeyGen}
 	m.app.bearer.put(raw, v, now.Unix())
-	return v, tok.Subject, nil
+	return v, sub, nil
 }
 
 // bearerAudienceOK reports whether a bearer token's audience holds the
@@ -130,51 +102,6 @@ func (m *OIDCAuth) bearerAudienceOK(auds []string) bool {
 		}
 	}
 	return false
-}
-
-// checkAccessTokenShape accepts only access tokens as bearer tokens. The
-// IdP signs ID tokens and logout tokens with the same keys, often for the
-// same audience, but they travel in URLs (id_token_hint) and to the
-// back-channel endpoint, and are no credential for an API. An access token
-// says so in typ (RFC 9068: at+jwt), or, without that, by the claims of
-// the IdP's access tokens (client_id or scope, or Okta's cid and Entra
-// ID's scp); a claim only ID or logout tokens carry refuses it either way.
-func checkAccessTokenShape(typ string, claims map[string]any) error {
-	for _, c := range []string{"events", "nonce", "at_hash", "c_hash"} {
-		if _, ok := claims[c]; ok {
-			return fmt.Errorf("token has %s: not an access token", c)
-		}
-	}
-	switch strings.TrimPrefix(strings.ToLower(typ), "application/") {
-	case "at+jwt":
-		return nil
-	case "", "jwt":
-		for _, c := range []string{"client_id", "scope", "cid", "scp"} {
-			if _, ok := claims[c]; ok {
-				return nil
-			}
-		}
-		return errors.New("token has neither typ at+jwt nor an access token's client_id or scope")
-	default:
-		return fmt.Errorf("token typ %q is not an access token", truncate(typ, 40))
-	}
-}
-
-// claimStrings reads a string-or-array claim such as aud.
-func claimStrings(v any) []string {
-	switch t := v.(type) {
-	case string:
-		return []string{t}
-	case []any:
-		out := make([]string, 0, len(t))
-		for _, e := range t {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
 }
 
 // bearerChallenge sets an RFC 6750 challenge; code may be empty.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
@@ -106,7 +107,7 @@ func newRevocationIdP(t *testing.T) *revocationIdP {
 // endpoint, and whose store writes to a directory the test can count.
 func logoutHandler(t *testing.T, revocation string) (*OIDCAuth, func() int) {
 	m := newUnitHandler(t, withOverrides)
-	meta, err := m.provider.metadata(t.Context(), time.Now())
+	meta, err := m.provider.Metadata(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestLogoutOfEndedSession(t *testing.T) {
 func waitIdle(t *testing.T, m *OIDCAuth) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for len(m.provider.revocationSlots) > 0 {
+	for m.provider.RevocationsUnderWay() > 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("token revocations still under way after 30 s")
 		}
@@ -189,12 +190,12 @@ func waitIdle(t *testing.T, m *OIDCAuth) {
 }
 
 // TestRevocationCallsBounded: logouts while the IdP's revocation endpoint
-// hangs never have more than maxRevocationCalls calls under way, and each
+// hangs never have more than oidc.MaxRevocationCalls calls under way, and each
 // logout answers without waiting for one.
 func TestRevocationCallsBounded(t *testing.T) {
 	idp := newRevocationIdP(t)
 	m, _ := logoutHandler(t, idp.srv.URL)
-	const n = 3 * maxRevocationCalls
+	const n = 3 * oidc.MaxRevocationCalls
 	for i := range n {
 		s := unitSession(time.Now())
 		s.RefreshToken = "rt-" + randomString(8)
@@ -204,14 +205,14 @@ func TestRevocationCallsBounded(t *testing.T) {
 	}
 	// Let the calls that were started arrive.
 	deadline := time.Now().Add(30 * time.Second)
-	for idp.inFlight.Load() < maxRevocationCalls && time.Now().Before(deadline) {
+	for idp.inFlight.Load() < oidc.MaxRevocationCalls && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if p := idp.peak.Load(); p > maxRevocationCalls {
-		t.Fatalf("%d revocation calls under way at once, limit %d", p, maxRevocationCalls)
+	if p := idp.peak.Load(); p > oidc.MaxRevocationCalls {
+		t.Fatalf("%d revocation calls under way at once, limit %d", p, oidc.MaxRevocationCalls)
 	}
-	if c := idp.calls.Load(); c != maxRevocationCalls {
-		t.Errorf("%d revocation calls for %d logouts while the IdP hangs, want %d", c, n, maxRevocationCalls)
+	if c := idp.calls.Load(); c != oidc.MaxRevocationCalls {
+		t.Errorf("%d revocation calls for %d logouts while the IdP hangs, want %d", c, n, oidc.MaxRevocationCalls)
 	}
 	idp.releaseAll()
 	waitIdle(t, m)

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -40,8 +41,8 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 
 	if idpErr := q.Get("error"); idpErr != "" {
 		retry := m.LoginPath
-		if st := m.cookies.peekState(r, state, now); st != nil {
-			_, _ = m.cookies.takeState(w, r, state, now)
+		if st := m.cookies.PeekState(r, state, now); st != nil {
+			_, _ = m.cookies.TakeState(w, r, state, now)
 			retry = m.LoginPath + "?return_to=" + url.QueryEscape(st.ReturnTo)
 		}
 		m.logger.Warn("identity provider returned an error",
@@ -55,7 +56,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		return m.failQuoting(w, r, http.StatusUnauthorized, "Sign-in did not complete: the identity provider reported an error.", msg, retry)
 	}
 
-	st, err := m.cookies.takeState(w, r, state, now)
+	st, err := m.cookies.TakeState(w, r, state, now)
 	if err != nil {
 		m.logger.Info("login callback refused", zap.String("reason", err.Error()))
 		countLogin("failed", "state")
@@ -64,7 +65,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 	retry := m.LoginPath + "?return_to=" + url.QueryEscape(st.ReturnTo)
 	// The browser forgets a used state cookie, but a copy of it must not
 	// work either: each state is accepted once.
-	if fresh, err := m.app.store.ClaimOnce(r.Context(), "state:"+st.State, time.Unix(st.Created, 0).Add(stateLifetime+time.Minute)); err == nil && !fresh {
+	if fresh, err := m.app.store.ClaimOnce(r.Context(), "state:"+st.State, time.Unix(st.Created, 0).Add(cookie.StateLifetime+time.Minute)); err == nil && !fresh {
 		m.logger.Warn("login callback refused", zap.String("reason", "state already used"))
 		countLogin("failed", "state")
 		return m.fail(w, r, http.StatusBadRequest, "This sign-in link was already used.", m.LoginPath)
@@ -72,7 +73,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		m.logger.Warn("cannot record the login state as used", zap.Error(err))
 	}
 
-	meta, err := m.provider.metadata(r.Context(), now)
+	meta, err := m.provider.Metadata(r.Context())
 	if err != nil {
 		m.logger.Error("cannot complete login", zap.Error(err))
 		countLogin("failed", "idp_unavailable")
@@ -84,7 +85,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		m.logger.Warn("login callback from another issuer", zap.String("iss", truncate(iss[0], 200)))
 		countLogin("failed", "issuer")
 		return m.fail(w, r, http.StatusBadRequest, "The login response came from an unexpected identity provider.", retry)
-	} else if !ok && meta.issParamSupported {
+	} else if !ok && meta.IssParamSupported {
 		countLogin("failed", "issuer")
 		return m.fail(w, r, http.StatusBadRequest, "The login response does not name its identity provider.", retry)
 	}
@@ -118,11 +119,11 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		Claims:       ts.Claims,
 	}
 	maxAge := m.sessionMaxAge(s, now)
-	m.cookies.markLogin(w, r)
-	if err := m.cookies.writeSession(w, r, s, maxAge); err != nil {
+	m.cookies.MarkLogin(w, r)
+	if err := m.cookies.WriteSession(w, r, s, maxAge); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	if err := m.cookies.writeIDToken(w, r, m.LogoutPath, ts.IDToken, maxAge); err != nil {
+	if err := m.cookies.WriteIDToken(w, r, m.LogoutPath, ts.IDToken, maxAge); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	m.logger.Info("login", zap.String("sub", s.Subject), zap.String("sid", s.SID))

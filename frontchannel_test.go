@@ -93,13 +93,13 @@ func TestFrontchannelLogoutBounded(t *testing.T) {
 func TestFrontchannelLogoutOfLogin(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t, func(h *OIDCAuth) { h.FrontchannelLogoutPath = "/auth/frontchannel-logout" })
-	e.op.setUser("user-fc", "fc@example.com", "sid-fc")
+	e.op.SetUser("user-fc", "fc@example.com", "sid-fc")
 	b := e.browser()
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", api), "after login")
 
 	iframe := e.browser() // no cookies: a third-party iframe
-	res := iframe.get("/auth/frontchannel-logout?iss="+url.QueryEscape(e.op.issuer)+"&sid=sid-fc", nav)
+	res := iframe.get("/auth/frontchannel-logout?iss="+url.QueryEscape(e.op.Issuer)+"&sid=sid-fc", nav)
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("front-channel logout: status %d", res.StatusCode)
 	}

@@ -1,8 +1,8 @@
 package oidcauth
 
 // Fuzz targets for the code that reads what a client or an IdP sends:
-// sealed cookies, chunked cookies, back-channel logout tokens and the
-// Caddyfile. Each target checks invariants, not just the absence of
+// back-channel logout tokens and the Caddyfile (the cookie targets are in
+// internal/cookie). Each target checks invariants, not just the absence of
 // panics. Run them with `bash scripts/fuzz.sh [seconds]`; their seed
 // corpora are under testdata/fuzz/<FuzzName>/ and run with every
 // `go test`. Every target is hermetic: no network (the logout target's
@@ -27,228 +27,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
-// Fixed inputs, so that the committed seed corpora (which hold sealed
-// cookies and signed tokens) stay valid from run to run.
+// Fixed inputs, so that the committed seed corpora (which hold signed
+// tokens) stay valid from run to run.
 const (
-	fuzzCookieSecret   = "fuzz-cookie-secret-0123456789abcdef"
-	fuzzPreviousSecret = "fuzz-previous-secret-0123456789abcdef"
-	fuzzIssuer         = "https://idp.fuzz.example"
-	fuzzClientID       = "fuzz-app"
-	fuzzCookieName     = "oidc_fuzz"
-	fuzzKeyID          = "fuzz-key-1"
+	fuzzCookieSecret = "fuzz-cookie-secret-0123456789abcdef"
+	fuzzIssuer       = "https://idp.fuzz.example"
+	fuzzClientID     = "fuzz-app"
+	fuzzCookieName   = "oidc_fuzz"
+	fuzzKeyID        = "fuzz-key-1"
 )
 
 // fuzzNow is the handler's clock in the fuzz targets: the committed logout
 // tokens are issued at this time.
 var fuzzNow = time.Unix(1_800_000_000, 0)
-
-// fuzzPlaintexts are the only plaintexts the cookie targets ever seal, per
-// purpose. A value that opens to anything else was forged.
-var fuzzPlaintexts = map[string][]string{
-	purposeSession: {
-		`{"i":"sess-1","s":"user-1","d":"sid-1","c":1800000000,"a":"access-1","r":"refresh-1","e":1800003600,"f":1800003000}`,
-		`{"i":"sess-2","s":"user-2","c":1800000000,"a":"access-2","e":1800003600,"f":1800003000,"m":{"email":"u2@example.com"}}`,
-	},
-	purposeState:   {`{"s":"state-state-state-state","n":"nonce","v":"verifier","r":"/x","c":1800000000}`},
-	purposeIDToken: {"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2ln"},
-	purposeRefresh: {"refresh-outcome"},
-}
-
-var fuzzPurposes = []string{purposeSession, purposeState, purposeIDToken, purposeRefresh}
-
-func fuzzCodecs(tb testing.TB) (current, rotating, previousOnly *cookieCodec) {
-	tb.Helper()
-	var err error
-	if current, err = newCookieCodec([]byte(fuzzCookieSecret), fuzzIssuer, fuzzClientID, fuzzCookieName); err != nil {
-		tb.Fatal(err)
-	}
-	// The same secrets during a rotation: opens values of either secret.
-	if rotating, err = newCookieCodec([]byte(fuzzCookieSecret), fuzzIssuer, fuzzClientID, fuzzCookieName, []byte(fuzzPreviousSecret)); err != nil {
-		tb.Fatal(err)
-	}
-	if previousOnly, err = newCookieCodec([]byte(fuzzPreviousSecret), fuzzIssuer, fuzzClientID, fuzzCookieName); err != nil {
-		tb.Fatal(err)
-	}
-	return current, rotating, previousOnly
-}
-
-func isFuzzPlaintext(purpose string, plain []byte) bool {
-	for _, p := range fuzzPlaintexts[purpose] {
-		if string(plain) == p {
-			return true
-		}
-	}
-	return false
-}
-
-// FuzzCookieOpen: open and readSession accept only values that seal made,
-// for the purpose they were sealed for, and never panic.
-func FuzzCookieOpen(f *testing.F) {
-	current, rotating, previousOnly := fuzzCodecs(f)
-	for _, purpose := range fuzzPurposes {
-		for _, p := range fuzzPlaintexts[purpose] {
-			v := current.seal(purpose, []byte(p))
-			f.Add(purpose, v)
-			f.Add(purpose, previousOnly.seal(purpose, []byte(p)))
-			f.Add(purposeSession, v) // another purpose
-			f.Add(purpose, v[:len(v)-1])
-			f.Add(purpose, v+"A")
-			f.Add(purpose, "AQ"+v[2:])
-			f.Add(purpose, "Ag"+v[2:]) // another version byte
-		}
-	}
-	for _, s := range []string{"", "A", "AQ", "AQ==", "....", "3.AAAA", "\x00\xff", strings.Repeat("A", 5000)} {
-		f.Add(purposeSession, s)
-	}
-
-	f.Fuzz(func(t *testing.T, purpose, value string) {
-		for _, c := range []*cookieCodec{current, rotating} {
-			plain, err := c.open(purpose, value)
-			if err != nil {
-				if !errors.Is(err, errBadCookie) {
-					t.Fatalf("open: unexpected error type %v", err)
-				}
-			} else if !isFuzzPlaintext(purpose, plain) {
-				t.Fatalf("open(%q, %q) accepted a value seal never made: %q", purpose, value, plain)
-			}
-		}
-
-		// The same value as a session cookie: a session comes out only
-		// when the value is one of the sealed sessions.
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.Header.Set("Cookie", fuzzCookieName+"="+value)
-		for _, c := range []*cookieCodec{current, rotating} {
-			s, err := c.readSession(r)
-			if err != nil {
-				continue
-			}
-			raw, _ := json.Marshal(s)
-			var got map[string]any
-			_ = json.Unmarshal(raw, &got)
-			ok := false
-			for _, p := range fuzzPlaintexts[purposeSession] {
-				var want map[string]any
-				_ = json.Unmarshal([]byte(p), &want)
-				if fmt.Sprint(got) == fmt.Sprint(want) {
-					ok = true
-				}
-			}
-			if !ok {
-				t.Fatalf("readSession accepted %q as session %s", value, raw)
-			}
-			if s.ID == "" || s.Subject == "" || s.AccessToken == "" {
-				t.Fatalf("readSession accepted an incomplete session %s", raw)
-			}
-		}
-	})
-}
-
-// cookieSafe keeps only base64url characters, the alphabet of every value
-// the handler writes.
-func cookieSafe(s string, max int) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < max; i++ {
-		if isBase64URL(s[i]) {
-			b.WriteByte(s[i])
-		}
-	}
-	return b.String()
-}
-
-// FuzzReadChunked: reassembly of arbitrary cookie sets never panics and
-// returns exactly the parts it claims; a value written by writeChunked
-// reads back unchanged, and chunks of an older, longer value are expired.
-func FuzzReadChunked(f *testing.F) {
-	const name = "oidc_fuzz"
-	f.Add("oidc_fuzz=abc", "abc")
-	f.Add("oidc_fuzz=3.aaa; oidc_fuzz_1=bbb; oidc_fuzz_2=ccc", strings.Repeat("x", 9000))
-	f.Add("oidc_fuzz=3.aaa; oidc_fuzz_2=ccc", "")
-	f.Add("oidc_fuzz=9.a; oidc_fuzz_1=b", strings.Repeat("y", 3801))
-	f.Add("oidc_fuzz=-1.a", "z")
-	f.Add("oidc_fuzz=+2.a; oidc_fuzz_1=b", "z")
-	f.Add("oidc_fuzz=2.; oidc_fuzz_1=", "z")
-	f.Add("oidc_fuzz=1.a", strings.Repeat("q", 8*3800))
-	f.Add("oidc_fuzz=a; oidc_fuzz=b; oidc_fuzz_1=c", strings.Repeat("q", 8*3800+1))
-	f.Add("oidc_fuzz=2.a.b; oidc_fuzz_1=c; oidc_fuzz_7=x", "w")
-	f.Add(`oidc_fuzz="2.a"; oidc_fuzz_1="b"`, "v")
-
-	f.Fuzz(func(t *testing.T, header, value string) {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.Header.Set("Cookie", header)
-		got, n, ok := readChunked(r, name)
-		if ok {
-			first, err := r.Cookie(name)
-			if err != nil {
-				t.Fatalf("ok without a first cookie")
-			}
-			if n < 1 || n > maxChunks {
-				t.Fatalf("chunk count %d out of range", n)
-			}
-			want := first.Value
-			if dot := strings.IndexByte(first.Value, '.'); dot >= 0 {
-				want = first.Value[dot+1:]
-				for i := 1; i < n; i++ {
-					c, err := r.Cookie(chunkName(name, i))
-					if err != nil {
-						t.Fatalf("ok although chunk %d is missing", i)
-					}
-					want += c.Value
-				}
-			} else if n != 1 {
-				t.Fatalf("%d chunks for a value without a count", n)
-			}
-			if got != want {
-				t.Fatalf("readChunked = %q, want %q", got, want)
-			}
-		} else if got != "" {
-			t.Fatalf("refused but returned %q", got)
-		}
-
-		// Round trip, on a request that carries the fuzzed cookies.
-		v := cookieSafe(value, (maxChunks+1)*maxChunkLen)
-		rec := httptest.NewRecorder()
-		err := writeChunked(rec, r, name, "/", v, 60)
-		need := (len(v) + maxChunkLen - 1) / maxChunkLen
-		if need > maxChunks {
-			if err == nil {
-				t.Fatalf("%d bytes written in more than %d chunks", len(v), maxChunks)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatalf("writeChunked(%d bytes): %v", len(v), err)
-		}
-		next := httptest.NewRequest(http.MethodGet, "/", nil)
-		expired := map[string]bool{}
-		for _, c := range rec.Result().Cookies() {
-			if c.MaxAge < 0 {
-				expired[c.Name] = true
-				continue
-			}
-			if len(c.Name)+len(c.Value) > 4000 {
-				t.Fatalf("cookie %s of %d bytes exceeds what browsers keep", c.Name, len(c.Value))
-			}
-			next.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
-		}
-		back, _, ok := readChunked(next, name)
-		if !ok || back != v {
-			t.Fatalf("round trip of %d bytes: ok=%v, got %d bytes", len(v), ok, len(back))
-		}
-		for i := max(need, 1); i < maxChunks; i++ {
-			if _, err := r.Cookie(chunkName(name, i)); err == nil && !expired[chunkName(name, i)] {
-				t.Fatalf("leftover chunk %d of the older value not expired", i)
-			}
-		}
-	})
-}
 
 // fuzzSigningKey is a fixed RS256 key, so committed logout tokens verify.
 func fuzzSigningKey(tb testing.TB) *rsa.PrivateKey {
@@ -301,13 +103,16 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 	if err := m.checkConfig(); err != nil {
 		tb.Fatal(err)
 	}
-	if m.cookies, err = newCookieCodec([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
+	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
 		tb.Fatal(err)
 	}
-	m.provider = newProvider(m.Issuer, endpoints{Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint, JWKS: m.JWKSURI})
-	m.provider.client.Transport = staticTransport{m.JWKSURI: jwks}
-	m.provider.client.Timeout = 0 // nothing to wait for
-	m.provider.now = clock        // the key set's refetch and max-age rules
+	m.provider = &provider{Provider: oidc.NewProvider(oidc.Config{
+		Issuer:    m.Issuer,
+		Overrides: endpoints{Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint, JWKS: m.JWKSURI},
+		Transport: staticTransport{m.JWKSURI: jwks},
+		Now:       clock, // the key set's refetch and max-age rules
+	})}
+	m.newClient()
 	tb.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
 	id := store.AppID(m.Issuer, m.ClientID)
@@ -335,16 +140,12 @@ func (t staticTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // fuzzLogoutClaims are a valid logout token's claims at fuzzNow.
 func fuzzLogoutClaims(jti string) map[string]any {
-	return map[string]any{
-		"iss": fuzzIssuer, "aud": fuzzClientID, "iat": fuzzNow.Unix(), "exp": fuzzNow.Add(2 * time.Minute).Unix(),
-		"jti": jti, "sub": "user-1", "sid": "sid-1",
-		"events": map[string]any{backchannelEvent: map[string]any{}},
-	}
+	return oidctest.LogoutClaims(fuzzIssuer, fuzzClientID, "user-1", "sid-1", jti, fuzzNow)
 }
 
 func fuzzLogoutSeeds(key *rsa.PrivateKey) []string {
 	sign := func(c map[string]any, typ string) string {
-		return signJWS(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: fuzzKeyID}}, c, typ)
+		return oidctest.SignJWS(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: fuzzKeyID}}, c, typ)
 	}
 	valid := sign(fuzzLogoutClaims("seed-valid"), "logout+jwt")
 	noSID := fuzzLogoutClaims("seed-no-sid")
@@ -357,9 +158,9 @@ func fuzzLogoutSeeds(key *rsa.PrivateKey) []string {
 		sign(noSID, "logout+jwt"),
 		sign(fuzzLogoutClaims("seed-untyped"), ""),
 		sign(withNonce, "logout+jwt"),
-		signNone(fuzzLogoutClaims("seed-none"), fuzzKeyID),
-		signHS256(fuzzLogoutClaims("seed-hs256-pem"), publicKeyPEM(&key.PublicKey), fuzzKeyID),
-		signHS256(fuzzLogoutClaims("seed-hs256-secret"), []byte("fuzz-client-secret-0123456789abcdef"), fuzzKeyID),
+		oidctest.SignNone(fuzzLogoutClaims("seed-none"), fuzzKeyID),
+		oidctest.SignHS256(fuzzLogoutClaims("seed-hs256-pem"), oidctest.PublicKeyPEM(&key.PublicKey), fuzzKeyID),
+		oidctest.SignHS256(fuzzLogoutClaims("seed-hs256-secret"), []byte("fuzz-client-secret-0123456789abcdef"), fuzzKeyID),
 		parts[0] + "." + parts[1] + ".",
 		parts[0] + "." + parts[1] + "." + parts[2] + ".AAAA.BBBB", // five parts, as a JWE
 		parts[0] + ".." + parts[2],
@@ -456,7 +257,7 @@ func checkLogoutToken(t *testing.T, m *OIDCAuth, key *rsa.PrivateKey, token, bod
 	if _, ok := c["nonce"]; ok {
 		t.Fatal("accepted a token with a nonce")
 	}
-	if ev, _ := c["events"].(map[string]any); ev == nil || ev[backchannelEvent] == nil {
+	if ev, _ := c["events"].(map[string]any); ev == nil || ev[oidc.BackchannelEvent] == nil {
 		t.Fatalf("accepted a token without the back-channel event: %v", c["events"])
 	}
 	return status
@@ -525,8 +326,8 @@ func FuzzCaddyfile(f *testing.F) {
 }
 
 // TestWriteFuzzSeeds regenerates the committed seed corpora under
-// testdata/fuzz/ (sealed cookies and signed tokens made with the fixed
-// secrets and key above). Run with OIDCAUTH_WRITE_FUZZ_SEEDS=1.
+// testdata/fuzz/ (signed tokens made with the fixed key above). Run with
+// OIDCAUTH_WRITE_FUZZ_SEEDS=1.
 func TestWriteFuzzSeeds(t *testing.T) {
 	if os.Getenv("OIDCAUTH_WRITE_FUZZ_SEEDS") == "" {
 		t.Skip("set OIDCAUTH_WRITE_FUZZ_SEEDS=1 to rewrite testdata/fuzz seeds")
@@ -545,21 +346,6 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	current, _, previousOnly := fuzzCodecs(t)
-	for _, purpose := range fuzzPurposes {
-		v := current.seal(purpose, []byte(fuzzPlaintexts[purpose][0]))
-		write("FuzzCookieOpen", "sealed-"+purpose, purpose, v)
-		write("FuzzCookieOpen", "previous-"+purpose, purpose, previousOnly.seal(purpose, []byte(fuzzPlaintexts[purpose][0])))
-		write("FuzzCookieOpen", "wrong-purpose-"+purpose, purposeState, v)
-		flipped := []byte(v)
-		flipped[len(flipped)/2] ^= 0x01
-		write("FuzzCookieOpen", "flipped-"+purpose, purpose, string(flipped))
-	}
-	big := current.seal(purposeSession, []byte(fuzzPlaintexts[purposeSession][1]))
-	write("FuzzReadChunked", "session-in-two-chunks", fuzzCookieName+"=2."+big[:len(big)/2]+"; "+fuzzCookieName+"_1="+big[len(big)/2:], big)
-	write("FuzzReadChunked", "count-without-chunks", fuzzCookieName+"=8.AAAA", strings.Repeat("B", 5*maxChunkLen))
-	write("FuzzReadChunked", "duplicate-first", fuzzCookieName+"=AAAA; "+fuzzCookieName+"=2.BB; "+fuzzCookieName+"_1=CC", "D")
-
 	key := fuzzSigningKey(t)
 	for i, tok := range fuzzLogoutSeeds(key) {
 		if len(tok) > 4096 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -65,7 +66,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 	stripIdentityHeaders(r.Header)
 	// The upstream never sees this handler's cookies: its logs must not
 	// hold a session that can be replayed.
-	m.cookies.stripOwnCookies(r.Header)
+	m.cookies.StripOwnCookies(r.Header)
 	if m.PassAccessToken {
 		r.Header.Set("Authorization", "Bearer "+p.accessToken)
 	}
@@ -129,7 +130,7 @@ func (w *privateResponse) FlushError() error {
 // redirect, a 401, 403 or 503) and the error is the handler's result.
 // api answers as to an API call whatever the request looks like.
 func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*principal, error) {
-	s, err := m.cookies.readSession(r)
+	s, err := m.cookies.ReadSession(r)
 	if err != nil {
 		if m.Bearer != nil {
 			if tok, ok := bearerToken(r); ok {
@@ -206,19 +207,19 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 		return nil, m.forbidden(w, r)
 	}
 
-	if refreshed || s.oldKey {
+	if refreshed || s.OldKey {
 		maxAge := m.sessionMaxAge(s, now)
-		if err := m.cookies.writeSession(w, r, s, maxAge); err != nil {
+		if err := m.cookies.WriteSession(w, r, s, maxAge); err != nil {
 			return nil, caddyhttp.Error(http.StatusInternalServerError, err)
 		}
 		if newIDToken != "" {
-			if err := m.cookies.writeIDToken(w, r, m.LogoutPath, newIDToken, maxAge); err != nil {
+			if err := m.cookies.WriteIDToken(w, r, m.LogoutPath, newIDToken, maxAge); err != nil {
 				return nil, caddyhttp.Error(http.StatusInternalServerError, err)
 			}
 		}
 	}
 	// The session holds: a login that just completed is no loop.
-	m.cookies.endLoginLoop(w, r)
+	m.cookies.EndLoginLoop(w, r)
 	return &principal{session: s, id: id, accessToken: s.AccessToken, expiry: v.expiry}, nil
 }
 
@@ -236,7 +237,7 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 	ts, shared, err := store.Coordinate(context.WithoutCancel(ctx), m.app.store, now, m.refreshCall(old, s.Subject, fresh))
 	if err == nil && ts.Subject != s.Subject {
 		// Never another user's tokens for this session, wherever they came from.
-		err = &refreshFailed{errors.New("refresh outcome is for another user")}
+		err = &refreshFailed{Err: errors.New("refresh outcome is for another user")}
 	}
 	var refused *refreshFailed
 	switch {
@@ -285,7 +286,7 @@ func (m *OIDCAuth) sessionMaxAge(s *session, now time.Time) int {
 // a session that has ended.
 func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear, api bool) error {
 	if clear {
-		m.cookies.clearSession(w, r, m.LogoutPath)
+		m.cookies.ClearSession(w, r, m.LogoutPath)
 	}
 	if api || isAPIRequest(r) || !browserNavigationMethod(r.Method) {
 		bearerChallenge(w, r, "")
@@ -342,13 +343,13 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 // startLogin stores a new login attempt and returns the authorization URL
 // to send the browser to. A nil state means the response was written.
 func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo string, post bool, hints map[string]string) (string, *loginState, error) {
-	if m.cookies.loginLoop(w, r) {
-		m.logger.Error("login loop: logins complete but their sessions do not hold; stopped", zap.Int("round_trips", maxLoginLoop))
+	if m.cookies.LoginLoop(w, r) {
+		m.logger.Error("login loop: logins complete but their sessions do not hold; stopped", zap.Int("round_trips", cookie.MaxLoginLoop))
 		countLogin("failed", "loop")
 		return "", nil, m.page(w, r, http.StatusBadGateway, "Sign-in keeps failing: you were signed in several times in a row, but the session did not hold. Check that this site may set cookies, then try again; if it keeps happening, tell the site's administrator.", m.LoginPath+"?return_to="+url.QueryEscape(returnTo), "Try again")
 	}
 	now := m.now()
-	meta, err := m.provider.metadata(r.Context(), now)
+	meta, err := m.provider.Metadata(r.Context())
 	if err != nil {
 		m.logger.Error("cannot start login", zap.Error(err))
 		return "", nil, m.unavailable(w, r)
@@ -364,7 +365,7 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		Created:  now.Unix(),
 		Post:     post,
 	}
-	if err := m.cookies.writeState(w, r, st, now); err != nil {
+	if err := m.cookies.WriteState(w, r, st, now); err != nil {
 		return "", nil, caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	opts := []oauth2.AuthCodeOption{

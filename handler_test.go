@@ -10,15 +10,19 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie/cookietest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // unreachableIssuer is a closed port: discovery fails at once.
@@ -44,7 +48,7 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 		m.CookieName = defaultCookieName(m.Issuer, m.ClientID)
 	}
 	var err error
-	if m.cookies, err = newCookieCodec([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
+	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
 		t.Fatal(err)
 	}
 	m.provider = newProvider(m.Issuer, endpoints{
@@ -52,7 +56,7 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 		Token:         m.TokenEndpoint,
 		JWKS:          m.JWKSURI,
 		EndSession:    m.EndSessionEndpoint,
-	})
+	}, nil, nil)
 	m.logger = zap.NewNop()
 	id := store.AppID(m.Issuer, m.ClientID)
 	m.app = newAppState(id, newTestStore(t, id, t.TempDir(), nil))
@@ -60,6 +64,7 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 	if m.now == nil {
 		m.now = time.Now
 	}
+	m.newClient()
 	return m
 }
 
@@ -131,7 +136,7 @@ func serve(t *testing.T, m *OIDCAuth, r *http.Request) (*httptest.ResponseRecord
 func addSession(t *testing.T, m *OIDCAuth, r *http.Request, s *session) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	if err := m.cookies.writeSession(rec, r, s, 3600); err != nil {
+	if err := m.cookies.WriteSession(rec, r, s, 3600); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range rec.Result().Cookies() {
@@ -154,7 +159,7 @@ func unitSession(now time.Time) *session {
 
 func sessionCookieSet(m *OIDCAuth, rec *httptest.ResponseRecorder, r *http.Request) *http.Cookie {
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == m.cookies.sessionCookieName(r) && c.MaxAge >= 0 && c.Value != "" {
+		if c.Name == m.cookies.SessionCookieName(r) && c.MaxAge >= 0 && c.Value != "" {
 			return c
 		}
 	}
@@ -287,8 +292,8 @@ func TestNavigationRedirectsToAuthorize(t *testing.T) {
 		t.Error("redirect is cacheable")
 	}
 	// The state cookie remembers where the user was going.
-	back := requestWith(rec, http.MethodGet, "/auth/callback", true)
-	st := m.cookies.peekState(back, q.Get("state"), time.Now())
+	back := cookietest.RequestWith(rec, http.MethodGet, "/auth/callback", true)
+	st := m.cookies.PeekState(back, q.Get("state"), time.Now())
 	if st == nil {
 		t.Fatalf("no state cookie for the state: %v", rec.Header()["Set-Cookie"])
 	}
@@ -325,7 +330,7 @@ func TestLoginPath(t *testing.T) {
 				return
 			}
 			loc, _ := url.Parse(rec.Header().Get("Location"))
-			st := m.cookies.peekState(requestWith(rec, http.MethodGet, "/", false), loc.Query().Get("state"), time.Now())
+			st := m.cookies.PeekState(cookietest.RequestWith(rec, http.MethodGet, "/", false), loc.Query().Get("state"), time.Now())
 			if st == nil || st.ReturnTo != tt.wantReturn {
 				t.Errorf("state = %+v, want return_to %q", st, tt.wantReturn)
 			}
@@ -425,8 +430,8 @@ func TestCallbackIdPError(t *testing.T) {
 		if got := retryReturnTo(t, rec.Body.String()); got != "/reports?y=2024" {
 			t.Errorf("retry link returns to %q, want the page the login started from", got)
 		}
-		name := m.cookies.stateCookieName(r, state)
-		if c := setCookies(rec)[name]; c == nil || c.MaxAge >= 0 {
+		name := m.cookies.StateCookieName(r, state)
+		if c := cookietest.SetCookies(rec)[name]; c == nil || c.MaxAge >= 0 {
 			t.Errorf("state cookie not expired: %+v", c)
 		}
 	})
@@ -478,7 +483,7 @@ func TestCallbackWithState(t *testing.T) {
 			if sessionCookieSet(m, rec, r) != nil {
 				t.Error("session cookie set")
 			}
-			if c := setCookies(rec)[m.cookies.stateCookieName(r, state)]; c == nil || c.MaxAge >= 0 {
+			if c := cookietest.SetCookies(rec)[m.cookies.StateCookieName(r, state)]; c == nil || c.MaxAge >= 0 {
 				t.Errorf("state cookie not expired: %+v", c)
 			}
 			// The state is used up whatever the outcome: a copy of its
@@ -487,7 +492,7 @@ func TestCallbackWithState(t *testing.T) {
 			if rec.Code != http.StatusBadRequest {
 				t.Errorf("replayed state: status %d, want 400", rec.Code)
 			}
-			if c := setCookies(rec)[m.cookies.stateCookieName(r, state)]; c != nil && c.MaxAge >= 0 {
+			if c := cookietest.SetCookies(rec)[m.cookies.StateCookieName(r, state)]; c != nil && c.MaxAge >= 0 {
 				t.Errorf("state cookie renewed: %+v", c)
 			}
 		})
@@ -541,7 +546,7 @@ func TestLogoutClearsAndRevokes(t *testing.T) {
 	r.TLS = &tls.ConnectionState{}
 	addSession(t, m, r, s)
 	idt := httptest.NewRecorder()
-	if err := m.cookies.writeIDToken(idt, r, m.LogoutPath, "the.id.token", 3600); err != nil {
+	if err := m.cookies.WriteIDToken(idt, r, m.LogoutPath, "the.id.token", 3600); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range idt.Result().Cookies() {
@@ -567,8 +572,8 @@ func TestLogoutClearsAndRevokes(t *testing.T) {
 		q.Get("post_logout_redirect_uri") != "https://example.com/signed-out" {
 		t.Errorf("Location = %v", loc)
 	}
-	set := setCookies(rec)
-	for _, name := range []string{m.cookies.sessionCookieName(r), m.cookies.idTokenCookieName(r, m.LogoutPath)} {
+	set := cookietest.SetCookies(rec)
+	for _, name := range []string{m.cookies.SessionCookieName(r), m.cookies.IDTokenCookieName(r, m.LogoutPath)} {
 		if c := set[name]; c == nil || c.MaxAge >= 0 {
 			t.Errorf("%s not cleared: %+v", name, c)
 		}
@@ -595,7 +600,7 @@ func TestLogoutWhileIdPDown(t *testing.T) {
 	if !m.app.revoked(s) {
 		t.Error("session not revoked")
 	}
-	if c := setCookies(rec)[m.cookies.sessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
+	if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
 		t.Errorf("session cookie not cleared: %+v", c)
 	}
 }
@@ -685,12 +690,12 @@ func TestBadSessionCookies(t *testing.T) {
 	m := newUnitHandler(t, nil)
 	now := time.Now()
 	base := apiRequest(http.MethodGet, "/api")
-	name := m.cookies.sessionCookieName(base)
+	name := m.cookies.SessionCookieName(base)
 
 	good := httptest.NewRecorder()
 	s := unitSession(now)
-	s.RefreshToken = testValue(10 << 10) // three chunks
-	if err := m.cookies.writeSession(good, base, s, 3600); err != nil {
+	s.RefreshToken = cookietest.Value(10 << 10) // three chunks
+	if err := m.cookies.WriteSession(good, base, s, 3600); err != nil {
 		t.Fatal(err)
 	}
 	goodCookies := good.Result().Cookies()
@@ -704,12 +709,12 @@ func TestBadSessionCookies(t *testing.T) {
 		flipped[100] = 'B'
 	}
 
-	other, err := newCookieCodec([]byte(testCookieSecret), m.Issuer, "other-app", m.CookieName)
+	other, err := cookie.New([]byte(testCookieSecret), m.Issuer, "other-app", m.CookieName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	foreign := httptest.NewRecorder()
-	if err := other.writeSession(foreign, base, unitSession(now), 3600); err != nil {
+	if err := other.WriteSession(foreign, base, unitSession(now), 3600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -756,7 +761,7 @@ func isBase64URL(c byte) bool {
 func chunks(name string, n int, value string) []*http.Cookie {
 	var out []*http.Cookie
 	for i := 1; i <= n; i++ {
-		out = append(out, &http.Cookie{Name: chunkName(name, i), Value: value})
+		out = append(out, &http.Cookie{Name: name + "_" + strconv.Itoa(i), Value: value})
 	}
 	return out
 }
@@ -853,7 +858,7 @@ func TestSessionEnded(t *testing.T) {
 			if rec.Code != http.StatusUnauthorized || next.called {
 				t.Fatalf("status %d, next called %v; want 401", rec.Code, next.called)
 			}
-			if c := setCookies(rec)[m.cookies.sessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
+			if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c == nil || c.MaxAge >= 0 {
 				t.Errorf("cookie of the ended session not cleared: %+v", c)
 			}
 		})
@@ -898,7 +903,7 @@ func TestRefreshWhileIdPDown(t *testing.T) {
 		if rec.Code != http.StatusServiceUnavailable || next.called {
 			t.Errorf("status %d, next called %v; want 503", rec.Code, next.called)
 		}
-		if c := setCookies(rec)[m.cookies.sessionCookieName(r)]; c != nil {
+		if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c != nil {
 			t.Errorf("session cookie changed: %+v", c)
 		}
 	})
@@ -921,7 +926,7 @@ func TestRequireForbidden(t *testing.T) {
 		if rec.Header().Get("Location") != "" {
 			t.Error("403 with a redirect")
 		}
-		if c := setCookies(rec)[m.cookies.sessionCookieName(r)]; c != nil {
+		if c := cookietest.SetCookies(rec)[m.cookies.SessionCookieName(r)]; c != nil {
 			t.Errorf("session cookie touched: %+v", c)
 		}
 		if strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") && !strings.Contains(rec.Body.String(), `href="/auth/logout"`) {
@@ -1097,22 +1102,9 @@ func TestStripIdentityHeaders(t *testing.T) {
 // Some providers (Auth0, for one) have an issuer ending in '/'; discovery
 // and token checks compare it exactly, so it must be kept as configured.
 func TestIssuerWithTrailingSlash(t *testing.T) {
-	var issuer string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/.well-known/openid-configuration" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"issuer":                 issuer,
-			"authorization_endpoint": issuer + "authorize",
-			"token_endpoint":         issuer + "token",
-			"jwks_uri":               issuer + "jwks",
-		})
-	}))
-	defer srv.Close()
-	issuer = srv.URL + "/"
+	op := oidctest.New(t, nil)
+	issuer := op.URL + "/"
+	op.Issuer = issuer
 
 	m := newUnitHandler(t, func(m *OIDCAuth) { m.Issuer = issuer })
 	rec, _ := serve(t, m, navRequest(http.MethodGet, "/page"))
@@ -1128,16 +1120,16 @@ func TestOldKeySessionRewritten(t *testing.T) {
 	const oldSecret = "fedcba9876543210fedcba9876543210"
 	m := newUnitHandler(t, func(m *OIDCAuth) { m.PreviousCookieSecrets = []string{oldSecret} })
 	var err error
-	if m.cookies, err = newCookieCodec([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName, []byte(oldSecret)); err != nil {
+	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName, []byte(oldSecret)); err != nil {
 		t.Fatal(err)
 	}
-	oldCodec, err := newCookieCodec([]byte(oldSecret), m.Issuer, m.ClientID, m.CookieName)
+	oldCodec, err := cookie.New([]byte(oldSecret), m.Issuer, m.ClientID, m.CookieName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := apiRequest(http.MethodGet, "/api")
 	w := httptest.NewRecorder()
-	if err := oldCodec.writeSession(w, r, unitSession(time.Now()), 3600); err != nil {
+	if err := oldCodec.WriteSession(w, r, unitSession(time.Now()), 3600); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range w.Result().Cookies() {
@@ -1151,11 +1143,11 @@ func TestOldKeySessionRewritten(t *testing.T) {
 	if c == nil {
 		t.Fatal("old-key session not rewritten")
 	}
-	current, err := newCookieCodec([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName)
+	current, err := cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := current.open(purposeSession, c.Value); err != nil {
+	if _, err := current.Open(cookie.PurposeSession, c.Value); err != nil {
 		t.Errorf("rewritten session is not sealed with the current secret: %v", err)
 	}
 }
@@ -1165,7 +1157,7 @@ func TestOldKeySessionRewritten(t *testing.T) {
 // the third round trip, instead of circling through the IdP forever.
 func TestLoginLoopGuard(t *testing.T) {
 	m := newUnitHandler(t, withOverrides)
-	loop := m.cookies.name + "_lg"
+	loop := m.cookies.Name() + "_lg"
 
 	// Without a completed login, logins start as often as asked: parallel
 	// tabs each begin one.
@@ -1178,7 +1170,7 @@ func TestLoginLoopGuard(t *testing.T) {
 
 	// A completed login leaves the count at 0 (markLogin, as the callback does).
 	rec := httptest.NewRecorder()
-	m.cookies.markLogin(rec, navRequest(http.MethodGet, "/auth/callback"))
+	m.cookies.MarkLogin(rec, navRequest(http.MethodGet, "/auth/callback"))
 	count := ""
 	for _, c := range rec.Result().Cookies() {
 		if c.Name == loop {
@@ -1188,14 +1180,14 @@ func TestLoginLoopGuard(t *testing.T) {
 	if count != "0" {
 		t.Fatalf("after a completed login the loop count is %q, want 0", count)
 	}
-	for round := 1; round <= maxLoginLoop; round++ {
+	for round := 1; round <= cookie.MaxLoginLoop; round++ {
 		r := navRequest(http.MethodGet, "/page")
 		r.AddCookie(&http.Cookie{Name: loop, Value: count})
 		rec, next := serve(t, m, r)
 		if next.called {
 			t.Fatal("a request without a session reached next")
 		}
-		if round < maxLoginLoop {
+		if round < cookie.MaxLoginLoop {
 			if rec.Code != http.StatusFound {
 				t.Fatalf("round %d: status %d, want 302 to the IdP", round, rec.Code)
 			}

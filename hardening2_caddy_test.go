@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // TestHardeningThroughCaddy runs the handler inside Caddy, with
@@ -24,10 +26,10 @@ import (
 // own cookies never reach the upstream, and protected responses are
 // marked private.
 func TestHardeningThroughCaddy(t *testing.T) {
-	clock := newITClock()
-	op := newFakeOP(t, clock)
-	op.set(func(s *opScript) {
-		s.idClaims = func(_ string, c map[string]any) { c["name"] = "Alice\r\nX-Injected: 1\x00" }
+	clock := oidctest.NewClock()
+	op := oidctest.New(t, clock)
+	op.Set(func(s *oidctest.Script) {
+		s.IDClaims = func(_ string, c map[string]any) { c["name"] = "Alice\r\nX-Injected: 1\x00" }
 	})
 	storage, err := os.MkdirTemp("", "oidcauth-caddytest-")
 	if err != nil {
@@ -72,7 +74,7 @@ func TestHardeningThroughCaddy(t *testing.T) {
 			respond "error {http.error.status_code}: {http.error.message}"
 		}
 	}
-	`, storage, addr, op.issuer, op.clientID, op.clientSecret, itCookieSecret, strings.TrimPrefix(upstream.URL, "http://")))
+	`, storage, addr, op.Issuer, op.ClientID, op.ClientSecret, itCookieSecret, strings.TrimPrefix(upstream.URL, "http://")))
 	get := func(target string, extra ...string) (*http.Response, string) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+target, nil)
@@ -110,11 +112,11 @@ func TestHardeningThroughCaddy(t *testing.T) {
 	// Log in through Caddy.
 	res, _ := get("/private")
 	loc := res.Header.Get("Location")
-	if res.StatusCode != http.StatusFound || !strings.HasPrefix(loc, op.base+"/authorize?") {
+	if res.StatusCode != http.StatusFound || !strings.HasPrefix(loc, op.URL+"/authorize?") {
 		t.Fatalf("navigation: status %d location %q", res.StatusCode, loc)
 	}
 	u, _ := url.Parse(loc)
-	code := op.authorize(loc)
+	code := op.Authorize(loc)
 	if res, body := get(itCallbackURL(code, u.Query().Get("state"))); res.StatusCode != http.StatusFound {
 		t.Fatalf("callback: status %d body %q", res.StatusCode, body)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // TestTokenTypeMustBeBearer: a token response whose token_type is not
@@ -33,7 +35,7 @@ func TestTokenTypeMustBeBearer(t *testing.T) {
 		t.Run("login with "+tt.typ, func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
-			e.op.set(func(s *opScript) { s.tokenType = tt.typ })
+			e.op.Set(func(s *oidctest.Script) { s.TokenType = tt.typ })
 			b := e.browser()
 			res := b.login("/private")
 			if tt.ok {
@@ -50,10 +52,10 @@ func TestTokenTypeMustBeBearer(t *testing.T) {
 	}
 	t.Run("refresh with DPoP", func(t *testing.T) {
 		t.Parallel()
-		e, b := refreshEnv(t, func(s *opScript) { s.tokenTypeOnRefresh = "DPoP" })
+		e, b := refreshEnv(t, func(s *oidctest.Script) { s.TokenTypeOnRefresh = "DPoP" })
 		e.clock.Advance(61 * time.Second)
 		expectAPI401(t, b.get("/private", api), "refresh answered with token_type DPoP")
-		if n := e.op.grants("refresh_token"); n != 1 {
+		if n := e.op.Grants("refresh_token"); n != 1 {
 			t.Errorf("refresh grants: %d, want 1", n)
 		}
 	})
@@ -207,9 +209,9 @@ func TestRequireEmailNeedsVerifiedEmail(t *testing.T) {
 
 	// Through a login: the IdP says the address is unverified.
 	e := newITEnv(t, func(m *OIDCAuth) { m.Require = rules })
-	e.op.setUser("user-1", "mallory@example.com", "")
-	e.op.set(func(s *opScript) {
-		s.idClaims = func(_ string, c map[string]any) { c["email_verified"] = false }
+	e.op.SetUser("user-1", "mallory@example.com", "")
+	e.op.Set(func(s *oidctest.Script) {
+		s.IDClaims = func(_ string, c map[string]any) { c["email_verified"] = false }
 	})
 	b := e.browser()
 	b.mustLogin("/private")
@@ -227,31 +229,31 @@ func TestBearerAcceptsOnlyAccessTokens(t *testing.T) {
 	e := newITEnv(t, func(h *OIDCAuth) { h.Bearer = &BearerConfig{} })
 	now := e.clock.Now()
 	claims := func(extra map[string]any) map[string]any {
-		c := map[string]any{"iss": e.op.issuer, "aud": e.op.clientID, "sub": "user-1", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+		c := map[string]any{"iss": e.op.Issuer, "aud": e.op.ClientID, "sub": "user-1", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
 		for k, v := range extra {
 			c[k] = v
 		}
 		return c
 	}
-	events := map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}
-	key := e.op.activeKey()
+	events := map[string]any{oidctest.BackchannelLogoutEvent: map[string]any{}}
+	key := e.op.ActiveKey()
 	for _, tt := range []struct {
 		name string
 		tok  string
 		ok   bool
 	}{
-		{"RFC 9068 access token", key.sign(claims(map[string]any{"client_id": e.op.clientID}), "at+jwt"), true},
-		{"typ application/at+jwt", key.sign(claims(nil), "application/at+jwt"), true},
-		{"typ JWT with client_id", key.sign(claims(map[string]any{"client_id": e.op.clientID}), "JWT"), true},
-		{"typ JWT with scope", key.sign(claims(map[string]any{"scope": "openid email"}), "JWT"), true},
-		{"no typ, Entra scp", key.sign(claims(map[string]any{"scp": "read"}), ""), true},
-		{"ID token without nonce or at_hash", key.sign(claims(map[string]any{"email": "u@example.com", "sid": "s1"}), "JWT"), false},
-		{"ID token with nonce", key.sign(claims(map[string]any{"nonce": "n"}), "JWT"), false},
-		{"ID token typ", key.sign(claims(map[string]any{"client_id": e.op.clientID}), "id_token+jwt"), false},
-		{"logout token", key.sign(claims(map[string]any{"events": events, "jti": "j1", "sid": "s1"}), "logout+jwt"), false},
-		{"logout token typ JWT with client_id", key.sign(claims(map[string]any{"events": events, "client_id": e.op.clientID}), "JWT"), false},
-		{"at+jwt with events", key.sign(claims(map[string]any{"events": events}), "at+jwt"), false},
-		{"at+jwt with nonce", key.sign(claims(map[string]any{"nonce": "n"}), "at+jwt"), false},
+		{"RFC 9068 access token", key.Sign(claims(map[string]any{"client_id": e.op.ClientID}), "at+jwt"), true},
+		{"typ application/at+jwt", key.Sign(claims(nil), "application/at+jwt"), true},
+		{"typ JWT with client_id", key.Sign(claims(map[string]any{"client_id": e.op.ClientID}), "JWT"), true},
+		{"typ JWT with scope", key.Sign(claims(map[string]any{"scope": "openid email"}), "JWT"), true},
+		{"no typ, Entra scp", key.Sign(claims(map[string]any{"scp": "read"}), ""), true},
+		{"ID token without nonce or at_hash", key.Sign(claims(map[string]any{"email": "u@example.com", "sid": "s1"}), "JWT"), false},
+		{"ID token with nonce", key.Sign(claims(map[string]any{"nonce": "n"}), "JWT"), false},
+		{"ID token typ", key.Sign(claims(map[string]any{"client_id": e.op.ClientID}), "id_token+jwt"), false},
+		{"logout token", key.Sign(claims(map[string]any{"events": events, "jti": "j1", "sid": "s1"}), "logout+jwt"), false},
+		{"logout token typ JWT with client_id", key.Sign(claims(map[string]any{"events": events, "client_id": e.op.ClientID}), "JWT"), false},
+		{"at+jwt with events", key.Sign(claims(map[string]any{"events": events}), "at+jwt"), false},
+		{"at+jwt with nonce", key.Sign(claims(map[string]any{"nonce": "n"}), "at+jwt"), false},
 	} {
 		req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/api/items", nil)
 		req.Header.Set("Authorization", "Bearer "+tt.tok)
@@ -292,10 +294,10 @@ func TestBearerAudiences(t *testing.T) {
 			})
 			aud := tt.aud
 			if aud == "" {
-				aud = e.op.clientID
+				aud = e.op.ClientID
 			}
 			now := e.clock.Now()
-			tok := e.op.activeKey().sign(map[string]any{"iss": e.op.issuer, "aud": aud, "sub": "user-1", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "client_id": "some-client"}, "at+jwt")
+			tok := e.op.ActiveKey().Sign(map[string]any{"iss": e.op.Issuer, "aud": aud, "sub": "user-1", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "client_id": "some-client"}, "at+jwt")
 			req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/api/items", nil)
 			req.Header.Set("Authorization", "Bearer "+tok)
 			res := e.browser().do(req, api)
@@ -314,7 +316,7 @@ func TestBearerAudiences(t *testing.T) {
 // came, another app's included.
 func TestOwnCookiesNeverReachNextHandler(t *testing.T) {
 	m := newUnitHandler(t, withOverrides)
-	base := m.cookies.name
+	base := m.cookies.Name()
 	for _, secure := range []bool{false, true} {
 		r := apiRequest(http.MethodGet, "/app")
 		if secure {
@@ -351,7 +353,7 @@ func TestLoginLoopCounterClearedOnceSessionHolds(t *testing.T) {
 	e := newITEnv(t)
 	b := e.browser()
 	cb := b.mustLogin("/private")
-	loop := e.h.cookies.name + "_lg"
+	loop := e.h.cookies.Name() + "_lg"
 	if c := cb.setCookie(loop); c == nil || c.MaxAge <= 0 {
 		t.Fatalf("the callback did not set the loop counter: %v", cb.Cookies())
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -64,12 +65,12 @@ type providerHealth struct {
 	Error     string `json:"error,omitempty"`
 	// FailingEndpoint names the endpoint whose call failed last, while no
 	// call has succeeded since.
-	FailingEndpoint     string   `json:"failing_endpoint,omitempty"`
-	ConsecutiveFailures int      `json:"consecutive_failures"`
-	LastSuccess         *idpCall `json:"last_success,omitempty"`
-	LastFailure         *idpCall `json:"last_failure,omitempty"`
-	JWKSKeys            int      `json:"jwks_keys"`
-	JWKSAgeSecond       int64    `json:"jwks_age_seconds,omitempty"`
+	FailingEndpoint     string     `json:"failing_endpoint,omitempty"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	LastSuccess         *oidc.Call `json:"last_success,omitempty"`
+	LastFailure         *oidc.Call `json:"last_failure,omitempty"`
+	JWKSKeys            int        `json:"jwks_keys"`
+	JWKSAgeSecond       int64      `json:"jwks_age_seconds,omitempty"`
 }
 
 type storeHealth struct {
@@ -94,15 +95,9 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 		// A readiness probe must not wait for a user's request to make the
 		// provider known: the probe itself discovers it (with the usual
 		// backoff) and loads its keys.
-		if _, err := p.metadata(r.Context(), time.Now()); err == nil {
-			p.mu.Lock()
-			keys := p.keys
-			p.mu.Unlock()
-			keys.mu.RLock()
-			empty := len(keys.keys) == 0
-			keys.mu.RUnlock()
-			if empty {
-				_ = keys.refetch(r.Context())
+		if _, err := p.Metadata(r.Context()); err == nil {
+			if n, _ := p.Keys().Size(); n == 0 {
+				_ = p.Keys().Refetch(r.Context())
 			}
 		}
 		h := p.health()
@@ -112,7 +107,7 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 		if h.FailingEndpoint != "" {
 			// Whatever the probe's backoff, a watched provider is checked
 			// again once an interval.
-			p.prober.recheck()
+			p.Recheck()
 		}
 		report.Providers = append(report.Providers, h)
 		return true
@@ -135,29 +130,23 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (p *provider) health() providerHealth {
-	p.mu.Lock()
-	h := providerHealth{Issuer: p.issuer, Discovered: p.meta != nil}
-	if p.meta == nil && p.lastErr != nil {
-		h.Error = p.lastErr.Error()
+	st := p.Status()
+	h := providerHealth{Issuer: p.Issuer(), Discovered: st.Discovered}
+	if st.DiscoveryError != nil {
+		h.Error = st.DiscoveryError.Error()
 	}
-	keys := p.keys
-	p.mu.Unlock()
-	s := p.tracker.state()
-	h.Reachable = s.LastSuccess != nil && !s.down()
+	s := st.Calls
+	h.Reachable = s.LastSuccess != nil && !s.Down()
 	h.ConsecutiveFailures, h.LastSuccess, h.LastFailure = s.ConsecutiveFailures, s.LastSuccess, s.LastFailure
-	if s.down() {
+	if s.Down() {
 		h.FailingEndpoint = s.LastFailure.Endpoint
 		if h.Error == "" {
 			h.Error = fmt.Sprintf("%v: %s endpoint: %s", errIdPUnavailable, s.LastFailure.Endpoint, s.LastFailure.Error)
 		}
 	}
-	if keys != nil {
-		keys.mu.RLock()
-		h.JWKSKeys = len(keys.keys)
-		if !keys.lastFetch.IsZero() {
-			h.JWKSAgeSecond = int64(time.Since(keys.lastFetch) / time.Second)
-		}
-		keys.mu.RUnlock()
+	h.JWKSKeys = st.JWKSKeys
+	if !st.JWKSFetched.IsZero() {
+		h.JWKSAgeSecond = int64(time.Since(st.JWKSFetched) / time.Second)
 	}
 	return h
 }
@@ -259,10 +248,11 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 	m.provider = newProvider(m.Issuer, endpoints{
 		Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint,
 		JWKS: m.JWKSURI, EndSession: m.EndSessionEndpoint,
-	})
+	}, time.Now, nil)
+	m.newClient()
 	// Not pooled: stop its key set's refresher when the check is done.
 	defer m.provider.Destruct() //nolint:errcheck
-	meta, err := m.provider.metadata(ctx, time.Now())
+	meta, err := m.provider.Metadata(ctx)
 	if err != nil {
 		add(false, "discovery: %v", err)
 		return lines
@@ -273,18 +263,16 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 	} else {
 		add(true, "end_session_endpoint %s", meta.EndSession)
 	}
-	if err := m.provider.keys.refetch(ctx); err != nil {
+	if err := m.provider.Keys().Refetch(ctx); err != nil {
 		add(false, "JWKS at %s: %v", meta.JWKS, err)
 	} else {
-		m.provider.keys.mu.RLock()
-		n := len(m.provider.keys.keys)
-		m.provider.keys.mu.RUnlock()
-		add(true, "JWKS at %s has %d usable key(s); ID tokens signed with %v are accepted", meta.JWKS, n, meta.algs)
+		n, _ := m.provider.Keys().Size()
+		add(true, "JWKS at %s has %d usable key(s); ID tokens signed with %v are accepted", meta.JWKS, n, meta.Algs)
 	}
 
 	// A refresh grant with a made-up token: a provider that authenticated
 	// the client answers invalid_grant; a wrong secret gets invalid_client.
-	cctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, m.provider.client), idpTimeout)
+	cctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, m.provider.HTTPClient()), idpTimeout)
 	defer cancel()
 	_, err = m.oauthConfig(meta, "").TokenSource(cctx, &oauth2.Token{RefreshToken: "oidc-auth-check-" + randomString(8), Expiry: time.Unix(1, 0)}).Token()
 	var re *oauth2.RetrieveError
@@ -292,9 +280,9 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
 		add(true, "client authentication at the token endpoint works")
 	case errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client"):
-		add(false, "the token endpoint refused the client: %s (check client_id, client_secret and token_auth_method)", describeRetrieveError(re))
+		add(false, "the token endpoint refused the client: %s (check client_id, client_secret and token_auth_method)", oidc.DescribeRetrieveError(re))
 	case err != nil:
-		add(false, "token endpoint: %s", describeTokenError(err))
+		add(false, "token endpoint: %s", oidc.DescribeTokenError(err))
 	default:
 		add(false, "token endpoint accepted a made-up refresh token")
 	}

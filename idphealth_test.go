@@ -4,19 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/oauth2"
 )
 
 func refused(t *testing.T) error {
@@ -24,320 +23,40 @@ func refused(t *testing.T) error {
 	return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
 }
 
-func retrieveError(status int, code, body string) error {
-	return &oauth2.RetrieveError{Response: &http.Response{StatusCode: status}, Body: []byte(body), ErrorCode: code}
-}
-
-// TestIdPTrackerRecord: what counts as a failure, what as the IdP being up,
-// and what health is told about it.
-func TestIdPTrackerRecord(t *testing.T) {
-	type call struct {
-		endpoint string
-		err      error
-	}
-	userURL := "https://idp.example.com/api/v1/users/usr_secret_id"
-	tests := []struct {
-		name        string
-		calls       []call
-		down        bool
-		consecutive int
-		endpoint    string // failing endpoint when down
-		errHas      string
-		errLacks    string
-	}{
-		{"nothing yet", nil, false, 0, "", "", ""},
-		{"a success", []call{{"discovery", nil}}, false, 0, "", "", ""},
-		{"connection refused", []call{{"discovery", nil}, {"jwks", &url.Error{Op: "Get", URL: "http://127.0.0.1:9/keys", Err: refused(t)}}},
-			true, 1, "jwks", "connection refused", "/keys"},
-		{"two failures in a row", []call{{"token", refused(t)}, {"discovery", refused(t)}}, true, 2, "discovery", "connection refused", ""},
-		{"a success after failures", []call{{"token", refused(t)}, {"discovery", refused(t)}, {"discovery", nil}}, false, 0, "", "", ""},
-		{"invalid_grant is the IdP up", []call{{"token", refused(t)}, {"token", retrieveError(400, "invalid_grant", `{"error":"invalid_grant"}`)}}, false, 0, "", "", ""},
-		{"invalid_client is the IdP up", []call{{"token", retrieveError(401, "invalid_client", "")}}, false, 0, "", "", ""},
-		{"a 5xx token answer is a failure, its body not quoted", []call{{"token", retrieveError(503, "", "<html>refresh_token=rt-123</html>")}},
-			true, 1, "token", "HTTP 503", "rt-123"},
-		{"a timeout", []call{{"token", fmt.Errorf("exchanging: %w", context.DeadlineExceeded)}}, true, 1, "token", "deadline", ""},
-		{"a cancelled call says nothing", []call{{"discovery", nil}, {"token", &url.Error{Op: "Post", URL: "x", Err: context.Canceled}}}, false, 0, "", "", ""},
-		{"a cancelled call keeps a failure", []call{{"token", refused(t)}, {"discovery", context.Canceled}}, true, 1, "token", "", ""},
-		{"revocation 400 is up", []call{{"revocation", callOutcome(&http.Response{StatusCode: 400}, nil)}}, false, 0, "", "", ""},
-		{"revocation 502 is down", []call{{"revocation", callOutcome(&http.Response{StatusCode: 502}, nil)}}, true, 1, "revocation", "HTTP 502", ""},
-		{"management URL not quoted", []call{{"management", callOutcome(nil, &url.Error{Op: "Get", URL: userURL, Err: refused(t)})}},
-			true, 1, "management", "connection refused", "usr_secret_id"},
-		{"management 404 is up", []call{{"management", callOutcome(&http.Response{StatusCode: 404}, nil)}}, false, 0, "", "", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tr := newIdPTracker("https://tracker.example/" + strings.ReplaceAll(tt.name, " ", "-"))
-			for _, c := range tt.calls {
-				tr.record(c.endpoint, c.err)
-			}
-			s := tr.state()
-			if s.down() != tt.down || s.ConsecutiveFailures != tt.consecutive {
-				t.Fatalf("down=%v consecutive=%d, want %v %d (%+v)", s.down(), s.ConsecutiveFailures, tt.down, tt.consecutive, s)
-			}
-			if !tt.down {
-				return
-			}
-			if s.LastFailure.Endpoint != tt.endpoint {
-				t.Errorf("failing endpoint %q, want %q", s.LastFailure.Endpoint, tt.endpoint)
-			}
-			if !strings.Contains(s.LastFailure.Error, tt.errHas) {
-				t.Errorf("error %q lacks %q", s.LastFailure.Error, tt.errHas)
-			}
-			if tt.errLacks != "" && strings.Contains(s.LastFailure.Error, tt.errLacks) {
-				t.Errorf("error %q quotes %q", s.LastFailure.Error, tt.errLacks)
-			}
-		})
-	}
-}
-
 func TestIdPTrackerGauges(t *testing.T) {
 	issuer := "https://gauges.example"
-	tr := newIdPTracker(issuer)
 	at := time.Unix(1_800_000_000, 0)
-	tr.now = func() time.Time { return at }
-	tr.acquireGauges()
-	tr.record("discovery", nil)
+	now := at
+	tr := oidc.NewTracker(issuer, func() time.Time { return now }, nil, metricsReporter{})
+	acquireGauges(issuer)
+	tr.Record("discovery", nil)
 	if v := testutil.ToFloat64(metrics.idpUp.WithLabelValues(issuer)); v != 1 {
 		t.Errorf("idp_up after a success = %v, want 1", v)
 	}
 	if v := testutil.ToFloat64(metrics.idpLastSuccess.WithLabelValues(issuer)); v != 1_800_000_000 {
 		t.Errorf("idp_last_success_timestamp_seconds = %v, want %d", v, 1_800_000_000)
 	}
-	tr.now = func() time.Time { return at.Add(time.Minute) }
-	tr.record("token", refused(t))
+	now = at.Add(time.Minute)
+	tr.Record("token", refused(t))
 	if v := testutil.ToFloat64(metrics.idpUp.WithLabelValues(issuer)); v != 0 {
 		t.Errorf("idp_up after a failure = %v, want 0", v)
 	}
 	if v := testutil.ToFloat64(metrics.idpLastSuccess.WithLabelValues(issuer)); v != 1_800_000_000 {
 		t.Errorf("a failure moved the last success to %v", v)
 	}
-	tr.releaseGauges()
+	releaseGauges(issuer)
 	if metrics.idpUp.DeleteLabelValues(issuer) || metrics.idpLastSuccess.DeleteLabelValues(issuer) {
 		t.Errorf("the gauges of an issuer no provider uses any more are still exported")
 	}
-}
-
-// fakeTimers stands in for the prober's timer: each wait is reported on
-// waits and ends when the test sends on fire.
-type fakeTimers struct {
-	waits chan time.Duration
-	fire  chan time.Time
-}
-
-func newFakeTimers() *fakeTimers {
-	return &fakeTimers{waits: make(chan time.Duration), fire: make(chan time.Time)}
-}
-
-func (f *fakeTimers) timer(d time.Duration) (<-chan time.Time, func() bool) {
-	f.waits <- d
-	return f.fire, func() bool { return true }
-}
-
-func (f *fakeTimers) nextWait(t *testing.T) time.Duration {
-	t.Helper()
-	select {
-	case d := <-f.waits:
-		return d
-	case <-time.After(10 * time.Second):
-		t.Fatal("the prober never waited")
-		return 0
-	}
-}
-
-// scriptedProbe answers each probe with the next error sent on results.
-type scriptedProbe struct{ results chan error }
-
-func (s scriptedProbe) probe(ctx context.Context) error {
-	select {
-	case err := <-s.results:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func newTestProber(t *testing.T, interval time.Duration, jitter float64) (*prober, *fakeTimers, scriptedProbe) {
-	sp := scriptedProbe{results: make(chan error)}
-	ft := newFakeTimers()
-	pr := newProber(sp.probe)
-	pr.timer = ft.timer
-	pr.jitter = func() float64 { return jitter }
-	now := time.Unix(1_800_000_000, 0)
-	pr.now = func() time.Time { return now }
-	pr.use(interval)
-	pr.start()
-	t.Cleanup(pr.stop)
-	return pr, ft, sp
-}
-
-// TestProberBacksOffAndRecovers: probes are an interval apart; failures
-// double the wait up to the cap; a success brings the interval back.
-func TestProberBacksOffAndRecovers(t *testing.T) {
-	pr, ft, sp := newTestProber(t, 10*time.Second, 0)
-	down := errors.New("down")
-	want := []struct {
-		wait   time.Duration
-		result error
-	}{
-		{10 * time.Second, nil},
-		{10 * time.Second, down},
-		{20 * time.Second, down},
-		{40 * time.Second, down},
-		{80 * time.Second, down},
-		{160 * time.Second, down},
-		{maxProbeBackoff, down},
-		{maxProbeBackoff, nil},
-		{10 * time.Second, nil},
-	}
-	for i, w := range want {
-		if d := ft.nextWait(t); d != w.wait {
-			t.Fatalf("wait %d: %s, want %s", i, d, w.wait)
-		}
-		ft.fire <- time.Time{}
-		sp.results <- w.result
-	}
-	ft.nextWait(t)
-	_ = pr
-}
-
-func TestProberJitterOnlyLengthens(t *testing.T) {
-	for _, j := range []float64{0, 0.5, 0.999} {
-		_, ft, _ := newTestProber(t, 30*time.Second, j)
-		d := ft.nextWait(t)
-		if d < 30*time.Second || d >= 36*time.Second {
-			t.Errorf("jitter %v: wait %s, want within [30s, 36s)", j, d)
-		}
-	}
-}
-
-// TestProberIntervalOfHandlers: the shortest interval of the handlers
-// still using the provider applies.
-func TestProberIntervalOfHandlers(t *testing.T) {
-	pr := newProber(func(context.Context) error { return nil })
-	if got := pr.interval(); got != defaultProbeInterval {
-		t.Errorf("no handler: %s, want %s", got, defaultProbeInterval)
-	}
-	pr.use(time.Minute)
-	pr.use(5 * time.Second)
-	pr.use(5 * time.Second)
-	if got := pr.interval(); got != 5*time.Second {
-		t.Errorf("%s, want 5s", got)
-	}
-	pr.release(5 * time.Second)
-	if got := pr.interval(); got != 5*time.Second {
-		t.Errorf("one of two 5s handlers gone: %s, want 5s", got)
-	}
-	pr.release(5 * time.Second)
-	if got := pr.interval(); got != time.Minute {
-		t.Errorf("both 5s handlers gone: %s, want 1m", got)
-	}
-}
-
-// TestProberIntervalChangeWakesTheWait: a handler asking for a shorter
-// interval (a reload) shortens the wait under way; the longer one back
-// lengthens it again.
-func TestProberIntervalChangeWakesTheWait(t *testing.T) {
-	pr, ft, sp := newTestProber(t, time.Hour, 0)
-	if d := ft.nextWait(t); d != time.Hour {
-		t.Fatalf("first wait %s, want 1h", d)
-	}
-	pr.use(2 * time.Second)
-	if d := ft.nextWait(t); d != 2*time.Second {
-		t.Fatalf("after a handler asked for 2s: wait %s, want 2s", d)
-	}
-	pr.release(2 * time.Second)
-	if d := ft.nextWait(t); d != time.Hour {
-		t.Fatalf("after that handler went: wait %s, want 1h", d)
-	}
-	pr.use(time.Hour) // the same interval: the wait goes on
-	ft.fire <- time.Time{}
-	sp.results <- nil
-	if d := ft.nextWait(t); d != time.Hour {
-		t.Fatalf("after a probe: wait %s, want 1h", d)
-	}
-}
-
-// TestProberRecheck: health's recheck starts a probe at once, but not
-// again within an interval of the last one.
-func TestProberRecheck(t *testing.T) {
-	pr, ft, sp := newTestProber(t, 10*time.Second, 0)
-	now := time.Unix(1_800_000_000, 0)
-	pr.mu.Lock()
-	pr.now = func() time.Time { return now }
-	pr.mu.Unlock()
-	ft.nextWait(t)
-	kick(t, pr)
-	sp.results <- errors.New("down") // the probe ran without the timer firing
-	if d := ft.nextWait(t); d != 20*time.Second {
-		t.Fatalf("after a failed probe: wait %s, want 20s", d)
-	}
-	pr.mu.Lock()
-	pr.now = func() time.Time { return now.Add(9 * time.Second) }
-	pr.mu.Unlock()
-	if pr.due() || pr.recheck() {
-		t.Fatal("recheck probed again 9s after a probe, with a 10s interval")
-	}
-	pr.mu.Lock()
-	pr.now = func() time.Time { return now.Add(10 * time.Second) }
-	pr.mu.Unlock()
-	kick(t, pr)
-	sp.results <- nil
-	if d := ft.nextWait(t); d != 10*time.Second {
-		t.Fatalf("after a successful probe: wait %s, want 10s", d)
-	}
-}
-
-// kick calls recheck until the prober, waiting for its timer, takes it.
-func kick(t *testing.T, pr *prober) {
-	t.Helper()
-	if !pr.due() {
-		t.Fatal("no probe is due")
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !pr.recheck() {
-		if time.Now().After(deadline) {
-			t.Fatal("recheck never started a probe")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// TestProberStop: stop ends the goroutine, also while a probe is under way.
-func TestProberStop(t *testing.T) {
-	started := make(chan struct{})
-	pr := newProber(func(ctx context.Context) error {
-		close(started)
-		<-ctx.Done()
-		return ctx.Err()
-	})
-	ft := newFakeTimers()
-	pr.timer = ft.timer
-	pr.start()
-	ft.nextWait(t)
-	ft.fire <- time.Time{}
-	<-started
-	stopped := make(chan struct{})
-	go func() { pr.stop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("stop did not end a probe under way")
-	}
-	select {
-	case <-pr.done:
-	default:
-		t.Fatal("the goroutine is still running")
-	}
-	pr.recheck() // after stop: no effect, no block
 }
 
 // TestProbeLifecycleAcrossReload: the provider's probe runs while any
 // handler uses it, goes on across a reload (the new config is provisioned
 // before the old one is cleaned up), and ends with the last Cleanup.
 func TestProbeLifecycleAcrossReload(t *testing.T) {
-	op := newFakeOP(t, newITClock())
+	op := oidctest.New(t, oidctest.NewClock())
 	provision := func(interval time.Duration) *OIDCAuth {
-		h := &OIDCAuth{Issuer: op.issuer, ClientID: op.clientID, ClientSecret: op.clientSecret,
+		h := &OIDCAuth{Issuer: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret,
 			CookieSecret: itCookieSecret, HealthProbeInterval: caddy.Duration(interval)}
 		ctx, _ := caddy.NewContext(itCaddyContext(t))
 		if err := h.Provision(ctx); err != nil {
@@ -347,7 +66,7 @@ func TestProbeLifecycleAcrossReload(t *testing.T) {
 	}
 	running := func(p *provider) bool {
 		select {
-		case <-p.prober.done:
+		case <-p.ProbeDone():
 			return false
 		default:
 			return true
@@ -368,9 +87,7 @@ func TestProbeLifecycleAcrossReload(t *testing.T) {
 	if !running(p) {
 		t.Fatal("the probe stopped with the old config while the new one uses the provider")
 	}
-	p.prober.mu.Lock()
-	got := p.prober.interval()
-	p.prober.mu.Unlock()
+	got := p.ProbeInterval()
 	if got != 2*time.Hour {
 		t.Errorf("interval after the reload: %s, want the new config's 2h", got)
 	}
@@ -411,14 +128,14 @@ func healthOf(t *testing.T, issuer string) (int, providerHealth) {
 func TestHealthFollowsIdPCalls(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	issuer := e.op.issuer
+	issuer := e.op.Issuer
 	e.browser().mustLogin("/")
 	if code, h := healthOf(t, issuer); !h.Reachable || h.FailingEndpoint != "" || h.LastSuccess == nil {
 		t.Fatalf("after a login: %d %+v, want reachable", code, h)
 	}
 
-	e.op.set(func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 			http.Error(w, "upstream down", http.StatusBadGateway)
 			return true
 		}
@@ -434,9 +151,9 @@ func TestHealthFollowsIdPCalls(t *testing.T) {
 		t.Errorf("error %q does not say the token endpoint answered 502", h.Error)
 	}
 
-	e.op.set(func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
-			opTokenError(w, http.StatusBadRequest, "invalid_grant", "code expired")
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+			oidctest.TokenError(w, http.StatusBadRequest, "invalid_grant", "code expired")
 			return true
 		}
 	})
@@ -447,8 +164,8 @@ func TestHealthFollowsIdPCalls(t *testing.T) {
 		t.Fatalf("after the IdP refused a code: %d %+v, want reachable, with the earlier failure kept", code, h)
 	}
 
-	e.op.srv.Close()
-	if err := e.h.provider.probe(context.Background()); err == nil {
+	e.op.Close()
+	if err := e.h.provider.Probe(context.Background()); err == nil {
 		t.Fatal("the probe of a closed IdP succeeded")
 	}
 	code, h = healthOf(t, issuer)
@@ -464,19 +181,19 @@ func TestRevocationRecorded(t *testing.T) {
 	status.Store(http.StatusServiceUnavailable)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(int(status.Load())) }))
 	m := newUnitHandler(t, withOverrides)
-	meta := &metadata{endpoints: endpoints{Revocation: srv.URL + "/revoke", Token: srv.URL + "/token"}}
+	meta := &metadata{Endpoints: endpoints{Revocation: srv.URL + "/revoke", Token: srv.URL + "/token"}}
 	m.revokeToken(context.Background(), meta, "rt-1")
-	if st := m.provider.tracker.state(); !st.down() || st.LastFailure.Endpoint != "revocation" {
+	if st := m.provider.Tracker().State(); !st.Down() || st.LastFailure.Endpoint != "revocation" {
 		t.Fatalf("after a 503: %+v, want the revocation endpoint failing", st)
 	}
 	status.Store(http.StatusBadRequest)
 	m.revokeToken(context.Background(), meta, "rt-1")
-	if st := m.provider.tracker.state(); st.down() {
+	if st := m.provider.Tracker().State(); st.Down() {
 		t.Fatalf("after a 400: %+v, want up", st)
 	}
 	srv.Close()
 	m.revokeToken(context.Background(), meta, "rt-1")
-	if st := m.provider.tracker.state(); !st.down() || !strings.Contains(st.LastFailure.Error, "connect") {
+	if st := m.provider.Tracker().State(); !st.Down() || !strings.Contains(st.LastFailure.Error, "connect") {
 		t.Fatalf("with the endpoint gone: %+v, want a connection failure", st)
 	}
 }

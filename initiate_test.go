@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // IdP-initiated login (Scalekit's idp_initiated_login JWT) and OIDC
@@ -74,7 +76,7 @@ func TestSameSitePath(t *testing.T) {
 func initiationClaims(e *itEnv) map[string]any {
 	now := e.clock.Now()
 	return map[string]any{
-		"iss":             e.op.issuer,
+		"iss":             e.op.Issuer,
 		"iat":             now.Unix(),
 		"exp":             now.Add(5 * time.Minute).Unix(),
 		"organization_id": "org_1",
@@ -92,10 +94,10 @@ func verifyInitiationOf(e *itEnv, raw string) (map[string]any, error) {
 func TestVerifyInitiation(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	key := e.op.activeKey()
+	key := e.op.ActiveKey()
 	good := initiationClaims(e)
 
-	claims, err := verifyInitiationOf(e, key.sign(good, "JWT"))
+	claims, err := verifyInitiationOf(e, key.Sign(good, "JWT"))
 	if err != nil {
 		t.Fatalf("a good token: %v", err)
 	}
@@ -115,9 +117,9 @@ func TestVerifyInitiation(t *testing.T) {
 	}
 	now := e.clock.Now()
 	accepted := map[string]string{
-		"no iss (checked only when present)": key.sign(with(func(c map[string]any) { delete(c, "iss") }), "JWT"),
-		"nbf now":                            key.sign(with(func(c map[string]any) { c["nbf"] = now.Unix() }), "JWT"),
-		"an audience":                        key.sign(with(func(c map[string]any) { c["aud"] = "env_123" }), "JWT"),
+		"no iss (checked only when present)": key.Sign(with(func(c map[string]any) { delete(c, "iss") }), "JWT"),
+		"nbf now":                            key.Sign(with(func(c map[string]any) { c["nbf"] = now.Unix() }), "JWT"),
+		"an audience":                        key.Sign(with(func(c map[string]any) { c["aud"] = "env_123" }), "JWT"),
 	}
 	for name, tok := range accepted {
 		if _, err := verifyInitiationOf(e, tok); err != nil {
@@ -125,25 +127,25 @@ func TestVerifyInitiation(t *testing.T) {
 		}
 	}
 
-	other := newRSAOPKey("key-1", 1) // the IdP's kid, another key
-	stranger := newRSAOPKey("stranger", 2)
-	ec := newECOPKey("key-ec")
+	other := oidctest.NewRSAKey("key-1", 1) // the IdP's kid, another key
+	stranger := oidctest.NewRSAKey("stranger", 2)
+	ec := oidctest.NewECKey("key-ec")
 	refused := map[string]string{
-		"expired":                            key.sign(with(func(c map[string]any) { c["exp"] = now.Add(-time.Second).Unix() }), "JWT"),
-		"no exp":                             key.sign(with(func(c map[string]any) { delete(c, "exp") }), "JWT"),
-		"nbf far ahead":                      key.sign(with(func(c map[string]any) { c["nbf"] = now.Add(time.Hour).Unix() }), "JWT"),
-		"foreign iss":                        key.sign(with(func(c map[string]any) { c["iss"] = "https://other-idp.example" }), "JWT"),
-		"iss with a trailing slash":          key.sign(with(func(c map[string]any) { c["iss"] = e.op.issuer + "/" }), "JWT"),
-		"iss not a string":                   key.sign(with(func(c map[string]any) { c["iss"] = 42 }), "JWT"),
-		"another key, same kid":              other.sign(good, "JWT"),
-		"a key not in the JWKS":              stranger.sign(good, "JWT"),
-		"an algorithm not announced (ES256)": ec.sign(good, "JWT"),
-		"alg none":                           signNone(good, "key-1"),
-		"HS256 with the client secret":       signHS256(good, []byte(e.op.clientSecret), "key-1"),
-		"HS256 with the public key":          signHS256(good, publicKeyPEM(&testRSAKey(0).PublicKey), "key-1"),
+		"expired":                            key.Sign(with(func(c map[string]any) { c["exp"] = now.Add(-time.Second).Unix() }), "JWT"),
+		"no exp":                             key.Sign(with(func(c map[string]any) { delete(c, "exp") }), "JWT"),
+		"nbf far ahead":                      key.Sign(with(func(c map[string]any) { c["nbf"] = now.Add(time.Hour).Unix() }), "JWT"),
+		"foreign iss":                        key.Sign(with(func(c map[string]any) { c["iss"] = "https://other-idp.example" }), "JWT"),
+		"iss with a trailing slash":          key.Sign(with(func(c map[string]any) { c["iss"] = e.op.Issuer + "/" }), "JWT"),
+		"iss not a string":                   key.Sign(with(func(c map[string]any) { c["iss"] = 42 }), "JWT"),
+		"another key, same kid":              other.Sign(good, "JWT"),
+		"a key not in the JWKS":              stranger.Sign(good, "JWT"),
+		"an algorithm not announced (ES256)": ec.Sign(good, "JWT"),
+		"alg none":                           oidctest.SignNone(good, "key-1"),
+		"HS256 with the client secret":       oidctest.SignHS256(good, []byte(e.op.ClientSecret), "key-1"),
+		"HS256 with the public key":          oidctest.SignHS256(good, oidctest.PublicKeyPEM(&oidctest.RSAKey(0).PublicKey), "key-1"),
 		"not a JWT":                          "not.a.jwt",
 		"empty":                              "",
-		"signature cut":                      strings.TrimRight(key.sign(good, "JWT"), "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+		"signature cut":                      strings.TrimRight(key.Sign(good, "JWT"), "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
 	}
 	for name, tok := range refused {
 		t.Run(name, func(t *testing.T) {
@@ -178,7 +180,7 @@ func initiate(t *testing.T, e *itEnv, b *itBrowser, query string) (start, callba
 	if start.StatusCode != http.StatusFound {
 		return start, nil
 	}
-	code := e.op.authorize(start.location())
+	code := e.op.Authorize(start.location())
 	u, _ := url.Parse(start.location())
 	return start, b.get(itCallbackURL(code, u.Query().Get("state")), nav)
 }
@@ -189,7 +191,7 @@ func TestIdPInitiatedLoginFlow(t *testing.T) {
 		m.AuthParams = map[string]string{"organization_id": "org_default", "prompt": "consent"}
 	})
 	b := e.browser()
-	tok := e.op.activeKey().sign(initiationClaims(e), "JWT")
+	tok := e.op.ActiveKey().Sign(initiationClaims(e), "JWT")
 	start, cb := initiate(t, e, b, "idp_initiated_login="+url.QueryEscape(tok))
 	e.expectLoginRedirect(start, "IdP-initiated login")
 	q, _ := url.Parse(start.location())
@@ -245,7 +247,7 @@ func TestIdPInitiatedLoginRelayState(t *testing.T) {
 		c := initiationClaims(e)
 		c["relay_state"] = relay
 		b := e.browser()
-		_, cb := initiate(t, e, b, "idp_initiated_login="+url.QueryEscape(e.op.activeKey().sign(c, "JWT")))
+		_, cb := initiate(t, e, b, "idp_initiated_login="+url.QueryEscape(e.op.ActiveKey().Sign(c, "JWT")))
 		if cb == nil || cb.StatusCode != http.StatusFound || cb.location() != want {
 			t.Errorf("relay_state %v: callback %+v, want 302 to %q", relay, cb, want)
 		}
@@ -257,19 +259,19 @@ func TestInitiateRefusals(t *testing.T) {
 	e := newITEnv(t)
 	c := initiationClaims(e)
 	c["exp"] = e.clock.Now().Add(-time.Minute).Unix()
-	expired := e.op.activeKey().sign(c, "JWT")
-	foreign := newRSAOPKey("key-1", 3).sign(initiationClaims(e), "JWT")
+	expired := e.op.ActiveKey().Sign(c, "JWT")
+	foreign := oidctest.NewRSAKey("key-1", 3).Sign(initiationClaims(e), "JWT")
 	for name, query := range map[string]string{
 		"expired token":              "idp_initiated_login=" + url.QueryEscape(expired),
 		"token of another key":       "idp_initiated_login=" + url.QueryEscape(foreign),
 		"garbage token":              "idp_initiated_login=xyz",
 		"no parameters":              "",
 		"foreign iss":                url.Values{"iss": {"https://other-idp.example"}, "target_link_uri": {"/x"}}.Encode(),
-		"iss with a trailing slash":  url.Values{"iss": {e.op.issuer + "/"}}.Encode(),
-		"target on another host":     url.Values{"iss": {e.op.issuer}, "target_link_uri": {"http://evil.test/x"}}.Encode(),
-		"target on another port":     url.Values{"iss": {e.op.issuer}, "target_link_uri": {"http://" + itHost + ":8443/x"}}.Encode(),
-		"target over another scheme": url.Values{"iss": {e.op.issuer}, "target_link_uri": {"https://" + itHost + "/x"}}.Encode(),
-		"target scheme-relative":     url.Values{"iss": {e.op.issuer}, "target_link_uri": {"//evil.test/x"}}.Encode(),
+		"iss with a trailing slash":  url.Values{"iss": {e.op.Issuer + "/"}}.Encode(),
+		"target on another host":     url.Values{"iss": {e.op.Issuer}, "target_link_uri": {"http://evil.test/x"}}.Encode(),
+		"target on another port":     url.Values{"iss": {e.op.Issuer}, "target_link_uri": {"http://" + itHost + ":8443/x"}}.Encode(),
+		"target over another scheme": url.Values{"iss": {e.op.Issuer}, "target_link_uri": {"https://" + itHost + "/x"}}.Encode(),
+		"target scheme-relative":     url.Values{"iss": {e.op.Issuer}, "target_link_uri": {"//evil.test/x"}}.Encode(),
 	} {
 		t.Run(name, func(t *testing.T) {
 			res := e.browser().get("/auth/initiate?"+query, nav)
@@ -294,7 +296,7 @@ func TestThirdPartyInitiatedLoginFlow(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t, func(m *OIDCAuth) { m.InitiateLoginPath = "/sso/start" })
 	b := e.browser()
-	q := url.Values{"iss": {e.op.issuer}, "login_hint": {"alice"}, "target_link_uri": {"http://" + itHost + "/deep/page?x=1"}}
+	q := url.Values{"iss": {e.op.Issuer}, "login_hint": {"alice"}, "target_link_uri": {"http://" + itHost + "/deep/page?x=1"}}
 	start := b.get("/sso/start?"+q.Encode(), nav)
 	e.expectLoginRedirect(start, "third-party initiated login")
 	u, _ := url.Parse(start.location())
@@ -304,16 +306,16 @@ func TestThirdPartyInitiatedLoginFlow(t *testing.T) {
 	if u.Query().Has("target_link_uri") || u.Query().Has("iss") {
 		t.Errorf("initiation parameters reached the authorize request: %s", u)
 	}
-	cb := b.get(itCallbackURL(e.op.authorize(start.location()), u.Query().Get("state")), nav)
+	cb := b.get(itCallbackURL(e.op.Authorize(start.location()), u.Query().Get("state")), nav)
 	if cb.StatusCode != http.StatusFound || cb.location() != "/deep/page?x=1" {
 		t.Fatalf("callback: %d to %q, want /deep/page?x=1", cb.StatusCode, cb.location())
 	}
 
 	// A path as target_link_uri, no login_hint, and an over-long hint.
 	for query, want := range map[string][2]string{
-		url.Values{"iss": {e.op.issuer}, "target_link_uri": {"/p"}}.Encode():                                           {"/p", ""},
-		url.Values{"iss": {e.op.issuer}}.Encode():                                                                      {"/", ""},
-		url.Values{"iss": {e.op.issuer}, "login_hint": {strings.Repeat("h", 513)}, "target_link_uri": {"/h"}}.Encode(): {"/h", ""},
+		url.Values{"iss": {e.op.Issuer}, "target_link_uri": {"/p"}}.Encode():                                           {"/p", ""},
+		url.Values{"iss": {e.op.Issuer}}.Encode():                                                                      {"/", ""},
+		url.Values{"iss": {e.op.Issuer}, "login_hint": {strings.Repeat("h", 513)}, "target_link_uri": {"/h"}}.Encode(): {"/h", ""},
 	} {
 		b := e.browser()
 		start := b.get("/sso/start?"+query, nav)
@@ -322,7 +324,7 @@ func TestThirdPartyInitiatedLoginFlow(t *testing.T) {
 		if got := u.Query().Get("login_hint"); got != want[1] {
 			t.Errorf("%s: login_hint = %q, want %q", query, truncateForLog(got), want[1])
 		}
-		cb := b.get(itCallbackURL(e.op.authorize(start.location()), u.Query().Get("state")), nav)
+		cb := b.get(itCallbackURL(e.op.Authorize(start.location()), u.Query().Get("state")), nav)
 		if cb.location() != want[0] {
 			t.Errorf("%s: lands on %q, want %q", query, cb.location(), want[0])
 		}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 func TestFlowLoginSuccess(t *testing.T) {
@@ -31,15 +33,15 @@ func TestFlowLoginSuccess(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
-			if n := e.op.discoveryFetches.Load(); n != 0 {
+			if n := e.op.DiscoveryFetches.Load(); n != 0 {
 				t.Fatalf("Provision fetched discovery %d times; it must do no network I/O", n)
 			}
-			e.op.set(func(s *opScript) {
+			e.op.Set(func(s *oidctest.Script) {
 				var methods any // nil removes the field
 				if tc.methods != nil {
 					methods = tc.methods
 				}
-				s.discovery = map[string]any{"token_endpoint_auth_methods_supported": methods}
+				s.Discovery = map[string]any{"token_endpoint_auth_methods_supported": methods}
 			})
 			b := e.browser()
 
@@ -47,13 +49,13 @@ func TestFlowLoginSuccess(t *testing.T) {
 			if q.Get("redirect_uri") != "http://"+itHost+"/auth/callback" {
 				t.Errorf("redirect_uri = %q", q.Get("redirect_uri"))
 			}
-			code := e.op.authorize(loc)
+			code := e.op.Authorize(loc)
 			res := b.get(itCallbackURL(code, q.Get("state")), nav)
 			if res.StatusCode != http.StatusFound || res.location() != "/private/page?x=1" {
 				t.Fatalf("callback: status %d location %q, want 302 to the original page; body %s", res.StatusCode, res.location(), res.body)
 			}
 
-			styles, verifiers, _, _ := e.op.observed()
+			styles, verifiers, _, _ := e.op.Observed()
 			if len(styles) != 1 || styles[0] != tc.wantStyle {
 				t.Errorf("client authentication at the token endpoint: %v, want [%s]", styles, tc.wantStyle)
 			}
@@ -73,9 +75,7 @@ func TestFlowLoginSuccess(t *testing.T) {
 			if ic := res.setCookie(e.sessionCookieName() + "_idt"); ic == nil || ic.Path != "/auth/logout" || !ic.HttpOnly {
 				t.Errorf("ID token cookie: %+v, want HttpOnly with Path=/auth/logout", ic)
 			}
-			e.op.mu.Lock()
-			access, refresh := e.op.lastAccessToken, e.op.lastRefreshToken
-			e.op.mu.Unlock()
+			_, access, refresh := e.op.Issued()
 			for _, c := range res.Cookies() {
 				if strings.Contains(c.Value, access[:20]) || strings.Contains(c.Value, refresh) {
 					t.Errorf("cookie %s carries a token in clear", c.Name)
@@ -118,7 +118,7 @@ func TestFlowCallbackStateReplay(t *testing.T) {
 	e := newITEnv(t)
 	b := e.browser()
 	loc, q := b.startLogin("/private")
-	code := e.op.authorize(loc)
+	code := e.op.Authorize(loc)
 	cb := itCallbackURL(code, q.Get("state"))
 	stolen := b.clone() // the state cookie, as it was before the callback
 
@@ -135,7 +135,7 @@ func TestFlowCallbackStateReplay(t *testing.T) {
 	t.Run("with a copy of the state cookie", func(t *testing.T) {
 		// The IdP here does not enforce one-time codes, so only the
 		// handler can notice that the state was used already.
-		e.op.set(func(s *opScript) { s.allowCodeReuse = true })
+		e.op.Set(func(s *oidctest.Script) { s.AllowCodeReuse = true })
 		res := stolen.get(cb, nav)
 		if res.StatusCode != http.StatusBadRequest {
 		}
@@ -162,7 +162,7 @@ func TestFlowCallbackRefusals(t *testing.T) {
 			return itCallbackURL(code, state, "iss", "https://evil.example")
 		}, http.StatusBadRequest},
 		{"iss mismatch when supported", true, func(e *itEnv, code, state string) string {
-			return itCallbackURL(code, state, "iss", e.op.issuer+"/other")
+			return itCallbackURL(code, state, "iss", e.op.Issuer+"/other")
 		}, http.StatusBadRequest},
 		{"iss missing when supported", true, func(e *itEnv, code, state string) string {
 			return itCallbackURL(code, state)
@@ -191,13 +191,13 @@ func TestFlowCallbackRefusals(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
 			if tc.issParam {
-				e.op.set(func(s *opScript) {
-					s.discovery = map[string]any{"authorization_response_iss_parameter_supported": true}
+				e.op.Set(func(s *oidctest.Script) {
+					s.Discovery = map[string]any{"authorization_response_iss_parameter_supported": true}
 				})
 			}
 			b := e.browser()
 			loc, q := b.startLogin("/private")
-			code := e.op.authorize(loc)
+			code := e.op.Authorize(loc)
 			res := b.get(tc.query(e, code, q.Get("state")), nav)
 			if res.StatusCode != tc.wantStatus {
 				t.Fatalf("status %d, want %d; body %s", res.StatusCode, tc.wantStatus, truncateForLog(res.body))
@@ -210,13 +210,13 @@ func TestFlowCallbackRefusals(t *testing.T) {
 	t.Run("iss matches when supported", func(t *testing.T) {
 		t.Parallel()
 		e := newITEnv(t)
-		e.op.set(func(s *opScript) {
-			s.discovery = map[string]any{"authorization_response_iss_parameter_supported": true}
+		e.op.Set(func(s *oidctest.Script) {
+			s.Discovery = map[string]any{"authorization_response_iss_parameter_supported": true}
 		})
 		b := e.browser()
 		loc, q := b.startLogin("/private")
-		code := e.op.authorize(loc)
-		expectRedirectTo(t, b.get(itCallbackURL(code, q.Get("state"), "iss", e.op.issuer), nav), "/private", "callback with the right iss")
+		code := e.op.Authorize(loc)
+		expectRedirectTo(t, b.get(itCallbackURL(code, q.Get("state"), "iss", e.op.Issuer), nav), "/private", "callback with the right iss")
 	})
 
 	t.Run("error from the IdP is escaped", func(t *testing.T) {
@@ -243,8 +243,8 @@ func TestFlowCallbackTokenEndpointFailures(t *testing.T) {
 	t.Run("500", func(t *testing.T) {
 		t.Parallel()
 		e := newITEnv(t)
-		e.op.set(func(s *opScript) {
-			s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+		e.op.Set(func(s *oidctest.Script) {
+			s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 				http.Error(w, "boom", http.StatusInternalServerError)
 				return true
 			}
@@ -264,12 +264,12 @@ func TestFlowCallbackTokenEndpointFailures(t *testing.T) {
 		var elsewhere atomic.Int64
 		other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			elsewhere.Add(1)
-			opWriteJSON(w, http.StatusOK, map[string]any{"access_token": "x", "token_type": "Bearer"})
+			oidctest.WriteJSON(w, http.StatusOK, map[string]any{"access_token": "x", "token_type": "Bearer"})
 		}))
 		defer other.Close()
 		e := newITEnv(t)
-		e.op.set(func(s *opScript) {
-			s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+		e.op.Set(func(s *oidctest.Script) {
+			s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 				http.Redirect(w, r, other.URL+"/token", http.StatusTemporaryRedirect)
 				return true
 			}
@@ -289,8 +289,8 @@ func TestFlowCallbackTokenEndpointFailures(t *testing.T) {
 		// leave a session behind; here it answers in time.
 		t.Parallel()
 		e := newITEnv(t)
-		e.op.set(func(s *opScript) {
-			s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+		e.op.Set(func(s *oidctest.Script) {
+			s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 				time.Sleep(300 * time.Millisecond)
 				return false
 			}
@@ -301,11 +301,11 @@ func TestFlowCallbackTokenEndpointFailures(t *testing.T) {
 
 // refreshEnv is a logged-in browser whose access token lives 60 s, so that
 // its refresh window starts 15 s before expiry.
-func refreshEnv(t *testing.T, script func(s *opScript)) (*itEnv, *itBrowser) {
+func refreshEnv(t *testing.T, script func(s *oidctest.Script)) (*itEnv, *itBrowser) {
 	t.Helper()
 	e := newITEnv(t)
-	e.op.set(func(s *opScript) {
-		s.accessTTL = time.Minute
+	e.op.Set(func(s *oidctest.Script) {
+		s.AccessTTL = time.Minute
 		if script != nil {
 			script(s)
 		}
@@ -320,15 +320,15 @@ func TestFlowRefreshTransparent(t *testing.T) {
 	t.Parallel()
 	e, b := refreshEnv(t, nil)
 	before := b.clone()
-	oldRT := e.op.lastRefreshToken
+	oldRT := e.lastRefreshToken()
 	e.clock.Advance(61 * time.Second) // access token expired
 
 	res := b.get("/private", nav)
 	expectServed(t, res, "request with an expired access token")
-	if n := e.op.grants("refresh_token"); n != 1 {
+	if n := e.op.Grants("refresh_token"); n != 1 {
 		t.Fatalf("refresh grants: %d, want 1", n)
 	}
-	_, _, sent, _ := e.op.observed()
+	_, _, sent, _ := e.op.Observed()
 	if len(sent) != 1 || sent[0] != oldRT {
 		t.Errorf("refresh token sent: %v, want [%s]", sent, oldRT)
 	}
@@ -345,15 +345,15 @@ func TestFlowRefreshTransparent(t *testing.T) {
 
 	// The new cookie works without another refresh.
 	expectServed(t, b.get("/private", api), "request with the refreshed cookie")
-	if n := e.op.grants("refresh_token"); n != 1 {
+	if n := e.op.Grants("refresh_token"); n != 1 {
 		t.Errorf("refresh grants: %d, want 1", n)
 	}
 }
 
 func TestFlowRefreshParallelOnce(t *testing.T) {
 	t.Parallel()
-	e, b := refreshEnv(t, func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+	e, b := refreshEnv(t, func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 			if grant == "refresh_token" {
 				time.Sleep(200 * time.Millisecond) // let the requests pile up
 			}
@@ -382,7 +382,7 @@ func TestFlowRefreshParallelOnce(t *testing.T) {
 			t.Fatalf("request %d: status %d next=%v user=%q body %q", i, res.StatusCode, res.reachedNext, res.user, truncateForLog(res.body))
 		}
 	}
-	if got := e.op.grants("refresh_token"); got != 1 {
+	if got := e.op.Grants("refresh_token"); got != 1 {
 		t.Fatalf("%d parallel requests caused %d refresh grants at the IdP, want 1", n, got)
 	}
 
@@ -391,7 +391,7 @@ func TestFlowRefreshParallelOnce(t *testing.T) {
 	e.clock.Advance(5 * time.Second)
 	res := b.get("/private", nav)
 	expectServed(t, res, "request with the old cookie after the refresh")
-	if got := e.op.grants("refresh_token"); got != 1 {
+	if got := e.op.Grants("refresh_token"); got != 1 {
 		t.Fatalf("the old cookie caused another refresh grant (%d in all)", got)
 	}
 }
@@ -399,9 +399,9 @@ func TestFlowRefreshParallelOnce(t *testing.T) {
 func TestFlowRefreshInvalidGrantEndsSession(t *testing.T) {
 	t.Parallel()
 	e, b := refreshEnv(t, nil)
-	e.op.set(func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
-			opTokenError(w, http.StatusBadRequest, "invalid_grant", "session revoked at the IdP")
+	e.op.Set(func(s *oidctest.Script) {
+		s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+			oidctest.TokenError(w, http.StatusBadRequest, "invalid_grant", "session revoked at the IdP")
 			return true
 		}
 	})
@@ -429,17 +429,17 @@ func TestFlowRefreshTokenEndpointDown(t *testing.T) {
 		name   string
 		answer func(w http.ResponseWriter)
 	}{
-		{"connection dropped", opHangUp},
+		{"connection dropped", oidctest.HangUp},
 		{"HTTP 500", func(w http.ResponseWriter) { http.Error(w, "internal error", http.StatusInternalServerError) }},
 		{"HTTP 503 with a JSON error", func(w http.ResponseWriter) {
-			opTokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "maintenance")
+			oidctest.TokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "maintenance")
 		}},
 	} {
 		t.Run(down.name, func(t *testing.T) {
 			t.Parallel()
 			e, b := refreshEnv(t, nil)
-			e.op.set(func(s *opScript) {
-				s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
+			e.op.Set(func(s *oidctest.Script) {
+				s.Token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
 					down.answer(w)
 					return true
 				}
@@ -448,7 +448,7 @@ func TestFlowRefreshTokenEndpointDown(t *testing.T) {
 			// In the refresh window, not yet expired: the request is served.
 			e.clock.Advance(50 * time.Second)
 			expectServed(t, b.get("/private", nav), "request in the refresh window with the IdP down")
-			if n := e.op.grants("refresh_token"); n != 1 {
+			if n := e.op.Grants("refresh_token"); n != 1 {
 				t.Errorf("refresh attempts: %d, want 1", n)
 			}
 
@@ -463,7 +463,7 @@ func TestFlowRefreshTokenEndpointDown(t *testing.T) {
 				t.Error("503 cleared the session cookie")
 			}
 
-			e.op.set(func(s *opScript) { s.token = nil })
+			e.op.Set(func(s *oidctest.Script) { s.Token = nil })
 			expectServed(t, b.get("/private", nav), "request once the IdP is back")
 		})
 	}
@@ -471,14 +471,14 @@ func TestFlowRefreshTokenEndpointDown(t *testing.T) {
 
 func TestFlowRefreshRefusesAnotherSubject(t *testing.T) {
 	t.Parallel()
-	e, b := refreshEnv(t, func(s *opScript) {
+	e, b := refreshEnv(t, func(s *oidctest.Script) {
 		swap := func(grant string, c map[string]any) {
 			if grant == "refresh_token" {
 				c["sub"] = "user-2"
 			}
 		}
-		s.idClaims = swap
-		s.accessClaims = swap
+		s.IDClaims = swap
+		s.AccessClaims = swap
 	})
 	apiClient := b.clone()
 	e.clock.Advance(61 * time.Second)
@@ -489,15 +489,15 @@ func TestFlowRefreshRefusesAnotherSubject(t *testing.T) {
 
 func TestFlowRefreshWithoutNewRefreshToken(t *testing.T) {
 	t.Parallel()
-	e, b := refreshEnv(t, func(s *opScript) { s.noRefreshOnRefresh = true })
-	rt := e.op.lastRefreshToken
+	e, b := refreshEnv(t, func(s *oidctest.Script) { s.NoRefreshOnRefresh = true })
+	rt := e.lastRefreshToken()
 
 	e.clock.Advance(61 * time.Second)
 	expectServed(t, b.get("/private", nav), "first refresh")
 	e.clock.Advance(3 * time.Minute)
 	expectServed(t, b.get("/private", nav), "second refresh")
 
-	_, _, sent, _ := e.op.observed()
+	_, _, sent, _ := e.op.Observed()
 	if len(sent) != 2 || sent[0] != rt || sent[1] != rt {
 		t.Fatalf("refresh tokens sent: %v, want the login's %q twice", sent, rt)
 	}
@@ -505,7 +505,7 @@ func TestFlowRefreshWithoutNewRefreshToken(t *testing.T) {
 
 func TestFlowRefreshWithoutIDToken(t *testing.T) {
 	t.Parallel()
-	e, b := refreshEnv(t, func(s *opScript) { s.noIDTokenOnRefresh = true })
+	e, b := refreshEnv(t, func(s *oidctest.Script) { s.NoIDTokenOnRefresh = true })
 	e.clock.Advance(61 * time.Second)
 	res := b.get("/private", nav)
 	expectServed(t, res, "refresh answered without an ID token")
@@ -516,12 +516,12 @@ func TestFlowRefreshWithoutIDToken(t *testing.T) {
 
 func TestFlowIdPDownAtStart(t *testing.T) {
 	t.Parallel()
-	clock := newITClock()
+	clock := oidctest.NewClock()
 	addr := freeLoopbackAddr(t)
-	op := newFakeOPUnstarted(t, clock)
-	op.base, op.issuer = "http://"+addr, "http://"+addr
+	op := oidctest.NewUnstarted(t, clock)
+	op.URL, op.Issuer = "http://"+addr, "http://"+addr
 	e := &itEnv{t: t, clock: clock, op: op}
-	e.h = e.provision(op.issuer) // nothing listens: Provision must not care
+	e.h = e.provision(op.Issuer) // nothing listens: Provision must not care
 
 	b := e.browser()
 	res := b.get("/private", nav)
@@ -532,12 +532,12 @@ func TestFlowIdPDownAtStart(t *testing.T) {
 		t.Errorf("API call with the IdP down: status %d", res.StatusCode)
 	}
 
-	op.startOn(addr)
+	op.StartOn(addr)
 	// Within the discovery backoff the IdP is not asked again.
 	if res := b.get("/private", nav); res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("within the backoff: status %d, want 503", res.StatusCode)
 	}
-	if n := op.discoveryFetches.Load(); n != 0 {
+	if n := op.DiscoveryFetches.Load(); n != 0 {
 		t.Errorf("discovery fetched %d times within the backoff", n)
 	}
 
@@ -551,7 +551,7 @@ func TestFlowLogout(t *testing.T) {
 	e := newITEnv(t, func(h *OIDCAuth) { h.PostLogoutRedirectURI = "/goodbye" })
 	b := e.browser()
 	b.mustLogin("/private")
-	_, _, _, idToken := e.op.observed()
+	_, _, _, idToken := e.op.Observed()
 	copied := b.clone()
 
 	// Speculative loads and HEAD do not log out.
@@ -570,7 +570,7 @@ func TestFlowLogout(t *testing.T) {
 		t.Fatalf("logout: status %d, want 302", res.StatusCode)
 	}
 	u, err := url.Parse(res.location())
-	if err != nil || u.Scheme+"://"+u.Host+u.Path != e.op.base+"/logout" {
+	if err != nil || u.Scheme+"://"+u.Host+u.Path != e.op.URL+"/logout" {
 		t.Fatalf("logout redirects to %q, want the end_session_endpoint", res.location())
 	}
 	q := u.Query()
@@ -580,7 +580,7 @@ func TestFlowLogout(t *testing.T) {
 	if q.Get("post_logout_redirect_uri") != "http://"+itHost+"/goodbye" {
 		t.Errorf("post_logout_redirect_uri = %q", q.Get("post_logout_redirect_uri"))
 	}
-	if q.Get("client_id") != e.op.clientID {
+	if q.Get("client_id") != e.op.ClientID {
 		t.Errorf("client_id = %q", q.Get("client_id"))
 	}
 	for _, name := range []string{e.sessionCookieName(), e.sessionCookieName() + "_idt"} {
@@ -597,7 +597,7 @@ func TestFlowLogout(t *testing.T) {
 func TestFlowLogoutWithoutEndSessionEndpoint(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t, func(h *OIDCAuth) { h.PostLogoutRedirectURI = "/goodbye" })
-	e.op.set(func(s *opScript) { s.discovery = map[string]any{"end_session_endpoint": nil} })
+	e.op.Set(func(s *oidctest.Script) { s.Discovery = map[string]any{"end_session_endpoint": nil} })
 	b := e.browser()
 	b.mustLogin("/private")
 	copied := b.clone()
@@ -613,8 +613,8 @@ func TestFlowLogoutWithoutEndSessionEndpoint(t *testing.T) {
 // directive is ordered and routed, placeholders reach other handlers, and
 // the JSON field names work.
 func TestFlowCaddyIntegration(t *testing.T) {
-	clock := newITClock()
-	op := newFakeOP(t, clock)
+	clock := oidctest.NewClock()
+	op := oidctest.New(t, clock)
 	storage, err := os.MkdirTemp("", "oidcauth-caddytest-")
 	if err != nil {
 		t.Fatal(err)
@@ -642,7 +642,7 @@ func TestFlowCaddyIntegration(t *testing.T) {
 		}
 		respond "hello {http.auth.user.id} <{http.auth.user.email}>"
 	}
-	`, storage, op.issuer, op.clientID, op.clientSecret, itCookieSecret), "caddyfile")
+	`, storage, op.Issuer, op.ClientID, op.ClientSecret, itCookieSecret), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -676,7 +676,7 @@ func TestFlowCaddyIntegration(t *testing.T) {
 	}
 
 	res, _ = caddyGet("/private", nav)
-	if res.StatusCode != http.StatusFound || !strings.HasPrefix(res.Header.Get("Location"), op.base+"/authorize?") {
+	if res.StatusCode != http.StatusFound || !strings.HasPrefix(res.Header.Get("Location"), op.URL+"/authorize?") {
 		t.Fatalf("navigation through Caddy: status %d location %q", res.StatusCode, res.Header.Get("Location"))
 	}
 	loc := res.Header.Get("Location")
@@ -684,7 +684,7 @@ func TestFlowCaddyIntegration(t *testing.T) {
 	if got := u.Query().Get("redirect_uri"); got != "http://localhost:9080/auth/callback" {
 		t.Errorf("redirect_uri = %q", got)
 	}
-	code := op.authorize(loc)
+	code := op.Authorize(loc)
 	res, body = caddyGet(itCallbackURL(code, u.Query().Get("state")), nav)
 	if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/private" {
 		t.Fatalf("callback through Caddy: status %d location %q body %q", res.StatusCode, res.Header.Get("Location"), body)
@@ -695,7 +695,7 @@ func TestFlowCaddyIntegration(t *testing.T) {
 	}
 
 	// The same through a JSON config, inside a subroute.
-	op2 := newFakeOP(t, clock)
+	op2 := oidctest.New(t, clock)
 	tester2 := caddytest.NewTester(t)
 	tester2.InitServer(fmt.Sprintf(`{
 		"admin": {"listen": "localhost:2999"},
@@ -708,7 +708,7 @@ func TestFlowCaddyIntegration(t *testing.T) {
 				{"handler": "static_response", "body": "json {http.auth.user.id}"}
 			]}]}]}]
 		}}}}
-	}`, storage, op2.issuer, op2.clientID, op2.clientSecret, itCookieSecret), "json")
+	}`, storage, op2.Issuer, op2.ClientID, op2.ClientSecret, itCookieSecret), "json")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -721,14 +721,14 @@ func TestFlowCaddyIntegration(t *testing.T) {
 	}
 	res.Body.Close()
 	loc = res.Header.Get("Location")
-	if res.StatusCode != http.StatusFound || !strings.HasPrefix(loc, op2.base+"/authorize?") {
+	if res.StatusCode != http.StatusFound || !strings.HasPrefix(loc, op2.URL+"/authorize?") {
 		t.Fatalf("JSON config login_path: status %d location %q", res.StatusCode, loc)
 	}
 	u, _ = url.Parse(loc)
 	if got := u.Query().Get("redirect_uri"); got != "http://localhost:9080/sso/callback" {
 		t.Errorf("JSON config redirect_uri = %q", got)
 	}
-	code = op2.authorize(loc)
+	code = op2.Authorize(loc)
 	req, _ = http.NewRequest(http.MethodGet, "http://localhost:9080/sso/callback?"+url.Values{"code": {code}, "state": {u.Query().Get("state")}}.Encode(), nil)
 	res, err = tester2.Client.Do(req)
 	if err != nil {
@@ -756,11 +756,11 @@ func TestFlowCaddyIntegration(t *testing.T) {
 // compare it exactly.
 func TestFlowIssuerWithTrailingSlash(t *testing.T) {
 	t.Parallel()
-	clock := newITClock()
-	op := newFakeOP(t, clock)
-	op.issuer = op.base + "/"
+	clock := oidctest.NewClock()
+	op := oidctest.New(t, clock)
+	op.Issuer = op.URL + "/"
 	e := &itEnv{t: t, clock: clock, op: op}
-	e.h = e.provision(op.issuer)
+	e.h = e.provision(op.Issuer)
 	b := e.browser()
 	res := b.get("/private", nav)
 	if res.StatusCode == http.StatusServiceUnavailable {
@@ -774,23 +774,14 @@ func TestFlowIssuerWithTrailingSlash(t *testing.T) {
 // refresh of the same session is under way is not undone by the refresh.
 func TestFlowLogoutDuringRefresh(t *testing.T) {
 	t.Parallel()
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	e, b := refreshEnv(t, func(s *opScript) {
-		s.token = func(w http.ResponseWriter, r *http.Request, grant string) bool {
-			if grant == "refresh_token" {
-				once.Do(func() { close(started) })
-				<-release
-			}
-			return false
-		}
-	})
+	hold, started, release := oidctest.Hold("refresh_token")
+	e, b := refreshEnv(t, func(s *oidctest.Script) { s.Token = hold })
 	e.clock.Advance(61 * time.Second)
 	done := make(chan *itResult)
 	go func() { done <- b.get("/private", api) }()
 	<-started
 	res := e.postLogout(e.logoutToken(func(c map[string]any) { c["sid"] = "sid-1" }))
-	close(release)
+	release()
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("logout token: status %d; body %q", res.StatusCode, res.body)
 	}

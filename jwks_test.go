@@ -9,20 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // The JWKS lifecycle against the in-process IdP: the OpenID RP
 // certification's key rotation cases, the rate limits of refetches, and
 // keys ageing out. The same journeys run against the real oidc-provider in
 // xcaddy-test/rotation_e2e_test.go.
-
-// signWithUnpublished makes the OP sign with k without publishing it.
-func (op *fakeOP) signWithUnpublished(k *opKey) {
-	op.mu.Lock()
-	op.active = k
-	op.mu.Unlock()
-}
 
 // loginAll logs n fresh browsers in at once and returns the callbacks'
 // statuses.
@@ -32,7 +28,7 @@ func (e *itEnv) loginAll(n int, target string) []int {
 	for i := range n {
 		b := e.browser()
 		loc, q := b.startLogin(target)
-		code := e.op.authorize(loc)
+		code := e.op.Authorize(loc)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -43,18 +39,24 @@ func (e *itEnv) loginAll(n int, target string) []int {
 	return statuses
 }
 
+// The key set's rules, under the names these tests use.
+const (
+	jwksCooldown      = oidc.JWKSCooldown
+	jwksKidInterval   = oidc.JWKSKidInterval
+	jwksFailRetry     = oidc.JWKSFailRetry
+	jwksDefaultMaxAge = oidc.JWKSDefaultMaxAge
+	fetchMaxAge       = oidc.FetchMaxAge
+)
+
 // waitForFetch waits until the key set's fetch number seq has finished
 // and returns its error.
 func (e *itEnv) waitForFetch(seq uint64) error {
 	e.t.Helper()
-	keys := e.h.provider.keys
+	keys := e.h.provider.Keys()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		keys.fmu.Lock()
-		last := keys.last
-		keys.fmu.Unlock()
-		if last != nil && last.seq >= seq {
-			return last.err
+		if last, err := keys.LastFetch(); last >= seq {
+			return err
 		}
 		if time.Now().After(deadline) {
 			e.t.Fatalf("JWKS fetch %d did not happen", seq)
@@ -74,7 +76,7 @@ func jwksFetchCount(reason, result string) float64 {
 
 func (e *itEnv) expectJWKSFetches(want int64, what string) {
 	e.t.Helper()
-	if n := e.op.jwksFetches.Load(); n != want {
+	if n := e.op.JWKSFetches.Load(); n != want {
 		e.t.Errorf("%s: JWKS fetches %d, want %d", what, n, want)
 	}
 }
@@ -87,7 +89,7 @@ func TestKeyRotationLoginRightAfter(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
 	e.browser().mustLogin("/private")
-	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.op.Rotate(oidctest.NewRSAKey("key-2", 1), false)
 
 	for i, st := range e.loginAll(5, "/private") {
 		if st != http.StatusFound {
@@ -104,7 +106,7 @@ func TestKeyRotationTwiceTwoSecondsApart(t *testing.T) {
 	e := newITEnv(t)
 	e.browser().mustLogin("/private")
 	for i, kid := range []string{"key-2", "key-3"} {
-		e.op.rotate(newRSAOPKey(kid, i+1), true)
+		e.op.Rotate(oidctest.NewRSAKey(kid, i+1), true)
 		e.clock.Advance(2 * time.Second)
 		b := e.browser()
 		b.mustLogin("/private")
@@ -122,14 +124,14 @@ func TestKeyRotationAfterLogoutTokenFlood(t *testing.T) {
 	e.browser().mustLogin("/private")
 	e.clock.Advance(jwksCooldown) // the untrusted limit has room for one fetch
 	for i := range 20 {
-		tok := newRSAOPKey(fmt.Sprintf("made-up-%d", i), 2).sign(e.logoutClaims(nil), "logout+jwt")
+		tok := oidctest.NewRSAKey(fmt.Sprintf("made-up-%d", i), 2).Sign(e.logoutClaims(nil), "logout+jwt")
 		if res := e.postLogout(tok); res.StatusCode == http.StatusOK {
 			t.Fatalf("logout token %d with an unknown kid accepted", i)
 		}
 	}
 	e.expectJWKSFetches(2, "20 logout tokens with unknown kids")
 
-	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.op.Rotate(oidctest.NewRSAKey("key-2", 1), false)
 	start := time.Now()
 	b := e.browser()
 	b.mustLogin("/private")
@@ -147,10 +149,10 @@ func TestKeyRotationAfterLogoutTokenFlood(t *testing.T) {
 func TestKeyRotationRefreshKeepsSession(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.set(func(s *opScript) { s.accessTTL = 4 * time.Second })
+	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = 4 * time.Second })
 	b := e.browser()
 	b.mustLogin("/private")
-	e.op.rotate(newRSAOPKey("key-2", 1), false)
+	e.op.Rotate(oidctest.NewRSAKey("key-2", 1), false)
 
 	for i := range 3 {
 		e.clock.Advance(5 * time.Second) // the access token has expired
@@ -161,7 +163,7 @@ func TestKeyRotationRefreshKeepsSession(t *testing.T) {
 		}
 		expectServed(t, res, fmt.Sprintf("request %d after the rotation", i))
 	}
-	if n := e.op.grants("refresh_token"); n != 3 {
+	if n := e.op.Grants("refresh_token"); n != 3 {
 		t.Errorf("refresh grants: %d, want 3", n)
 	}
 	e.expectJWKSFetches(2, "refreshes after one rotation")
@@ -173,7 +175,7 @@ func TestJWKSUntrustedRefetchLimited(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
 	e.browser().mustLogin("/private")
-	base := e.op.jwksFetches.Load()
+	base := e.op.JWKSFetches.Load()
 
 	flood := func() {
 		const n, workers = 300, 8
@@ -185,7 +187,7 @@ func TestJWKSUntrustedRefetchLimited(t *testing.T) {
 				defer wg.Done()
 				for i := range jobs {
 					kid := fmt.Sprintf("random-%d-%d", i, time.Now().UnixNano())
-					tok := newRSAOPKey(kid, 2).sign(e.logoutClaims(nil), "logout+jwt")
+					tok := oidctest.NewRSAKey(kid, 2).Sign(e.logoutClaims(nil), "logout+jwt")
 					if res := e.postLogout(tok); res.StatusCode == http.StatusOK {
 						t.Errorf("logout token with unknown kid %s accepted", kid)
 					}
@@ -200,12 +202,12 @@ func TestJWKSUntrustedRefetchLimited(t *testing.T) {
 	}
 
 	flood()
-	if got := e.op.jwksFetches.Load() - base; got != 0 {
+	if got := e.op.JWKSFetches.Load() - base; got != 0 {
 		t.Fatalf("within the cooldown of the login's fetch, tokens with unknown kids caused %d JWKS fetches, want 0", got)
 	}
 	e.clock.Advance(jwksCooldown)
 	flood()
-	if got := e.op.jwksFetches.Load() - base; got != 1 {
+	if got := e.op.JWKSFetches.Load() - base; got != 1 {
 		t.Fatalf("after the cooldown, tokens with unknown kids caused %d JWKS fetches, want exactly 1", got)
 	}
 }
@@ -217,7 +219,7 @@ func TestJWKSTrustedRefetchPerKid(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
 	e.browser().mustLogin("/private")
-	e.op.signWithUnpublished(newRSAOPKey("never-published", 2))
+	e.op.SignWith(oidctest.NewRSAKey("never-published", 2))
 	for i, st := range e.loginAll(20, "/private") {
 		if st == http.StatusFound || st >= 500 {
 			t.Errorf("login %d with tokens of an unpublished key: status %d, want 4xx", i, st)
@@ -235,14 +237,14 @@ func TestJWKSTrustedRefetchPerKid(t *testing.T) {
 func TestJWKSDroppedKeyAgesOut(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.set(func(s *opScript) { s.accessTTL = 3 * time.Hour })
+	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = 3 * time.Hour })
 	b := e.browser()
 	b.mustLogin("/private") // tokens of key-1
 	expectServed(t, b.get("/private", nav), "session before the rotation")
 
 	// A config reload: the new handler shares the pooled provider.
 	old := e.h
-	e.h = e.provision(e.op.issuer)
+	e.h = e.provision(e.op.Issuer)
 	if e.h.provider != old.provider {
 		t.Fatal("the reloaded handler does not share the pooled provider")
 	}
@@ -251,7 +253,7 @@ func TestJWKSDroppedKeyAgesOut(t *testing.T) {
 	}
 	old.provider, old.app = nil, nil // cleaned up already
 
-	e.op.rotate(newRSAOPKey("key-2", 1), false) // key-1 is dropped
+	e.op.Rotate(oidctest.NewRSAKey("key-2", 1), false) // key-1 is dropped
 	e.clock.Advance(30 * time.Minute)
 	expectServed(t, b.get("/private", nav), "session within the key set's maximum age")
 	e.expectJWKSFetches(1, "within the maximum age")
@@ -281,10 +283,10 @@ func TestJWKSDroppedKeyAgesOut(t *testing.T) {
 func TestJWKSIdPDownKeepsKeys(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.set(func(s *opScript) { s.accessTTL = 3 * time.Hour })
+	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = 3 * time.Hour })
 	b := e.browser()
 	b.mustLogin("/private")
-	e.op.srv.Close()
+	e.op.Close()
 	e.clock.Advance(jwksDefaultMaxAge + time.Minute)
 	b.get("/private", nav) // wakes the refresher
 	if err := e.waitForFetch(2); err == nil {
@@ -299,11 +301,8 @@ func TestJWKSRefresherStopsOnCleanup(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
 	e.browser().mustLogin("/private")
-	keys := e.h.provider.keys
-	keys.fmu.Lock()
-	running := keys.running
-	keys.fmu.Unlock()
-	if !running {
+	keys := e.h.provider.Keys()
+	if !keys.RefresherStarted() {
 		t.Fatal("no refresher after the first fetch")
 	}
 	if err := e.h.Cleanup(); err != nil {
@@ -311,30 +310,9 @@ func TestJWKSRefresherStopsOnCleanup(t *testing.T) {
 	}
 	e.h.provider, e.h.app = nil, nil
 	select {
-	case <-keys.done:
+	case <-keys.RefresherDone():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the refresher goroutine outlived the provider")
-	}
-}
-
-func TestJWKSMaxAge(t *testing.T) {
-	for _, tc := range []struct {
-		header []string
-		want   time.Duration
-	}{
-		{nil, jwksDefaultMaxAge},
-		{[]string{"no-store"}, jwksDefaultMaxAge},
-		{[]string{"public, max-age=7200"}, 2 * time.Hour},
-		{[]string{"max-age=60"}, jwksMinMaxAge},
-		{[]string{"max-age=9999999999999"}, jwksMaxMaxAge},
-		{[]string{"max-age=-5"}, jwksDefaultMaxAge},
-		{[]string{"max-age=soon"}, jwksDefaultMaxAge},
-		{[]string{"no-cache", `Max-Age="600"`}, 10 * time.Minute},
-	} {
-		h := http.Header{"Cache-Control": tc.header}
-		if got := jwksMaxAge(h); got != tc.want {
-			t.Errorf("Cache-Control %q: max age %v, want %v", tc.header, got, tc.want)
-		}
 	}
 }
 
@@ -345,13 +323,13 @@ func TestJWKSMaxAge(t *testing.T) {
 func TestKeyRotationKidAbsent(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.rotate(newRSAOPKey("", 1), false) // a single key, no kid
+	e.op.Rotate(oidctest.NewRSAKey("", 1), false) // a single key, no kid
 	b := e.browser()
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", nav), "tokens without a kid, one key")
 	e.expectJWKSFetches(1, "one key without a kid")
 
-	e.op.rotate(newRSAOPKey("", 2), true) // two keys without a kid; the new one signs
+	e.op.Rotate(oidctest.NewRSAKey("", 2), true) // two keys without a kid; the new one signs
 	b = e.browser()
 	b.mustLogin("/private")
 	expectServed(t, b.get("/private", nav), "tokens without a kid after a rotation, two keys")
@@ -389,11 +367,11 @@ func TestKeyRotationRefreshWhileJWKSDown(t *testing.T) {
 
 func refreshWhileJWKSDown(t *testing.T, configure ...func(*OIDCAuth)) {
 	e := newITEnv(t, configure...)
-	e.op.set(func(s *opScript) { s.accessTTL = 4 * time.Second })
+	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = 4 * time.Second })
 	b := e.browser()
 	b.mustLogin("/private")
-	e.op.rotate(newRSAOPKey("key-2", 1), false)
-	e.op.set(func(s *opScript) { s.jwksStatus = http.StatusServiceUnavailable })
+	e.op.Rotate(oidctest.NewRSAKey("key-2", 1), false)
+	e.op.Set(func(s *oidctest.Script) { s.JWKSStatus = http.StatusServiceUnavailable })
 
 	e.clock.Advance(5 * time.Second) // the access token has expired
 	res := b.get("/private", nav)
@@ -406,11 +384,11 @@ func refreshWhileJWKSDown(t *testing.T, configure ...func(*OIDCAuth)) {
 		t.Fatalf("API call while the JWKS is down: status %d, Content-Type %q, want 503 JSON", res.StatusCode, res.Header.Get("Content-Type"))
 	}
 	e.expectSessionKept(res, "API call while the JWKS is down")
-	if n := e.op.grants("refresh_token"); n < 1 {
+	if n := e.op.Grants("refresh_token"); n < 1 {
 		t.Fatalf("refresh grants: %d, want the refresh to have reached the token endpoint", n)
 	}
 
-	e.op.set(func(s *opScript) { s.jwksStatus = 0 })
+	e.op.Set(func(s *oidctest.Script) { s.JWKSStatus = 0 })
 	e.clock.Advance(jwksFailRetry)
 	expectServed(t, b.get("/private", nav), "session once the JWKS is back")
 	expectServed(t, b.get("/private", nav), "session after the refreshed cookie was written")
@@ -425,8 +403,8 @@ func TestJWKSFailedFetchRetriedSoon(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
 	e.browser().mustLogin("/private")
-	e.op.rotate(newRSAOPKey("key-2", 1), false)
-	e.op.set(func(s *opScript) { s.jwksStatus = http.StatusInternalServerError })
+	e.op.Rotate(oidctest.NewRSAKey("key-2", 1), false)
+	e.op.Set(func(s *oidctest.Script) { s.JWKSStatus = http.StatusInternalServerError })
 
 	for i, st := range e.loginAll(20, "/private") {
 		if st != http.StatusBadGateway {
@@ -441,7 +419,7 @@ func TestJWKSFailedFetchRetriedSoon(t *testing.T) {
 	}
 	e.expectJWKSFetches(2, "logins within jwksFailRetry of the failed fetch")
 
-	e.op.set(func(s *opScript) { s.jwksStatus = 0 })
+	e.op.Set(func(s *oidctest.Script) { s.JWKSStatus = 0 })
 	e.clock.Advance(jwksFailRetry)
 	b := e.browser()
 	b.mustLogin("/private")
@@ -453,22 +431,19 @@ func TestJWKSFailedFetchRetriedSoon(t *testing.T) {
 // its own, outside the pool; its key set's refresher ends with the check.
 func TestSelfCheckStopsRefresher(t *testing.T) {
 	t.Parallel()
-	op := newFakeOP(t, newITClock())
-	m := &OIDCAuth{Issuer: op.issuer, ClientID: op.clientID, ClientSecret: op.clientSecret, CookieSecret: itCookieSecret}
+	op := oidctest.New(t, oidctest.NewClock())
+	m := &OIDCAuth{Issuer: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret, CookieSecret: itCookieSecret}
 	for _, line := range m.selfCheck(context.Background()) {
 		if !line.ok {
 			t.Fatalf("check: %s", line)
 		}
 	}
-	keys := m.provider.keys
-	keys.fmu.Lock()
-	running := keys.running
-	keys.fmu.Unlock()
-	if !running {
+	keys := m.provider.Keys()
+	if !keys.RefresherStarted() {
 		t.Fatal("the check fetched the JWKS without starting the key set's refresher")
 	}
 	select {
-	case <-keys.done:
+	case <-keys.RefresherDone():
 	default:
 		t.Fatal("the key set's refresher outlived the check")
 	}

@@ -2,13 +2,13 @@ package oidcauth
 
 import (
 	"context"
-
-	"golang.org/x/oauth2"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"go.uber.org/zap"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
@@ -30,8 +30,8 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	now := m.now()
-	idToken := m.cookies.readIDToken(r, m.LogoutPath)
-	s, err := m.cookies.readSession(r)
+	idToken := m.cookies.ReadIDToken(r, m.LogoutPath)
+	s, err := m.cookies.ReadSession(r)
 	if err == nil && !m.sessionAlive(s, now) {
 		// A revoked or expired session (a stale cookie, which can be
 		// replayed at will): nothing to revoke, here or at the IdP.
@@ -46,23 +46,20 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		m.logger.Info("logout", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 		countLogout("rp", "accepted", "")
 	}
-	m.cookies.clearSession(w, r, m.LogoutPath)
-	m.cookies.clearStates(w, r)
-	if _, err := r.Cookie(m.cookies.loopCookieName(r)); err == nil {
-		http.SetCookie(w, newCookie(r, m.cookies.loopCookieName(r), "/", "", -1))
-	}
+	m.cookies.ClearSession(w, r, m.LogoutPath)
+	m.cookies.ClearStates(w, r)
+	m.cookies.ClearLoginLoop(w, r)
 
-	meta, metaErr := m.provider.metadata(r.Context(), now)
+	meta, metaErr := m.provider.Metadata(r.Context())
 	if s != nil && s.RefreshToken != "" && metaErr == nil && meta.Revocation != "" {
 		// Best effort and bounded, in time and in number; the redirect
 		// does not wait for it.
-		select {
-		case m.provider.revocationSlots <- struct{}{}:
+		if release, ok := m.provider.RevocationSlot(); ok {
 			go func() {
-				defer func() { <-m.provider.revocationSlots }()
+				defer release()
 				m.revokeToken(context.WithoutCancel(r.Context()), meta, s.RefreshToken)
 			}()
-		default:
+		} else {
 			m.logger.Warn("too many token revocations under way; the refresh token is not revoked at the identity provider")
 		}
 	}
@@ -118,46 +115,17 @@ func isPrefetch(r *http.Request) bool {
 	return false
 }
 
-// revocationTimeout bounds the RFC 7009 call made at logout, and
-// maxRevocationCalls the number of them under way per provider: beyond
-// it, a logout revokes its session here only.
-const (
-	revocationTimeout  = 5 * time.Second
-	maxRevocationCalls = 16
-)
-
 // revokeToken revokes a refresh token at the IdP (RFC 7009), so that a copy
 // of it is worthless after logout.
 func (m *OIDCAuth) revokeToken(ctx context.Context, meta *metadata, token string) {
-	ctx, cancel := context.WithTimeout(ctx, revocationTimeout)
-	defer cancel()
-	form := url.Values{"token": {token}, "token_type_hint": {"refresh_token"}}
-	basic := m.oauthConfig(meta, "").Endpoint.AuthStyle == oauth2.AuthStyleInHeader
-	if !basic {
-		form.Set("client_id", m.ClientID)
-		form.Set("client_secret", m.ClientSecret)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, meta.Revocation, strings.NewReader(form.Encode()))
-	if err != nil {
+	err := m.client.RevokeRefreshToken(ctx, meta, token)
+	var se *oidc.StatusError
+	switch {
+	case errors.As(err, &se):
+		m.logger.Warn("token revocation refused", zap.Int("status", se.Code))
+	case err != nil:
 		m.logger.Warn("token revocation failed", zap.Error(err))
-		return
+	default:
+		m.logger.Debug("refresh token revoked at the identity provider")
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if basic {
-		req.SetBasicAuth(url.QueryEscape(m.ClientID), url.QueryEscape(m.ClientSecret))
-	}
-	start := time.Now()
-	resp, err := m.provider.client.Do(req)
-	observeIdP("revocation", start)
-	m.provider.tracker.record("revocation", callOutcome(resp, err))
-	if err != nil {
-		m.logger.Warn("token revocation failed", zap.Error(err))
-		return
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		m.logger.Warn("token revocation refused", zap.Int("status", resp.StatusCode))
-		return
-	}
-	m.logger.Debug("refresh token revoked at the identity provider")
 }

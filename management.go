@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -59,7 +60,7 @@ type management struct {
 	ttl     time.Duration
 	client  *http.Client
 	logger  *zap.Logger
-	tracker *idpTracker
+	tracker *oidc.Tracker
 
 	tokMu     sync.Mutex
 	tokens    oauth2.TokenSource
@@ -108,10 +109,10 @@ func (m *OIDCAuth) newManagement() *management {
 	}
 	return &management{
 		cfg: mc, baseURL: strings.TrimSuffix(firstNonEmpty(mc.BaseURL, m.Issuer), "/"),
-		ttl: ttl, client: m.provider.client, logger: m.logger, tracker: m.provider.tracker,
+		ttl: ttl, client: m.provider.HTTPClient(), logger: m.logger, tracker: m.provider.Tracker(),
 		users: map[string]*membershipEntry{},
 		newTokens: func(ctx context.Context) (oauth2.TokenSource, error) {
-			meta, err := m.provider.metadata(ctx, m.now())
+			meta, err := m.provider.Metadata(ctx)
 			tokenURL := mc.TokenURL
 			if tokenURL == "" {
 				if err != nil {
@@ -126,8 +127,8 @@ func (m *OIDCAuth) newManagement() *management {
 			cc := &clientcredentials.Config{ClientID: m.ClientID, ClientSecret: m.ClientSecret, TokenURL: tokenURL, AuthStyle: style}
 			// Cached until shortly before it expires; requests go through
 			// the provider's bounded, non-redirecting client.
-			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, m.provider.client)
-			return oauth2.ReuseTokenSource(nil, recordedTokenSource{cc.TokenSource(tctx), m.provider.tracker}), nil
+			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, m.provider.HTTPClient())
+			return oauth2.ReuseTokenSource(nil, m.provider.Tracker().RecordedTokenSource(cc.TokenSource(tctx))), nil
 		},
 	}
 }
@@ -182,7 +183,7 @@ func (mg *management) memberships(ctx context.Context, sub string) []membership 
 func (mg *management) fetch(ctx context.Context, sub string) ([]membership, error) {
 	tok, err := mg.token(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("client-credentials token: %s", describeTokenError(err))
+		return nil, fmt.Errorf("client-credentials token: %s", oidc.DescribeTokenError(err))
 	}
 	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
 	defer cancel()
@@ -195,7 +196,7 @@ func (mg *management) fetch(ctx context.Context, sub string) ([]membership, erro
 	start := time.Now()
 	resp, err := mg.client.Do(req)
 	observeIdP("management", start)
-	mg.tracker.record("management", callOutcome(resp, err))
+	mg.tracker.Record("management", oidc.CallOutcome(resp, err))
 	if err != nil {
 		return nil, err
 	}

@@ -146,10 +146,10 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 	if got, known := repl.GetString("http.auth.user.organizations"); !known || got != "" {
 		t.Errorf("organizations = %q (known %v), want known and empty", got, known)
 	}
-	if st := m.provider.tracker.state(); !st.down() || st.LastFailure.Endpoint != "management" || !strings.Contains(st.LastFailure.Error, "HTTP 500") {
+	if st := m.provider.Tracker().State(); !st.Down() || st.LastFailure.Endpoint != "management" || !strings.Contains(st.LastFailure.Error, "HTTP 500") {
 		t.Errorf("after the API answered 500: %+v, want the management endpoint failing", st)
 	}
-	if st := m.provider.tracker.state(); st.LastFailure != nil && strings.Contains(st.LastFailure.Error, "user-") {
+	if st := m.provider.Tracker().State(); st.LastFailure != nil && strings.Contains(st.LastFailure.Error, "user-") {
 		t.Errorf("the recorded error names the user: %q", st.LastFailure.Error)
 	}
 
@@ -166,7 +166,7 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 		t.Fatalf("refused client credentials blocked the request: %d", rec.Code)
 	}
 	// Refused credentials are an IdP that is up.
-	if st := m2.provider.tracker.state(); st.down() || st.LastSuccess == nil || st.LastSuccess.Endpoint != "token" {
+	if st := m2.provider.Tracker().State(); st.Down() || st.LastSuccess == nil || st.LastSuccess.Endpoint != "token" {
 		t.Errorf("after the token endpoint refused the client: %+v, want up", st)
 	}
 }

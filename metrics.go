@@ -97,3 +97,48 @@ func countRejected(reason string)      { metrics.rejected.WithLabelValues(reason
 func countLogout(kind, result, reason string) {
 	metrics.logouts.WithLabelValues(kind, result, reason).Inc()
 }
+
+// metricsReporter records what the oidc package measures in the metrics.
+type metricsReporter struct{}
+
+func (metricsReporter) IdPCall(endpoint string) func() {
+	start := time.Now()
+	return func() { observeIdP(endpoint, start) }
+}
+
+func (metricsReporter) JWKSFetch(reason, result string) {
+	metrics.jwksFetches.WithLabelValues(reason, result).Inc()
+}
+
+func (metricsReporter) IdPUp(issuer string, up bool, at time.Time) {
+	if !up {
+		metrics.idpUp.WithLabelValues(issuer).Set(0)
+		return
+	}
+	metrics.idpUp.WithLabelValues(issuer).Set(1)
+	metrics.idpLastSuccess.WithLabelValues(issuer).Set(float64(at.UnixNano()) / 1e9)
+}
+
+// Every provider of an issuer shares its gauges; they are removed when the
+// last one goes, so an issuer no configuration uses any more leaves none.
+var issuerGauges = struct {
+	sync.Mutex
+	users map[string]int
+}{users: map[string]int{}}
+
+func acquireGauges(issuer string) {
+	issuerGauges.Lock()
+	issuerGauges.users[issuer]++
+	issuerGauges.Unlock()
+}
+
+func releaseGauges(issuer string) {
+	issuerGauges.Lock()
+	defer issuerGauges.Unlock()
+	if issuerGauges.users[issuer]--; issuerGauges.users[issuer] > 0 {
+		return
+	}
+	delete(issuerGauges.users, issuer)
+	metrics.idpUp.DeleteLabelValues(issuer)
+	metrics.idpLastSuccess.DeleteLabelValues(issuer)
+}

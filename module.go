@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -224,8 +226,9 @@ type OIDCAuth struct {
 	postLogoutURL   *url.URL
 	sessionLifetime time.Duration
 	probeInterval   time.Duration
-	cookies         *cookieCodec
+	cookies         *cookie.Codec
 	provider        *provider
+	client          *oidc.Client // the protocol, with m.now as its clock
 	providerKey     string
 	app             *appState
 	appKey          string
@@ -294,7 +297,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	for _, p := range m.PreviousCookieSecrets {
 		previous = append(previous, []byte(p))
 	}
-	if m.cookies, err = newCookieCodec(secret, m.Issuer, m.ClientID, m.CookieName, previous...); err != nil {
+	if m.cookies, err = cookie.New(secret, m.Issuer, m.ClientID, m.CookieName, previous...); err != nil {
 		return fmt.Errorf("cookie_secret: %w", err)
 	}
 
@@ -305,21 +308,20 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			Token:         m.TokenEndpoint,
 			JWKS:          m.JWKSURI,
 			EndSession:    m.EndSessionEndpoint,
-		})
-		p.now = m.now
-		p.tracker.logger = m.logger
-		p.tracker.acquireGauges()
+		}, m.now, m.logger)
+		p.pooled = true
+		acquireGauges(m.Issuer)
 		// The first probe waits an interval: Provision (which also runs
 		// for caddy validate) makes no request.
-		p.prober = newProber(p.probe)
-		p.prober.start()
+		p.StartProbe()
 		return p, nil
 	})
 	if err != nil {
 		return err
 	}
 	m.provider = val.(*provider)
-	m.provider.prober.use(m.probeInterval)
+	m.provider.UseProbeInterval(m.probeInterval)
+	m.newClient()
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
@@ -348,7 +350,7 @@ func (m *OIDCAuth) Validate() error {
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
 	if m.provider != nil {
-		m.provider.prober.release(m.probeInterval)
+		m.provider.ReleaseProbeInterval(m.probeInterval)
 		if _, err := providers.Delete(m.providerKey); err != nil {
 			return err
 		}
@@ -512,9 +514,9 @@ func (m *OIDCAuth) checkConfig() error {
 	}
 	switch d := time.Duration(m.HealthProbeInterval); {
 	case d == 0:
-		m.probeInterval = defaultProbeInterval
-	case d < minProbeInterval:
-		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", minProbeInterval, d)
+		m.probeInterval = oidc.DefaultProbeInterval
+	case d < oidc.MinProbeInterval:
+		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", oidc.MinProbeInterval, d)
 	default:
 		m.probeInterval = d
 	}

@@ -42,9 +42,9 @@ func (m *OIDCAuth) refreshCall(refreshToken, sub string, fresh func(*tokenSet) b
 			case err == nil:
 				out.Tokens = ts
 			case errors.As(err, &refused):
-				out.Refused = refused.err.Error()
+				out.Refused = refused.Err.Error()
 			case errors.As(err, &unverified):
-				out.Next, ttl = unverified.next, m.sessionLifetime
+				out.Next, ttl = unverified.Next, m.sessionLifetime
 			}
 			if out.Tokens == nil && out.Refused == "" && out.Next == "" {
 				return "", 0
@@ -53,7 +53,7 @@ func (m *OIDCAuth) refreshCall(refreshToken, sub string, fresh func(*tokenSet) b
 			if merr != nil {
 				return "", 0
 			}
-			return m.cookies.seal(m.outcomePurpose(key, sub), raw), ttl
+			return m.cookies.Seal(m.outcomePurpose(key, sub), raw), ttl
 		},
 		Open: func(key, sealed string) (*tokenSet, bool, string, error) {
 			out := m.openOutcome(sealed, key, sub)
@@ -61,7 +61,7 @@ func (m *OIDCAuth) refreshCall(refreshToken, sub string, fresh func(*tokenSet) b
 			case out == nil:
 				return nil, false, "", nil
 			case out.Refused != "":
-				return nil, true, "", &refreshFailed{errors.New(out.Refused)}
+				return nil, true, "", &refreshFailed{Err: errors.New(out.Refused)}
 			case out.Tokens != nil && out.Tokens.Subject == sub && time.Now().Before(refreshTime(time.Now(), out.Tokens.Expiry)):
 				return out.Tokens, true, "", nil
 			}
@@ -85,7 +85,7 @@ func (m *OIDCAuth) outcomePurpose(key, sub string) string {
 // sub; nil when it was sealed for another key, user or client, or
 // tampered with.
 func (m *OIDCAuth) openOutcome(sealed, key, sub string) *sharedOutcome {
-	raw, err := m.cookies.open(m.outcomePurpose(key, sub), sealed)
+	raw, err := m.cookies.Open(m.outcomePurpose(key, sub), sealed)
 	if err != nil {
 		return nil
 	}

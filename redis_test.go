@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // startTestRedis runs a redis-server on a free loopback port for one test
@@ -69,15 +70,15 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 	t.Parallel()
 	redisURL := startTestRedis(t)
 	e := newITEnv(t, func(h *OIDCAuth) { h.Store = redisURL })
-	e.op.set(func(s *opScript) { s.accessTTL = time.Minute })
+	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = time.Minute })
 
-	e.op.setUser("alice", "alice@example.com", "sid-alice")
+	e.op.SetUser("alice", "alice@example.com", "sid-alice")
 	alice := e.browser()
 	alice.mustLogin("/private")
-	e.op.setUser("mallory", "mallory@example.com", "sid-mallory")
+	e.op.SetUser("mallory", "mallory@example.com", "sid-mallory")
 	mallory := e.browser()
 	mallory.mustLogin("/private")
-	malloryRT := e.op.lastRefreshToken
+	malloryRT := e.lastRefreshToken()
 	if res := mallory.get("/private", api); res.user != "mallory" {
 		t.Fatalf("Mallory before the attack: user %q (status %d)", res.user, res.StatusCode)
 	}
@@ -112,7 +113,7 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 	if res.user != "mallory" {
 		t.Fatalf("Mallory's session: user %q, want mallory", res.user)
 	}
-	if n := e.op.grants("refresh_token"); n != 2 {
+	if n := e.op.Grants("refresh_token"); n != 2 {
 		t.Errorf("refresh grants: %d, want 2 (Alice's and Mallory's own)", n)
 	}
 }
@@ -121,7 +122,7 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 // user it was sealed for.
 func TestRefreshOutcomeBound(t *testing.T) {
 	m := newUnitHandler(t, nil)
-	sealed := m.cookies.seal(m.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
+	sealed := m.cookies.Seal(m.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
 	if m.openOutcome(sealed, "key-a", "alice") == nil {
 		t.Fatal("outcome does not open under its own key and user")
 	}
@@ -130,7 +131,7 @@ func TestRefreshOutcomeBound(t *testing.T) {
 			t.Errorf("outcome sealed for key-a/alice opens under %s/%s", c[0], c[1])
 		}
 	}
-	if m.openOutcome(m.cookies.seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
+	if m.openOutcome(m.cookies.Seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
 		t.Error("an outcome sealed with the bare purpose opens")
 	}
 }

@@ -8,55 +8,57 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // TestIDTokenChecks: each ID token defect makes the callback fail with 400
 // and no session.
 func TestIDTokenChecks(t *testing.T) {
 	t.Parallel()
-	claims := func(f func(e *itEnv, c map[string]any)) func(e *itEnv, s *opScript) {
-		return func(e *itEnv, s *opScript) {
-			s.idClaims = func(grant string, c map[string]any) { f(e, c) }
+	claims := func(f func(e *itEnv, c map[string]any)) func(e *itEnv, s *oidctest.Script) {
+		return func(e *itEnv, s *oidctest.Script) {
+			s.IDClaims = func(grant string, c map[string]any) { f(e, c) }
 		}
 	}
-	sign := func(f func(e *itEnv, c map[string]any) string) func(e *itEnv, s *opScript) {
-		return func(e *itEnv, s *opScript) {
-			s.signID = func(c map[string]any) string { return f(e, c) }
+	sign := func(f func(e *itEnv, c map[string]any) string) func(e *itEnv, s *oidctest.Script) {
+		return func(e *itEnv, s *oidctest.Script) {
+			s.SignID = func(c map[string]any) string { return f(e, c) }
 		}
 	}
 	tests := []struct {
 		name   string
-		script func(e *itEnv, s *opScript)
+		script func(e *itEnv, s *oidctest.Script)
 	}{
 		{"bad signature (other key, same kid)", sign(func(e *itEnv, c map[string]any) string {
-			return newRSAOPKey("key-1", 1).sign(c, "JWT")
+			return oidctest.NewRSAKey("key-1", 1).Sign(c, "JWT")
 		})},
 		{"tampered payload", sign(func(e *itEnv, c map[string]any) string {
-			good := e.op.active.sign(c, "JWT")
+			good := e.op.ActiveKey().Sign(c, "JWT")
 			c["sub"] = "admin"
-			forged := e.op.active.sign(c, "JWT")
+			forged := e.op.ActiveKey().Sign(c, "JWT")
 			g, f := strings.Split(good, "."), strings.Split(forged, ".")
 			return g[0] + "." + f[1] + "." + g[2]
 		})},
-		{"alg none", sign(func(e *itEnv, c map[string]any) string { return signNone(c, "key-1") })},
-		{"alg none without kid", sign(func(e *itEnv, c map[string]any) string { return signNone(c, "") })},
+		{"alg none", sign(func(e *itEnv, c map[string]any) string { return oidctest.SignNone(c, "key-1") })},
+		{"alg none without kid", sign(func(e *itEnv, c map[string]any) string { return oidctest.SignNone(c, "") })},
 		{"HS256 with the client secret", sign(func(e *itEnv, c map[string]any) string {
-			return signHS256(c, []byte(e.op.clientSecret), "key-1")
+			return oidctest.SignHS256(c, []byte(e.op.ClientSecret), "key-1")
 		})},
 		{"HS256 with the public key bytes", sign(func(e *itEnv, c map[string]any) string {
-			return signHS256(c, publicKeyPEM(&testRSAKey(0).PublicKey), "key-1")
+			return oidctest.SignHS256(c, oidctest.PublicKeyPEM(&oidctest.RSAKey(0).PublicKey), "key-1")
 		})},
 		{"unknown kid", sign(func(e *itEnv, c map[string]any) string {
-			return newRSAOPKey("no-such-key", 2).sign(c, "JWT")
+			return oidctest.NewRSAKey("no-such-key", 2).Sign(c, "JWT")
 		})},
 		{"wrong iss", claims(func(e *itEnv, c map[string]any) { c["iss"] = "https://evil.example" })},
-		{"iss with trailing slash", claims(func(e *itEnv, c map[string]any) { c["iss"] = e.op.issuer + "/" })},
+		{"iss with trailing slash", claims(func(e *itEnv, c map[string]any) { c["iss"] = e.op.Issuer + "/" })},
 		{"wrong aud", claims(func(e *itEnv, c map[string]any) { c["aud"] = "other-client" })},
 		{"several aud without azp", claims(func(e *itEnv, c map[string]any) {
-			c["aud"] = []string{e.op.clientID, "other-client"}
+			c["aud"] = []string{e.op.ClientID, "other-client"}
 		})},
 		{"azp of another client", claims(func(e *itEnv, c map[string]any) {
-			c["aud"] = []string{e.op.clientID, "other-client"}
+			c["aud"] = []string{e.op.ClientID, "other-client"}
 			c["azp"] = "other-client"
 		})},
 		{"azp of another client, single aud", claims(func(e *itEnv, c map[string]any) { c["azp"] = "other-client" })},
@@ -69,29 +71,27 @@ func TestIDTokenChecks(t *testing.T) {
 		})},
 		{"missing sub", claims(func(e *itEnv, c map[string]any) { delete(c, "sub") })},
 		{"empty sub", claims(func(e *itEnv, c map[string]any) { c["sub"] = "" })},
-		{"missing sub, opaque access token", func(e *itEnv, s *opScript) {
-			s.opaque = true
-			s.idClaims = func(grant string, c map[string]any) { delete(c, "sub") }
+		{"missing sub, opaque access token", func(e *itEnv, s *oidctest.Script) {
+			s.Opaque = true
+			s.IDClaims = func(grant string, c map[string]any) { delete(c, "sub") }
 		}},
 		{"expired exp", claims(func(e *itEnv, c map[string]any) {
 			c["iat"] = e.clock.Now().Add(-2 * time.Hour).Unix()
 			c["exp"] = e.clock.Now().Add(-time.Hour).Unix()
 		})},
 		{"missing exp", claims(func(e *itEnv, c map[string]any) { delete(c, "exp") })},
-		{"at_hash mismatch", func(e *itEnv, s *opScript) { s.atHash = accessTokenHash("another access token") }},
-		{"ES256 not in the discovered algorithms", func(e *itEnv, s *opScript) {
-			k := newECOPKey("ec-1")
-			e.op.published = append(e.op.published, k)
-			e.op.active = k
+		{"at_hash mismatch", func(e *itEnv, s *oidctest.Script) { s.ATHash = oidctest.AccessTokenHash("another access token") }},
+		{"ES256 not in the discovered algorithms", func(e *itEnv, s *oidctest.Script) {
+			k := oidctest.NewECKey("ec-1")
+			s.ExtraKeys = append(s.ExtraKeys, k)
+			e.op.SignWith(k)
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
-			e.op.mu.Lock()
-			tc.script(e, &e.op.script)
-			e.op.mu.Unlock()
+			e.op.Set(func(s *oidctest.Script) { tc.script(e, s) })
 			b := e.browser()
 			res := b.login("/private")
 			if res.StatusCode != http.StatusBadRequest {
@@ -108,35 +108,33 @@ func TestIDTokenAccepted(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		script func(e *itEnv, s *opScript)
+		script func(e *itEnv, s *oidctest.Script)
 	}{
-		{"ES256 when discovered", func(e *itEnv, s *opScript) {
-			s.discovery = map[string]any{"id_token_signing_alg_values_supported": []string{"RS256", "ES256"}}
-			k := newECOPKey("ec-1")
-			e.op.published = append(e.op.published, k)
-			e.op.active = k
+		{"ES256 when discovered", func(e *itEnv, s *oidctest.Script) {
+			s.Discovery = map[string]any{"id_token_signing_alg_values_supported": []string{"RS256", "ES256"}}
+			k := oidctest.NewECKey("ec-1")
+			s.ExtraKeys = append(s.ExtraKeys, k)
+			e.op.SignWith(k)
 		}},
-		{"several aud with our azp", func(e *itEnv, s *opScript) {
-			s.idClaims = func(grant string, c map[string]any) {
-				c["aud"] = []string{e.op.clientID, "other-client"}
-				c["azp"] = e.op.clientID
+		{"several aud with our azp", func(e *itEnv, s *oidctest.Script) {
+			s.IDClaims = func(grant string, c map[string]any) {
+				c["aud"] = []string{e.op.ClientID, "other-client"}
+				c["azp"] = e.op.ClientID
 			}
-			s.accessClaims = func(grant string, c map[string]any) { c["aud"] = []string{e.op.clientID, "api"} }
+			s.AccessClaims = func(grant string, c map[string]any) { c["aud"] = []string{e.op.ClientID, "api"} }
 		}},
-		{"no at_hash", func(e *itEnv, s *opScript) {
-			s.idClaims = func(grant string, c map[string]any) { delete(c, "at_hash") }
+		{"no at_hash", func(e *itEnv, s *oidctest.Script) {
+			s.IDClaims = func(grant string, c map[string]any) { delete(c, "at_hash") }
 		}},
-		{"iat a little in the future (clock skew)", func(e *itEnv, s *opScript) {
-			s.idClaims = func(grant string, c map[string]any) { c["iat"] = e.clock.Now().Add(time.Minute).Unix() }
+		{"iat a little in the future (clock skew)", func(e *itEnv, s *oidctest.Script) {
+			s.IDClaims = func(grant string, c map[string]any) { c["iat"] = e.clock.Now().Add(time.Minute).Unix() }
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
-			e.op.mu.Lock()
-			tc.script(e, &e.op.script)
-			e.op.mu.Unlock()
+			e.op.Set(func(s *oidctest.Script) { tc.script(e, s) })
 			b := e.browser()
 			b.mustLogin("/private")
 			expectServed(t, b.get("/private", api), "request after login")
@@ -160,17 +158,17 @@ var accessDefects = []accessDefect{
 	}},
 	{name: "missing iat", claims: func(e *itEnv, c map[string]any) { delete(c, "iat") }},
 	{name: "bad signature", sign: func(e *itEnv, c map[string]any) string {
-		return newRSAOPKey(e.op.active.kid, 3).sign(c, "at+jwt") // called with the OP lock held
+		return oidctest.NewRSAKey(e.op.ActiveKey().KID, 3).Sign(c, "at+jwt") // called with the OP lock held
 	}},
-	{name: "alg none", sign: func(e *itEnv, c map[string]any) string { return signNone(c, "key-1") }},
+	{name: "alg none", sign: func(e *itEnv, c map[string]any) string { return oidctest.SignNone(c, "key-1") }},
 }
 
-func (d accessDefect) apply(e *itEnv, s *opScript) {
+func (d accessDefect) apply(e *itEnv, s *oidctest.Script) {
 	if d.claims != nil {
-		s.accessClaims = func(grant string, c map[string]any) { d.claims(e, c) }
+		s.AccessClaims = func(grant string, c map[string]any) { d.claims(e, c) }
 	}
 	if d.sign != nil {
-		s.signAccess = func(c map[string]any) string { return d.sign(e, c) }
+		s.SignAccess = func(c map[string]any) string { return d.sign(e, c) }
 	}
 }
 
@@ -182,7 +180,7 @@ func TestAccessTokenChecks(t *testing.T) {
 		t.Run(d.name+"/at login", func(t *testing.T) {
 			t.Parallel()
 			e := newITEnv(t)
-			e.op.set(func(s *opScript) { d.apply(e, s) })
+			e.op.Set(func(s *oidctest.Script) { d.apply(e, s) })
 			b := e.browser()
 			res := b.login("/private")
 			if res.StatusCode != http.StatusBadRequest {
@@ -194,14 +192,14 @@ func TestAccessTokenChecks(t *testing.T) {
 		t.Run(d.name+"/from a refresh", func(t *testing.T) {
 			t.Parallel()
 			e, b := refreshEnv(t, nil)
-			e.op.set(func(s *opScript) {
-				s.accessClaims = func(grant string, c map[string]any) {
+			e.op.Set(func(s *oidctest.Script) {
+				s.AccessClaims = func(grant string, c map[string]any) {
 					if grant == "refresh_token" && d.claims != nil {
 						d.claims(e, c)
 					}
 				}
 				if d.sign != nil {
-					s.signAccess = func(c map[string]any) string { return d.sign(e, c) }
+					s.SignAccess = func(c map[string]any) string { return d.sign(e, c) }
 				}
 			})
 			apiClient := b.clone()
@@ -217,13 +215,13 @@ func TestAccessTokenChecks(t *testing.T) {
 			b.mustLogin("/private") // discovery and JWKS in place
 			now := e.clock.Now()
 			c := map[string]any{
-				"iss": e.op.issuer, "aud": []string{e.op.clientID}, "sub": "user-1",
+				"iss": e.op.Issuer, "aud": []string{e.op.ClientID}, "sub": "user-1",
 				"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
 			}
 			if d.claims != nil {
 				d.claims(e, c)
 			}
-			tok := e.op.activeKey().sign(c, "at+jwt")
+			tok := e.op.ActiveKey().Sign(c, "at+jwt")
 			if d.sign != nil {
 				tok = d.sign(e, c)
 			}
@@ -240,8 +238,8 @@ func TestAccessTokenChecks(t *testing.T) {
 		b := e.browser()
 		b.mustLogin("/private")
 		now := e.clock.Now()
-		tok := e.op.activeKey().sign(map[string]any{
-			"iss": e.op.issuer, "aud": []string{e.op.clientID}, "sub": "user-1",
+		tok := e.op.ActiveKey().Sign(map[string]any{
+			"iss": e.op.Issuer, "aud": []string{e.op.ClientID}, "sub": "user-1",
 			"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
 		}, "at+jwt")
 		plantSession(t, e, b, tok, now.Add(10*time.Minute))
@@ -265,7 +263,7 @@ func plantSession(t *testing.T, e *itEnv, b *itBrowser, tok string, exp time.Tim
 	}
 	req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/", nil)
 	rec := httptest.NewRecorder()
-	if err := e.h.cookies.writeSession(rec, req, s, 3600); err != nil {
+	if err := e.h.cookies.WriteSession(rec, req, s, 3600); err != nil {
 		t.Fatal(err)
 	}
 	b.store(rec.Result())
@@ -274,10 +272,10 @@ func plantSession(t *testing.T, e *itEnv, b *itBrowser, tok string, exp time.Tim
 func TestOpaqueAccessToken(t *testing.T) {
 	t.Parallel()
 	e := newITEnv(t)
-	e.op.set(func(s *opScript) {
-		s.opaque = true
-		s.accessTTL = 5 * time.Minute
-		s.noRefreshToken = true
+	e.op.Set(func(s *oidctest.Script) {
+		s.Opaque = true
+		s.AccessTTL = 5 * time.Minute
+		s.NoRefreshToken = true
 	})
 	b := e.browser()
 	b.mustLogin("/private")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of the package for a while each.
+# Runs every fuzz target of the module's packages for a while each.
 # Usage: bash scripts/fuzz.sh [seconds per target, default 10]
-# Inputs that fail are written to testdata/fuzz/<FuzzName>/ and make the
-# script exit non-zero; `go test` then replays them on every run.
+# Inputs that fail are written to <package>/testdata/fuzz/<FuzzName>/ and
+# make the script exit non-zero; `go test` then replays them on every run.
 set -euo pipefail
 
 # The Go release these scripts build and test with (see the README's "Go toolchain"):
@@ -24,11 +24,17 @@ go1.[0-9] | go1.[0-9].* | go1.1[0-9] | go1.1[0-9].* | go1.2[0-6] | go1.2[0-6].*)
 esac
 
 secs="${1:-10}"
-targets="$(go test -list '^Fuzz' . | grep '^Fuzz')"
-for target in $targets; do
-	echo "== fuzz $target (${secs}s)"
-	# No minimizing: a minimization still running when the fuzz time ends
-	# is reported by Go as a failure ("context deadline exceeded") though
-	# nothing failed. A crasher is still reported and saved, unminimized.
-	go test -run '^$' -fuzz "^${target}\$" -fuzztime "${secs}s" -fuzzminimizetime 0 -parallel 2 .
+# Every package of the module, one at a time (go test -fuzz takes one
+# package); xcaddy-test/ is a module of its own with no fuzz target. A
+# failing `go test -list` stops the script.
+packages="$(go list ./... | sed '/\/xcaddy-test/d')"
+for pkg in $packages; do
+	targets="$(go test -list '^Fuzz' "$pkg" | sed -n '/^Fuzz/p')"
+	for target in $targets; do
+		echo "== fuzz $target in $pkg (${secs}s)"
+		# No minimizing: a minimization still running when the fuzz time ends
+		# is reported by Go as a failure ("context deadline exceeded") though
+		# nothing failed. A crasher is still reported and saved, unminimized.
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${secs}s" -fuzzminimizetime 0 -parallel 2 "$pkg"
+	done
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the module, its tests and the end-to-end package for known vulnerabilities that
+# Checks the module, its tests and the end-to-end module for known vulnerabilities that
 # the code can reach, fully offline: the Go vulnerability database comes from the module
 # proxy as the module golang.org/x/vulndb at a pinned version, is indexed once with that
 # module's own indexdb command, and is cached. Exits non-zero when govulncheck finds a
@@ -41,5 +41,11 @@ if [ ! -f "$db/index/db.json" ]; then
 fi
 
 echo "vulncheck: govulncheck $govulncheck_version, $GOTOOLCHAIN, database $vulndb_version"
-# -test with the e2e tag covers the module, its tests and xcaddy-test/ (test files only).
-"$bin/govulncheck" -db "file://$db" -test -tags e2e ./...
+# The module with its tests, then xcaddy-test/, a module of its own (test files only,
+# behind the e2e tag): a finding in either fails the script.
+status=0
+echo "vulncheck: the module ($(go list -m))"
+"$bin/govulncheck" -db "file://$db" -test ./... || status=$?
+echo "vulncheck: the end-to-end module (xcaddy-test/)"
+(cd xcaddy-test && "$bin/govulncheck" -db "file://$db" -test -tags e2e ./...) || status=$?
+exit "$status"

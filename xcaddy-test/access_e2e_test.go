@@ -3,10 +3,6 @@
 package e2e
 
 import (
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // Access control and identity: require rules per path, the identity that
@@ -96,18 +94,10 @@ func withBearer(t *testing.T, rawURL, token string, kind http.Header) *page {
 	return newBrowser(t).do(http.MethodGet, rawURL, hdr, nil)
 }
 
-// forgeJWT signs claims with key (RS256) under the given kid.
-func forgeJWT(t *testing.T, key *rsa.PrivateKey, kid string, claims map[string]any) string {
-	t.Helper()
-	h, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "at+jwt", "kid": kid})
-	p, _ := json.Marshal(claims)
-	input := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p)
-	sum := sha256.Sum256([]byte(input))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+// forgeJWT signs claims as an at+jwt under the given kid with an RSA key
+// the IdP never had.
+func forgeJWT(kid string, claims map[string]any) string {
+	return oidctest.NewRSAKey(kid, 2).Sign(claims, "at+jwt")
 }
 
 // idpKid is the kid of the IdP's signing key.
@@ -567,18 +557,14 @@ http://127.0.0.1:%d {
 	refused("payload changed, signature kept", withBearer(t, appA+"/whoami", parts[0]+"."+base64.RawURLEncoding.EncodeToString(payload)+"."+parts[2], apiCall))
 	refused("not a JWT", withBearer(t, appA+"/whoami", "opaque-token-value", apiCall))
 
-	// Forged tokens: a fresh RSA key under the IdP's kid.
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Forged tokens: another RSA key under the IdP's kid.
 	kid := idpKid(t, i)
 	now := time.Now().Unix()
 	forgedClaims := func(iss string) map[string]any {
 		return map[string]any{"iss": iss, "sub": "usr_alice", "aud": []string{"app-a"}, "iat": now, "exp": now + 300, "client_id": "app-a"}
 	}
-	refused("forged token with a wrong issuer", withBearer(t, appA+"/whoami", forgeJWT(t, key, kid, forgedClaims("http://evil.example")), apiCall))
-	refused("forged token with the right issuer", withBearer(t, appA+"/whoami", forgeJWT(t, key, kid, forgedClaims(i.Issuer)), apiCall))
+	refused("forged token with a wrong issuer", withBearer(t, appA+"/whoami", forgeJWT(kid, forgedClaims("http://evil.example")), apiCall))
+	refused("forged token with the right issuer", withBearer(t, appA+"/whoami", forgeJWT(kid, forgedClaims(i.Issuer)), apiCall))
 
 	// A token of another client: refused unless its audience is listed.
 	if j := b.login(appB+"/", "alice", "alice-password"); j.final.Status != http.StatusOK {

@@ -9,11 +9,6 @@ package e2e
 
 import (
 	"bufio"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,22 +19,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
-// atkIdP is a minimal OpenID Provider that approves every login at once.
+// atkIdP is the in-process OpenID Provider of package oidctest, which
+// approves every login at once, with a token endpoint that can answer
+// garbage or never end.
 type atkIdP struct {
-	srv      *httptest.Server
-	key      *rsa.PrivateKey
-	mu       sync.Mutex
-	codes    map[string][2]string // code -> nonce, code_challenge
-	mode     atomic.Value         // token endpoint: "", "garbage", "endless"
-	streamed atomic.Int64         // bytes of an endless answer written
+	*oidctest.Provider
+	mode     atomic.Value // token endpoint: "", "garbage", "endless"
+	streamed atomic.Int64 // bytes of an endless answer written
 }
 
 const (
@@ -50,67 +43,22 @@ const (
 
 func newAtkIdP(t *testing.T) *atkIdP {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &atkIdP{key: key, codes: map[string][2]string{}}
+	p := &atkIdP{Provider: oidctest.New(t, nil)}
+	p.ClientID, p.ClientSecret = atkClientID, atkClientSecret
+	p.SetUser("usr_atk", "atk@example.com", "sid_atk")
 	p.mode.Store("")
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		atkJSON(w, map[string]any{
-			"issuer": p.srv.URL, "authorization_endpoint": p.srv.URL + "/authorize", "token_endpoint": p.srv.URL + "/token",
-			"jwks_uri": p.srv.URL + "/jwks", "end_session_endpoint": p.srv.URL + "/logout",
-			"response_types_supported": []string{"code"}, "subject_types_supported": []string{"public"},
-			"id_token_signing_alg_values_supported": []string{"RS256"},
-		})
-	})
-	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
-		atkJSON(w, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
-	})
-	mux.HandleFunc("GET /authorize", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		b := make([]byte, 12)
-		rand.Read(b)
-		code := hex.EncodeToString(b)
-		p.mu.Lock()
-		p.codes[code] = [2]string{q.Get("nonce"), q.Get("code_challenge")}
-		p.mu.Unlock()
-		back := url.Values{"code": {code}, "state": {q.Get("state")}, "iss": {p.srv.URL}}
-		http.Redirect(w, r, q.Get("redirect_uri")+"?"+back.Encode(), http.StatusFound)
-	})
-	mux.HandleFunc("GET /logout", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "idp signed out") })
-	mux.HandleFunc("POST /token", p.token)
-	p.srv = httptest.NewServer(mux)
-	t.Cleanup(p.srv.Close)
+	p.Set(func(s *oidctest.Script) { s.Token = p.misbehave })
 	return p
 }
 
-func atkJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func (p *atkIdP) sign(claims map[string]any, typ string) string {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: p.key, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
-	if err != nil {
-		panic(err)
-	}
-	payload, _ := json.Marshal(claims)
-	jws, err := s.Sign(payload)
-	if err != nil {
-		panic(err)
-	}
-	out, _ := jws.CompactSerialize()
-	return out
-}
-
-func (p *atkIdP) token(w http.ResponseWriter, r *http.Request) {
+// misbehave answers the token request itself in the garbage and endless
+// modes.
+func (p *atkIdP) misbehave(w http.ResponseWriter, r *http.Request, grant string) bool {
 	switch p.mode.Load().(string) {
 	case "garbage":
 		w.Header().Set("Content-Type", "text/html")
 		io.WriteString(w, "<html>maintenance</html>")
-		return
+		return true
 	case "endless":
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"access_token":"`)
@@ -119,30 +67,12 @@ func (p *atkIdP) token(w http.ResponseWriter, r *http.Request) {
 			n, err := w.Write(chunk)
 			p.streamed.Add(int64(n))
 			if err != nil {
-				return
+				break
 			}
 		}
-		return
+		return true
 	}
-	_ = r.ParseForm()
-	id, secret, _ := r.BasicAuth()
-	p.mu.Lock()
-	c, ok := p.codes[r.PostForm.Get("code")]
-	delete(p.codes, r.PostForm.Get("code"))
-	p.mu.Unlock()
-	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
-	if id != atkClientID || secret != atkClientSecret || !ok || base64.RawURLEncoding.EncodeToString(sum[:]) != c[1] {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		io.WriteString(w, `{"error":"invalid_grant"}`)
-		return
-	}
-	now := time.Now()
-	access := p.sign(map[string]any{"iss": p.srv.URL, "aud": []string{atkClientID}, "sub": "usr_atk", "sid": "sid_atk",
-		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}, "at+jwt")
-	idt := p.sign(map[string]any{"iss": p.srv.URL, "aud": atkClientID, "sub": "usr_atk", "sid": "sid_atk", "nonce": c[0],
-		"email": "atk@example.com", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}, "JWT")
-	atkJSON(w, map[string]any{"access_token": access, "id_token": idt, "token_type": "Bearer", "expires_in": 3600, "refresh_token": "rt-" + hex.EncodeToString(sum[:8])})
+	return false
 }
 
 // atkSite runs Caddy with one protected site in front of the atkIdP: a
@@ -195,7 +125,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, port, p.srv.URL, atkClientID, atkClientSecret, cookieSecret, app, files, strings.TrimPrefix(upstream.URL, "http://"), atkSecretText)
+`, port, p.Issuer, atkClientID, atkClientSecret, cookieSecret, app, files, strings.TrimPrefix(upstream.URL, "http://"), atkSecretText)
 	startSites(t, app+"/signed-out", site)
 	return app, p
 }
@@ -346,7 +276,7 @@ func TestAttackE2E(t *testing.T) {
 			chain := c.follow(c.navigate(app + "/auth/login?return_to=" + url.QueryEscape(rt)))
 			for _, pg := range chain {
 				if pg.URL.Path == "/auth/callback" || (pg.URL.Host == strings.TrimPrefix(app, "http://") && pg.Status/100 == 3) {
-					if loc := pg.location(); loc != "" && !strings.HasPrefix(loc, idp.srv.URL) {
+					if loc := pg.location(); loc != "" && !strings.HasPrefix(loc, idp.URL) {
 						u, err := url.Parse(strings.ReplaceAll(loc, `\`, "/"))
 						base, _ := url.Parse(app + "/")
 						if err != nil || base.ResolveReference(u).Host != base.Host {
@@ -361,7 +291,7 @@ func TestAttackE2E(t *testing.T) {
 			c.follow(c.navigate(app + "/files/secret.txt"))
 			p := c.navigate(app + "/auth/logout?" + q)
 			loc, _ := url.Parse(p.location())
-			if p.Status != http.StatusFound || loc == nil || !strings.HasPrefix(p.location(), idp.srv.URL+"/logout?") ||
+			if p.Status != http.StatusFound || loc == nil || !strings.HasPrefix(p.location(), idp.URL+"/logout?") ||
 				loc.Query().Get("post_logout_redirect_uri") != app+"/signed-out" || strings.Contains(p.location(), "evil") {
 				t.Errorf("logout?%s: %s", q, p)
 			}

@@ -5,7 +5,10 @@
 // The tests carry the build tag e2e, so `go test ./...` skips them. Run them with
 //
 //	bash scripts/setup.sh
-//	go test -tags e2e -count=1 -v ./xcaddy-test/...
+//	cd xcaddy-test && go test -tags e2e -count=1 -v ./...
+//
+// The directory is a Go module of its own, so that chromedp is no dependency
+// of the module that users build into Caddy.
 //
 // Environment:
 //

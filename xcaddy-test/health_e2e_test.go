@@ -204,7 +204,7 @@ func probeGoroutines(t *testing.T, admin string) int {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("goroutine dump: %s %v", resp.Status, err)
 	}
-	return strings.Count(string(body), "oidcauth.(*prober).run(")
+	return strings.Count(string(body), "oidcauth/internal/oidc.(*prober).run(")
 }
 
 // TestOpsHealthProbeAcrossReloads: a reload keeps the provider and its one

@@ -81,7 +81,9 @@ func startIdP(t *testing.T, opts idpOptions) *idp {
 	}
 	p := startProcess(t, "idp", cmd)
 	i := &idp{Port: port, Issuer: fmt.Sprintf("http://127.0.0.1:%d", port), proc: p}
-	waitFor(t, "the IdP's discovery document", 60*time.Second, func() bool {
+	// Generous: a profile that makes its own RSA keys can take most of a
+	// minute to start when both cores are busy.
+	waitFor(t, "the IdP's discovery document", 2*time.Minute, func() bool {
 		if p.exited() {
 			t.Fatalf("the IdP exited: %v\n%s", p.err, p.log.String())
 		}

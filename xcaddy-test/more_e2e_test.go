@@ -30,19 +30,7 @@ func newUpstream(t *testing.T) string {
 // cookies (cookies ignore ports), single sign-on works, and signing out of one
 // app signs the user out of the other through back-channel logout.
 func TestTwoAppsShareOneIdP(t *testing.T) {
-	portA, portB := freePort(t), freePort(t)
-	appA, appB := fmt.Sprintf("http://127.0.0.1:%d", portA), fmt.Sprintf("http://127.0.0.1:%d", portB)
-	i := startIdP(t, idpOptions{clients: []idpClient{
-		registration("app-a", "secret-a", portA),
-		registration("app-b", "secret-b", portB),
-	}})
-	up := newUpstream(t)
-	dir := t.TempDir()
-	admin := freePort(t)
-	cfg := globalOptions(admin, filepath.Join(dir, "storage")) +
-		siteConfig{port: portA, issuer: i.Issuer, clientID: "app-a", clientSecret: "secret-a", upstream: up, greeting: "A {http.auth.user.id}"}.block() +
-		siteConfig{port: portB, issuer: i.Issuer, clientID: "app-b", clientSecret: "secret-b", upstream: up, greeting: "B {http.auth.user.id}"}.block()
-	startCaddy(t, dir, admin, cfg, appA+"/signed-out")
+	appA, appB, i := startTwoApps(t, "A {http.auth.user.id}", "B {http.auth.user.id}")
 
 	b := newBrowser(t)
 	ja := b.login(appA+"/", "alice", "alice-password")
@@ -324,4 +312,25 @@ func TestCustomSubdirectives(t *testing.T) {
 	if out.Status != http.StatusFound || !strings.HasPrefix(out.location(), s.idp.Issuer+"/oidc/logout") {
 		t.Errorf("logout_path /bye: %s", out)
 	}
+}
+
+// startTwoApps starts the IdP with the clients app-a and app-b and one Caddy
+// with a site for each (greetings as given; empty for the default), and
+// returns their origins and the IdP.
+func startTwoApps(t *testing.T, greetingA, greetingB string) (appA, appB string, i *idp) {
+	t.Helper()
+	portA, portB := freePort(t), freePort(t)
+	appA, appB = fmt.Sprintf("http://127.0.0.1:%d", portA), fmt.Sprintf("http://127.0.0.1:%d", portB)
+	i = startIdP(t, idpOptions{clients: []idpClient{
+		registration("app-a", "secret-a", portA),
+		registration("app-b", "secret-b", portB),
+	}})
+	up := newUpstream(t)
+	dir := t.TempDir()
+	admin := freePort(t)
+	cfg := globalOptions(admin, filepath.Join(dir, "storage")) +
+		siteConfig{port: portA, issuer: i.Issuer, clientID: "app-a", clientSecret: "secret-a", upstream: up, greeting: greetingA}.block() +
+		siteConfig{port: portB, issuer: i.Issuer, clientID: "app-b", clientSecret: "secret-b", upstream: up, greeting: greetingB}.block()
+	startCaddy(t, dir, admin, cfg, appA+"/signed-out")
+	return appA, appB, i
 }

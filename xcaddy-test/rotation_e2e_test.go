@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
 // Signing key rotation at the real oidc-provider (profile multi-key, whose
@@ -63,27 +60,8 @@ func timedBrowser(t *testing.T) (*browser, *slowestRequest) {
 
 // madeUpLogoutToken is a logout token for the app signed with a key the
 // IdP never had, under the given kid.
-func madeUpLogoutToken(t *testing.T, issuer, kid string) string {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
-		(&jose.SignerOptions{}).WithType("logout+jwt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tok, err := jwt.Signed(signer).Claims(map[string]any{
-		"iss": issuer, "aud": clientID, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
-		"jti": kid, "sub": aliceSub,
-		"events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}},
-	}).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+func madeUpLogoutToken(issuer, kid string) string {
+	return oidctest.NewRSAKey(kid, 1).Sign(oidctest.LogoutClaims(issuer, clientID, aliceSub, "", kid, time.Now()), "logout+jwt")
 }
 
 func TestKeyRotationE2E(t *testing.T) {
@@ -127,7 +105,7 @@ func TestKeyRotationE2E(t *testing.T) {
 	t.Run("rotation after 20 unknown-kid logout tokens", func(t *testing.T) {
 		before := s.idp.profileInfo(t).JWKSFetches
 		for i := range 20 {
-			tok := madeUpLogoutToken(t, s.idp.Issuer, fmt.Sprintf("made-up-%d-%d", i, time.Now().UnixNano()))
+			tok := madeUpLogoutToken(s.idp.Issuer, fmt.Sprintf("made-up-%d-%d", i, time.Now().UnixNano()))
 			resp, err := plainClient().PostForm(s.app+"/auth/backchannel-logout", url.Values{"logout_token": {tok}})
 			if err != nil {
 				t.Fatal(err)

@@ -4,10 +4,8 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -70,19 +68,7 @@ func landing(t *testing.T, ctx context.Context, u string) (string, string) {
 }
 
 func TestBrowserSingleLogoutAcrossApps(t *testing.T) {
-	portA, portB := freePort(t), freePort(t)
-	appA, appB := fmt.Sprintf("http://127.0.0.1:%d", portA), fmt.Sprintf("http://127.0.0.1:%d", portB)
-	i := startIdP(t, idpOptions{clients: []idpClient{
-		registration("app-a", "secret-a", portA),
-		registration("app-b", "secret-b", portB),
-	}})
-	up := newUpstream(t)
-	dir := t.TempDir()
-	admin := freePort(t)
-	cfg := globalOptions(admin, filepath.Join(dir, "storage")) +
-		siteConfig{port: portA, issuer: i.Issuer, clientID: "app-a", clientSecret: "secret-a", upstream: up}.block() +
-		siteConfig{port: portB, issuer: i.Issuer, clientID: "app-b", clientSecret: "secret-b", upstream: up}.block()
-	startCaddy(t, dir, admin, cfg, appA+"/signed-out")
+	appA, appB, i := startTwoApps(t, "", "")
 
 	ctx := newChromium(t)
 	seen := &pagesSeen{}

@@ -1,4 +1,4 @@
-package oidcauth
+package oidc
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -24,34 +24,34 @@ import (
 //     which only this module writes) names a kid the set lacks or no key
 //     verifies it. Such a refetch has no cooldown; concurrent ones share
 //     one fetch, and each distinct kid may start at most one fetch per
-//     jwksKidInterval, so a flood of odd tokens cannot hammer the IdP. A
+//     JWKSKidInterval, so a flood of odd tokens cannot hammer the IdP. A
 //     fetch that fails does not use up its kid's allowance: the next
-//     trusted refetch may start jwksFailRetry after the failure;
+//     trusted refetch may start JWKSFailRetry after the failure;
 //   - refetched for a token anyone can send (bearer tokens, logout tokens,
 //     idp_initiated_login JWTs) only when no fetch started within
-//     jwksCooldown. That limit is never waited out, and the trusted rule
+//     JWKSCooldown. That limit is never waited out, and the trusted rule
 //     does not look at it;
 //   - refreshed in the background when it reaches its maximum age (the
-//     IdP's Cache-Control max-age within [jwksMinMaxAge, jwksMaxMaxAge],
-//     else jwksDefaultMaxAge), which drops the keys the IdP no longer
+//     IdP's Cache-Control max-age within [JWKSMinMaxAge, JWKSMaxMaxAge],
+//     else JWKSDefaultMaxAge), which drops the keys the IdP no longer
 //     publishes. A failed refresh keeps the last good set and is retried
 //     with backoff.
 //
 // No request ever sleeps: it verifies with the keys at hand, or waits for
-// one fetch (bounded by idpTimeout) that its own token needs. When the
+// one fetch (bounded by IdPTimeout) that its own token needs. When the
 // keys cannot be fetched, a token they cannot check is neither accepted
-// nor refused: the error wraps errIdPUnavailable (see verifyToken).
+// nor refused: the error wraps ErrUnavailable (see verifyToken).
 const (
-	jwksCooldown      = 10 * time.Second
-	jwksKidInterval   = 10 * time.Second
-	jwksMaxKids       = 16 // distinct unknown kids tracked per jwksKidInterval
-	jwksDefaultMaxAge = time.Hour
-	jwksMinMaxAge     = 5 * time.Minute
-	jwksMaxMaxAge     = 24 * time.Hour
+	JWKSCooldown      = 10 * time.Second
+	JWKSKidInterval   = 10 * time.Second
+	jwksMaxKids       = 16 // distinct unknown kids tracked per JWKSKidInterval
+	JWKSDefaultMaxAge = time.Hour
+	JWKSMinMaxAge     = 5 * time.Minute
+	JWKSMaxMaxAge     = 24 * time.Hour
 	jwksRetryMin      = 10 * time.Second
 	jwksRetryMax      = 5 * time.Minute
 	// No trusted refetch starts sooner than this after a failed fetch.
-	jwksFailRetry = time.Second
+	JWKSFailRetry = time.Second
 	// The refresher reads the clock at least this often, so a clock that
 	// jumps (a suspended machine) does not leave the set stale for long.
 	jwksWake     = time.Minute
@@ -60,24 +60,26 @@ const (
 
 // Reasons of a JWKS fetch, the values of the metric's reason label.
 const (
-	fetchStartup    = "startup"
-	fetchUnknownKid = "unknown_kid"
-	fetchMaxAge     = "max_age"
+	FetchStartup    = "startup"
+	FetchUnknownKid = "unknown_kid"
+	FetchMaxAge     = "max_age"
 )
 
-// keySet verifies JWS signatures with the provider's JWKS. It is owned by
-// the pooled provider: its fetches and its refresher goroutine run under
-// ctx, which the provider's Destruct cancels.
-type keySet struct {
+// KeySet verifies JWS signatures with the provider's JWKS, under the
+// rules above. It is owned by its Provider: its fetches and its refresher
+// goroutine run under the provider's context, which Destruct cancels.
+// Tokens are checked through a verifier (see Client), never directly.
+type KeySet struct {
 	url    string
 	client *http.Client
 	algs   []string
 	now    func() time.Time
 	ctx    context.Context
 
-	tracker *idpTracker // outcome of every fetch, for health
+	tracker *Tracker
+	report  Reporter // outcome of every fetch, for health
 
-	mu        sync.RWMutex // keys, lastFetch, removals; health.go reads them
+	mu        sync.RWMutex // keys, lastFetch, removals
 	keys      []jose.JSONWebKey
 	lastFetch time.Time
 	removals  uint64 // fetches that dropped a key
@@ -109,12 +111,12 @@ type jwksCall struct {
 	err  error
 }
 
-func newKeySet(ctx context.Context, url string, client *http.Client, algs []string, now func() time.Time, tracker *idpTracker) *keySet {
+func newKeySet(ctx context.Context, url string, client *http.Client, algs []string, now func() time.Time, tracker *Tracker, report Reporter) *KeySet {
 	if now == nil {
 		now = time.Now
 	}
-	return &keySet{
-		url: url, client: client, algs: algs, now: now, ctx: ctx, tracker: tracker,
+	return &KeySet{
+		url: url, client: client, algs: algs, now: now, ctx: ctx, tracker: tracker, report: report,
 		kidTried: map[string]kidMark{},
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -123,15 +125,15 @@ func newKeySet(ctx context.Context, url string, client *http.Client, algs []stri
 
 // trusted and untrusted give go-oidc a key set with the refetch rule of
 // the channel the token came by (see the top of this file).
-func (k *keySet) trusted() oidc.KeySet   { return channelKeys{k, true} }
-func (k *keySet) untrusted() oidc.KeySet { return channelKeys{k, false} }
+func (k *KeySet) trusted() gooidc.KeySet   { return channelKeys{k, true} }
+func (k *KeySet) untrusted() gooidc.KeySet { return channelKeys{k, false} }
 
 type channelKeys struct {
-	k       *keySet
+	k       *KeySet
 	trusted bool
 }
 
-// VerifySignature implements oidc.KeySet.
+// VerifySignature implements gooidc.KeySet.
 func (c channelKeys) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
 	k := c.k
 	// Only a fetch that starts after this point is sure to see the key
@@ -160,7 +162,7 @@ func (c channelKeys) VerifySignature(ctx context.Context, raw string) ([]byte, e
 			return payload, nil
 		}
 		allow := func(now time.Time) bool { return k.mayStart(now, hdr.KeyID, found, c.trusted) }
-		fetched, ferr := k.await(ctx, seq, fetchUnknownKid, allow)
+		fetched, ferr := k.await(ctx, seq, FetchUnknownKid, allow)
 		switch {
 		case ferr != nil:
 			return nil, keysUnavailable(ctx, ferr)
@@ -182,25 +184,25 @@ func (c channelKeys) VerifySignature(ctx context.Context, raw string) ([]byte, e
 
 // mayStart decides, under fmu, whether a token whose signature failed may
 // start a fetch; found says whether some key was a candidate.
-func (k *keySet) mayStart(now time.Time, kid string, found, trusted bool) bool {
+func (k *KeySet) mayStart(now time.Time, kid string, found, trusted bool) bool {
 	if k.started == 0 {
 		return true // the first fetch
 	}
-	cooled := now.Sub(k.lastStart) >= jwksCooldown
+	cooled := now.Sub(k.lastStart) >= JWKSCooldown
 	if !trusted {
 		// A known key that does not verify the token is a forgery, not
 		// news from the IdP.
 		return !found && cooled
 	}
-	if !k.failed.IsZero() && now.Sub(k.failed) < jwksFailRetry {
+	if !k.failed.IsZero() && now.Sub(k.failed) < JWKSFailRetry {
 		return false // the IdP failed a moment ago: do not hammer it
 	}
-	if t, ok := k.kidTried[kid]; ok && now.Sub(t.at) < jwksKidInterval {
+	if t, ok := k.kidTried[kid]; ok && now.Sub(t.at) < JWKSKidInterval {
 		return false
 	}
 	if len(k.kidTried) >= jwksMaxKids {
 		for id, t := range k.kidTried {
-			if now.Sub(t.at) >= jwksKidInterval {
+			if now.Sub(t.at) >= JWKSKidInterval {
 				delete(k.kidTried, id)
 			}
 		}
@@ -216,7 +218,7 @@ func (k *keySet) mayStart(now time.Time, kid string, found, trusted bool) bool {
 // than seq has finished and allow says so. fetched reports whether a fetch
 // finished meanwhile (the caller looks at the keys again); err is its
 // failure, or the caller's context ending.
-func (k *keySet) await(ctx context.Context, seq uint64, reason string, allow func(time.Time) bool) (fetched bool, err error) {
+func (k *KeySet) await(ctx context.Context, seq uint64, reason string, allow func(time.Time) bool) (fetched bool, err error) {
 	k.fmu.Lock()
 	call := k.inflight
 	if call == nil {
@@ -242,13 +244,13 @@ func (k *keySet) await(ctx context.Context, seq uint64, reason string, allow fun
 
 // start begins a fetch under fmu; it runs under the key set's context, so
 // a request that gives up does not fail the others waiting for it.
-func (k *keySet) start(now time.Time, reason string) *jwksCall {
+func (k *KeySet) start(now time.Time, reason string) *jwksCall {
 	k.started++
 	k.lastStart = now
 	call := &jwksCall{seq: k.started, done: make(chan struct{})}
 	k.inflight = call
 	if !k.ok {
-		reason = fetchStartup // until a fetch has succeeded
+		reason = FetchStartup // until a fetch has succeeded
 	}
 	if !k.running && k.ctx != nil {
 		k.running = true
@@ -258,21 +260,21 @@ func (k *keySet) start(now time.Time, reason string) *jwksCall {
 	return call
 }
 
-func (k *keySet) run(call *jwksCall, reason string) {
+func (k *KeySet) run(call *jwksCall, reason string) {
 	ctx := k.ctx
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	start := time.Now()
+	done := k.report.IdPCall("jwks")
 	keys, maxAge, err := k.fetch(ctx)
-	observeIdP("jwks", start)
-	k.tracker.record("jwks", err)
+	done()
+	k.tracker.Record("jwks", err)
 	result := "ok"
 	if err != nil {
 		result = "error"
-		err = fmt.Errorf("%w: fetching JWKS: %v", errIdPUnavailable, err)
+		err = fmt.Errorf("%w: fetching JWKS: %v", ErrUnavailable, err)
 	}
-	metrics.jwksFetches.WithLabelValues(reason, result).Inc()
+	k.report.JWKSFetch(reason, result)
 	now := k.now()
 	if err == nil {
 		k.mu.Lock()
@@ -288,7 +290,7 @@ func (k *keySet) run(call *jwksCall, reason string) {
 	} else {
 		k.failed = now
 		// Not an answer from the IdP: the kid that started this fetch
-		// may try again after jwksFailRetry.
+		// may try again after JWKSFailRetry.
 		for id, t := range k.kidTried {
 			if t.seq == call.seq {
 				delete(k.kidTried, id)
@@ -311,7 +313,7 @@ func (k *keySet) run(call *jwksCall, reason string) {
 
 // refresher refreshes the set when it reaches its maximum age, until the
 // key set's context ends.
-func (k *keySet) refresher() {
+func (k *KeySet) refresher() {
 	defer close(k.done)
 	for {
 		k.fmu.Lock()
@@ -322,7 +324,7 @@ func (k *keySet) refresher() {
 			wait = min(expires.Sub(k.now()), jwksWake)
 		}
 		if wait <= 0 {
-			_, _ = k.await(k.ctx, seq, fetchMaxAge, func(time.Time) bool { return true })
+			_, _ = k.await(k.ctx, seq, FetchMaxAge, func(time.Time) bool { return true })
 			if k.ctx.Err() != nil {
 				return
 			}
@@ -340,22 +342,22 @@ func (k *keySet) refresher() {
 	}
 }
 
-// refetch fetches the keys now unless a fetch started within jwksCooldown
-// (or one is under way, which it joins); for the readiness probe and
-// `caddy oidc-auth check`.
-func (k *keySet) refetch(ctx context.Context) error {
+// Refetch fetches the keys now unless a fetch started within JWKSCooldown
+// (or one is under way, which it joins); for a readiness probe or a
+// check of the configuration.
+func (k *KeySet) Refetch(ctx context.Context) error {
 	k.fmu.Lock()
 	seq := k.started
 	k.fmu.Unlock()
-	_, err := k.await(ctx, seq, fetchStartup, func(now time.Time) bool {
-		return k.started == 0 || now.Sub(k.lastStart) >= jwksCooldown
+	_, err := k.await(ctx, seq, FetchStartup, func(now time.Time) bool {
+		return k.started == 0 || now.Sub(k.lastStart) >= JWKSCooldown
 	})
 	return err
 }
 
 // stop waits, once the context is cancelled, for the refresher and a
 // fetch under way to end.
-func (k *keySet) stop() {
+func (k *KeySet) stop() {
 	k.fmu.Lock()
 	running, call := k.running, k.inflight
 	k.fmu.Unlock()
@@ -369,7 +371,7 @@ func (k *keySet) stop() {
 
 // wakeIfStale wakes the refresher when the set is past its maximum age (a
 // clock that jumped, or a refresher still waiting for its timer).
-func (k *keySet) wakeIfStale() {
+func (k *KeySet) wakeIfStale() {
 	k.fmu.Lock()
 	stale := !k.expires.IsZero() && !k.now().Before(k.expires)
 	k.fmu.Unlock()
@@ -384,7 +386,7 @@ func (k *keySet) wakeIfStale() {
 // removalCount counts the fetches that dropped a key: a verdict cached
 // before the latest of them is checked again. As every request asks, it
 // also wakes the refresher of a stale set.
-func (k *keySet) removalCount() uint64 {
+func (k *KeySet) removalCount() uint64 {
 	k.wakeIfStale()
 	k.mu.RLock()
 	defer k.mu.RUnlock()
@@ -413,7 +415,7 @@ func keyEqual(a, b *jose.JSONWebKey) bool {
 
 // verifyWith tries the keys matching the header's kid (all keys when the
 // token names none); found is false when no key was a candidate.
-func (k *keySet) verifyWith(jws *jose.JSONWebSignature, hdr jose.Header) (payload []byte, found bool, err error) {
+func (k *KeySet) verifyWith(jws *jose.JSONWebSignature, hdr jose.Header) (payload []byte, found bool, err error) {
 	k.mu.RLock()
 	keys := k.keys
 	k.mu.RUnlock()
@@ -437,8 +439,8 @@ func (k *keySet) verifyWith(jws *jose.JSONWebSignature, hdr jose.Header) (payloa
 // fetch loads the JWKS, skipping keys that do not parse or are symmetric,
 // so one odd key does not disable the others; maxAge is how long the set
 // may be used before it is refreshed.
-func (k *keySet) fetch(ctx context.Context) (keys []jose.JSONWebKey, maxAge time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
+func (k *KeySet) fetch(ctx context.Context) (keys []jose.JSONWebKey, maxAge time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(ctx, IdPTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
 	if err != nil {
@@ -477,8 +479,8 @@ func (k *keySet) fetch(ctx context.Context) (keys []jose.JSONWebKey, maxAge time
 }
 
 // jwksMaxAge reads max-age from Cache-Control and keeps it within
-// [jwksMinMaxAge, jwksMaxMaxAge]; without one (no-store and no-cache say
-// nothing useful for a key set that must be kept) it is jwksDefaultMaxAge.
+// [JWKSMinMaxAge, JWKSMaxMaxAge]; without one (no-store and no-cache say
+// nothing useful for a key set that must be kept) it is JWKSDefaultMaxAge.
 func jwksMaxAge(h http.Header) time.Duration {
 	for _, v := range h.Values("Cache-Control") {
 		for _, d := range strings.Split(v, ",") {
@@ -490,17 +492,17 @@ func jwksMaxAge(h http.Header) time.Duration {
 			if err != nil || secs < 0 {
 				continue
 			}
-			secs = min(secs, int64(jwksMaxMaxAge/time.Second))
-			return max(time.Duration(secs)*time.Second, jwksMinMaxAge)
+			secs = min(secs, int64(JWKSMaxMaxAge/time.Second))
+			return max(time.Duration(secs)*time.Second, JWKSMinMaxAge)
 		}
 	}
-	return jwksDefaultMaxAge
+	return JWKSDefaultMaxAge
 }
 
 // keyErrKey is the context key under which verifyToken asks the key set
 // to record why it could not check a signature when the IdP's keys were
 // out of reach: go-oidc passes key set errors on as text only, which
-// would lose the errIdPUnavailable marker and turn an IdP outage into a
+// would lose the ErrUnavailable marker and turn an IdP outage into a
 // refused token (and a session ended for nothing).
 type keyErrKey struct{}
 
@@ -508,8 +510,8 @@ type keyErrKey struct{}
 // ending while it waited for one) as the IdP being unavailable, and
 // records it for verifyToken.
 func keysUnavailable(ctx context.Context, err error) error {
-	if !errors.Is(err, errIdPUnavailable) {
-		err = fmt.Errorf("%w: waiting for the JWKS: %v", errIdPUnavailable, err)
+	if !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: waiting for the JWKS: %v", ErrUnavailable, err)
 	}
 	if p, ok := ctx.Value(keyErrKey{}).(*error); ok {
 		*p = err
@@ -519,10 +521,10 @@ func keysUnavailable(ctx context.Context, err error) error {
 
 // verifyToken is v.Verify, except that a token the key set could not
 // check because the IdP's keys were out of reach fails with an error that
-// wraps errIdPUnavailable, so callers answer "unavailable", not "refused".
-func verifyToken(ctx context.Context, client *http.Client, v *oidc.IDTokenVerifier, raw string) (*oidc.IDToken, error) {
+// wraps ErrUnavailable, so callers answer "unavailable", not "refused".
+func verifyToken(ctx context.Context, client *http.Client, v *gooidc.IDTokenVerifier, raw string) (*gooidc.IDToken, error) {
 	var keyErr error
-	tok, err := v.Verify(context.WithValue(oidc.ClientContext(ctx, client), keyErrKey{}, &keyErr), raw)
+	tok, err := v.Verify(context.WithValue(gooidc.ClientContext(ctx, client), keyErrKey{}, &keyErr), raw)
 	if err != nil && keyErr != nil {
 		return nil, keyErr
 	}
@@ -533,3 +535,33 @@ func verifyToken(ctx context.Context, client *http.Client, v *oidc.IDTokenVerifi
 // or when the refetch rules allowed none). go-oidc passes key set errors
 // on as text.
 const unknownKeyMsg = "no key in the provider's JWKS matches kid"
+
+// Size reports how many usable keys the set holds and when they were last
+// fetched (zero before the first successful fetch).
+func (k *KeySet) Size() (keys int, fetched time.Time) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return len(k.keys), k.lastFetch
+}
+
+// LastFetch reports the number of the latest finished fetch (fetches are
+// numbered from 1 as they start; 0: none has finished) and its error.
+func (k *KeySet) LastFetch() (seq uint64, err error) {
+	k.fmu.Lock()
+	defer k.fmu.Unlock()
+	if k.last == nil {
+		return 0, nil
+	}
+	return k.last.seq, k.last.err
+}
+
+// RefresherStarted reports whether the background refresher was started:
+// it starts with the first fetch.
+func (k *KeySet) RefresherStarted() bool {
+	k.fmu.Lock()
+	defer k.fmu.Unlock()
+	return k.running
+}
+
+// RefresherDone is closed when the refresher goroutine has ended.
+func (k *KeySet) RefresherDone() <-chan struct{} { return k.done }

@@ -1,4 +1,4 @@
-package oidcauth
+package oidc
 
 import (
 	"context"
@@ -6,12 +6,17 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+)
+
+// DefaultProbeInterval and MinProbeInterval bound the background probe's
+// interval.
+const (
+	DefaultProbeInterval = 30 * time.Second
+	MinProbeInterval     = time.Second
 )
 
 const (
-	defaultProbeInterval = 30 * time.Second
-	minProbeInterval     = time.Second
 	// While probes fail, the wait doubles up to this (or the interval, if
 	// longer): an IdP that is down is not asked every few seconds.
 	maxProbeBackoff = 5 * time.Minute
@@ -44,7 +49,7 @@ type prober struct {
 	last      time.Time             // start of the last probe
 }
 
-func newProber(probe func(context.Context) error) *prober {
+func newProber(probe func(context.Context) error, now func() time.Time) *prober {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &prober{
 		probe: probe,
@@ -53,7 +58,7 @@ func newProber(probe func(context.Context) error) *prober {
 			return t.C, t.Stop
 		},
 		jitter:    rand.Float64,
-		now:       time.Now,
+		now:       now,
 		ctx:       ctx,
 		cancel:    cancel,
 		kick:      make(chan struct{}),
@@ -112,7 +117,7 @@ func (pr *prober) interval() time.Duration {
 		}
 	}
 	if best == 0 {
-		best = defaultProbeInterval
+		best = DefaultProbeInterval
 	}
 	return best
 }
@@ -210,29 +215,30 @@ func (pr *prober) due() bool {
 	return pr.last.IsZero() || pr.now().Sub(pr.last) >= pr.interval()
 }
 
-// probe is the background check of a provider: discovery when it is not
+// Probe is the background check of a provider: discovery when it is not
 // discovered yet, else a fetch of its discovery document (or of its JWKS,
 // for a provider configured without discovery). Nothing it fetches is kept;
 // its outcome is recorded like any other call's.
-func (p *provider) probe(ctx context.Context) error {
+func (p *Provider) Probe(ctx context.Context) error {
 	p.mu.Lock()
 	meta, keys := p.meta, p.keys
 	p.mu.Unlock()
 	if meta == nil {
-		_, err := p.metadata(ctx, p.now())
+		_, err := p.Metadata(ctx)
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	start := time.Now()
 	if o := p.overrides; o.Authorization != "" && o.Token != "" && o.JWKS != "" {
+		done := p.report.IdPCall("jwks")
 		_, _, err := keys.fetch(ctx)
-		observeIdP("jwks", start)
-		p.tracker.record("jwks", err)
+		done()
+		p.tracker.Record("jwks", err)
 		return err
 	}
-	_, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.issuer)
-	observeIdP("discovery", start)
-	p.tracker.record("discovery", err)
+	done := p.report.IdPCall("discovery")
+	_, err := gooidc.NewProvider(gooidc.ClientContext(ctx, p.client), p.issuer)
+	done()
+	p.tracker.Record("discovery", err)
 	return err
 }

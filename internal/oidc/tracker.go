@@ -1,4 +1,4 @@
-package oidcauth
+package oidc
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// idpTracker records the outcome of every call to one provider (discovery,
+// Tracker records the outcome of every call to one provider (discovery,
 // JWKS, token endpoint, revocation, Management API, background probe), so
 // that health and the idp_up metric say what the latest calls found, not
 // what the first discovery did.
@@ -23,31 +23,41 @@ import (
 // errors, timeouts and 5xx answers, and for the documents the handler needs
 // (discovery, JWKS) any answer it cannot use. A call abandoned by its caller
 // (context.Canceled) says nothing about the IdP and is not recorded.
-type idpTracker struct {
+type Tracker struct {
 	issuer string
 	logger *zap.Logger // nil: no log lines (the check command)
 	now    func() time.Time
+	report Reporter
 
 	mu          sync.Mutex
-	success     idpCall
-	failure     idpCall
+	success     Call
+	failure     Call
 	consecutive int // failures since the last success
 }
 
-// idpCall is one recorded call; the zero value means none yet.
-type idpCall struct {
+// Call is one recorded call; the zero value means none yet.
+type Call struct {
 	Endpoint string    `json:"endpoint"`
 	At       time.Time `json:"at"`
 	Error    string    `json:"error,omitempty"`
 }
 
-func newIdPTracker(issuer string) *idpTracker {
-	return &idpTracker{issuer: issuer, now: time.Now}
+// NewTracker returns the tracker of issuer. now is its clock (nil:
+// time.Now); logger, when not nil, gets a line when the IdP goes down and
+// when it is back; report (nil: none) is told each outcome.
+func NewTracker(issuer string, now func() time.Time, logger *zap.Logger, report Reporter) *Tracker {
+	if now == nil {
+		now = time.Now
+	}
+	if report == nil {
+		report = nopReporter{}
+	}
+	return &Tracker{issuer: issuer, now: now, logger: logger, report: report}
 }
 
-// record notes the outcome of one call to endpoint ("discovery", "jwks",
+// Record notes the outcome of one call to endpoint ("discovery", "jwks",
 // "token", "revocation", "management"); err is what the call returned.
-func (t *idpTracker) record(endpoint string, err error) {
+func (t *Tracker) Record(endpoint string, err error) {
 	if t == nil || errors.Is(err, context.Canceled) {
 		return
 	}
@@ -56,21 +66,16 @@ func (t *idpTracker) record(endpoint string, err error) {
 	t.mu.Lock()
 	wasDown := t.consecutive > 0
 	if failed {
-		t.failure = idpCall{Endpoint: endpoint, At: now, Error: describeIdPError(err)}
+		t.failure = Call{Endpoint: endpoint, At: now, Error: describeIdPError(err)}
 		t.consecutive++
 	} else {
-		t.success = idpCall{Endpoint: endpoint, At: now}
+		t.success = Call{Endpoint: endpoint, At: now}
 		t.consecutive = 0
 	}
 	fail, since := t.failure, t.success.At
 	t.mu.Unlock()
 
-	if failed {
-		metrics.idpUp.WithLabelValues(t.issuer).Set(0)
-	} else {
-		metrics.idpUp.WithLabelValues(t.issuer).Set(1)
-		metrics.idpLastSuccess.WithLabelValues(t.issuer).Set(float64(now.UnixNano()) / 1e9)
-	}
+	t.report.IdPUp(t.issuer, !failed, now)
 	// Transitions only, so an outage logs two lines, not one per request.
 	switch {
 	case t.logger == nil:
@@ -83,23 +88,24 @@ func (t *idpTracker) record(endpoint string, err error) {
 	}
 }
 
-// idpState is what the tracker knows, for the health report.
-type idpState struct {
-	LastSuccess         *idpCall
-	LastFailure         *idpCall
+// State is what a Tracker knows, for a health report.
+type State struct {
+	LastSuccess         *Call
+	LastFailure         *Call
 	ConsecutiveFailures int
 }
 
-// down reports whether the latest call failed: no call has succeeded since.
-func (s idpState) down() bool { return s.ConsecutiveFailures > 0 }
+// Down reports whether the latest call failed: no call has succeeded since.
+func (s State) Down() bool { return s.ConsecutiveFailures > 0 }
 
-func (t *idpTracker) state() idpState {
+// State returns what the tracker knows now.
+func (t *Tracker) State() State {
 	if t == nil {
-		return idpState{}
+		return State{}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := idpState{ConsecutiveFailures: t.consecutive}
+	s := State{ConsecutiveFailures: t.consecutive}
 	if !t.success.At.IsZero() {
 		c := t.success
 		s.LastSuccess = &c
@@ -117,24 +123,24 @@ func idpRefused(err error) bool {
 	if errors.As(err, &re) && re.Response != nil {
 		return re.Response.StatusCode < 500
 	}
-	var se *idpStatusError
-	return errors.As(err, &se) && se.code < 500
+	var se *StatusError
+	return errors.As(err, &se) && se.Code < 500
 }
 
-// idpStatusError is an IdP's answer with an HTTP status the caller did not
+// StatusError is an IdP's answer with an HTTP status the caller did not
 // want; only 5xx counts as a failure of the IdP.
-type idpStatusError struct{ code int }
+type StatusError struct{ Code int }
 
-func (e *idpStatusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
+func (e *StatusError) Error() string { return fmt.Sprintf("HTTP %d", e.Code) }
 
-// callOutcome turns the result of a plain HTTP call to the IdP into what
-// record takes.
-func callOutcome(resp *http.Response, err error) error {
+// CallOutcome turns the result of a plain HTTP call to the IdP into what
+// Record takes: err, or a StatusError for a status of 300 or more.
+func CallOutcome(resp *http.Response, err error) error {
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		return &idpStatusError{resp.StatusCode}
+		return &StatusError{Code: resp.StatusCode}
 	}
 	return nil
 }
@@ -144,7 +150,7 @@ func callOutcome(resp *http.Response, err error) error {
 func describeIdPError(err error) string {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		return describeTokenError(err)
+		return DescribeTokenError(err)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -153,39 +159,20 @@ func describeIdPError(err error) string {
 	return truncate(err.Error(), 300)
 }
 
-// Every provider of an issuer shares its gauges; they are removed when the
-// last one goes, so an issuer no configuration uses any more leaves none.
-var issuerGauges = struct {
-	sync.Mutex
-	users map[string]int
-}{users: map[string]int{}}
-
-func (t *idpTracker) acquireGauges() {
-	issuerGauges.Lock()
-	issuerGauges.users[t.issuer]++
-	issuerGauges.Unlock()
+// RecordedTokenSource returns a token source that records each token
+// request src makes under "token"; cached tokens (oauth2.ReuseTokenSource
+// around it) make no call and record nothing.
+func (t *Tracker) RecordedTokenSource(src oauth2.TokenSource) oauth2.TokenSource {
+	return recordedTokenSource{src, t}
 }
 
-func (t *idpTracker) releaseGauges() {
-	issuerGauges.Lock()
-	defer issuerGauges.Unlock()
-	if issuerGauges.users[t.issuer]--; issuerGauges.users[t.issuer] > 0 {
-		return
-	}
-	delete(issuerGauges.users, t.issuer)
-	metrics.idpUp.DeleteLabelValues(t.issuer)
-	metrics.idpLastSuccess.DeleteLabelValues(t.issuer)
-}
-
-// recordedTokenSource records each token request it makes; cached tokens
-// (oauth2.ReuseTokenSource around it) make no call and record nothing.
 type recordedTokenSource struct {
 	src     oauth2.TokenSource
-	tracker *idpTracker
+	tracker *Tracker
 }
 
 func (s recordedTokenSource) Token() (*oauth2.Token, error) {
 	tok, err := s.src.Token()
-	s.tracker.record("token", err)
+	s.tracker.Record("token", err)
 	return tok, err
 }

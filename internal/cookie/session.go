@@ -1,0 +1,175 @@
+package cookie
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/json"
+	"hash/maphash"
+	"io"
+	"net/http"
+	"sync"
+)
+
+// Session is what the session cookie holds. The codec checks only that ID,
+// Subject and AccessToken are present; the tokens, the session's age and
+// its revocation are the caller's to check.
+type Session struct {
+	ID           string          `json:"i"`           // random; names this session in the revocation store
+	Subject      string          `json:"s"`           // sub of the ID token
+	SID          string          `json:"d,omitempty"` // sid of the ID token, for back-channel logout
+	Created      int64           `json:"c"`           // unix seconds of the login; caps the session's age
+	AccessToken  string          `json:"a"`
+	RefreshToken string          `json:"r,omitempty"`
+	Expiry       int64           `json:"e"` // access token expiry, unix seconds
+	RefreshAt    int64           `json:"f"` // refresh from this time on, unix seconds
+	Claims       json.RawMessage `json:"m,omitempty"`
+
+	// OldKey reports a session sealed with a previous cookie secret: the
+	// caller should rewrite it. It is not part of the cookie.
+	OldKey bool `json:"-"`
+}
+
+// SessionCookieName returns the name of the session cookie (its first
+// chunk) for r's scheme.
+func (c *Codec) SessionCookieName(r *http.Request) string {
+	return cookieName(r, c.name, "/")
+}
+
+// IDTokenCookieName returns the name of the ID token cookie, which is only
+// sent to logoutPath, for r's scheme.
+func (c *Codec) IDTokenCookieName(r *http.Request, logoutPath string) string {
+	return cookieName(r, c.name+"_idt", logoutPath)
+}
+
+// ReadSession returns the request's session, or ErrInvalid when there is
+// none, it does not decrypt or it lacks an ID, subject or access token. It
+// never says which check failed. The returned session may be shared with
+// other requests and must not be modified.
+func (c *Codec) ReadSession(r *http.Request) (*Session, error) {
+	v, _, ok := readChunked(r, c.SessionCookieName(r))
+	if !ok {
+		return nil, ErrInvalid
+	}
+	key := [2]uint64{maphash.String(c.seeds[0], v), maphash.String(c.seeds[1], v)}
+	c.cacheMu.RLock()
+	s, hit := c.cache[key]
+	c.cacheMu.RUnlock()
+	if hit {
+		return s, nil
+	}
+	s, err := c.decodeSession(v)
+	if err != nil {
+		return nil, err
+	}
+	c.cacheMu.Lock()
+	if len(c.cache) >= maxCachedSessions {
+		for k := range c.cache { // map order is random: drops about half
+			if len(c.cache) < maxCachedSessions/2 {
+				break
+			}
+			delete(c.cache, k)
+		}
+	}
+	c.cache[key] = s
+	c.cacheMu.Unlock()
+	return s, nil
+}
+
+func (c *Codec) decodeSession(v string) (*Session, error) {
+	sealed, old, err := c.openKey(PurposeSession, v)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := inflateSession(sealed)
+	if err != nil {
+		return nil, ErrInvalid
+	}
+	s := new(Session)
+	if err := json.Unmarshal(plain, s); err != nil || s.ID == "" || s.Subject == "" || s.AccessToken == "" {
+		return nil, ErrInvalid
+	}
+	s.OldKey = old
+	return s, nil
+}
+
+// WriteSession seals s with the current secret and sets it, in chunks when
+// it is large, with the given max age; chunks of an older, longer session
+// that r carried are expired. It fails when the session needs more chunks
+// than browsers are asked to keep.
+func (c *Codec) WriteSession(w http.ResponseWriter, r *http.Request, s *Session, maxAge int) error {
+	plain, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return writeChunked(w, r, c.SessionCookieName(r), "/", c.Seal(PurposeSession, deflateSession(plain)), maxAge)
+}
+
+// The session cookie rides on every request, and its size is most of what
+// the handler costs there (the server parses every byte of it). Its JSON
+// is deflated before sealing: a JWT's base64 text and the claims shrink by
+// about a third. A sealed value that starts with '{' is uncompressed JSON,
+// as older versions wrote it. Compressing before encrypting leaks nothing
+// across users: only the IdP and the user's own claims go in.
+const (
+	sessionDeflated   = 0x01
+	maxSessionInflate = 64 << 10
+)
+
+var deflaters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.BestCompression)
+	return w
+}}
+
+func deflateSession(plain []byte) []byte {
+	var buf bytes.Buffer
+	buf.WriteByte(sessionDeflated)
+	fw := deflaters.Get().(*flate.Writer)
+	fw.Reset(&buf)
+	_, _ = fw.Write(plain)
+	_ = fw.Close()
+	deflaters.Put(fw)
+	if buf.Len() >= len(plain) {
+		return plain
+	}
+	return buf.Bytes()
+}
+
+func inflateSession(sealed []byte) ([]byte, error) {
+	if len(sealed) == 0 || sealed[0] != sessionDeflated {
+		return sealed, nil
+	}
+	fr := flate.NewReader(bytes.NewReader(sealed[1:]))
+	defer fr.Close()
+	out, err := io.ReadAll(io.LimitReader(fr, maxSessionInflate+1))
+	if err != nil || len(out) > maxSessionInflate {
+		return nil, ErrInvalid
+	}
+	return out, nil
+}
+
+// WriteIDToken seals the ID token into a cookie that only logoutPath
+// receives, for the ID token hint of an RP-initiated logout.
+func (c *Codec) WriteIDToken(w http.ResponseWriter, r *http.Request, logoutPath, idToken string, maxAge int) error {
+	return writeChunked(w, r, c.IDTokenCookieName(r, logoutPath), logoutPath, c.Seal(PurposeIDToken, []byte(idToken)), maxAge)
+}
+
+// ReadIDToken returns the ID token cookie's token, or "" when the request
+// has none that opens. The token itself is not checked.
+func (c *Codec) ReadIDToken(r *http.Request, logoutPath string) string {
+	v, _, ok := readChunked(r, c.IDTokenCookieName(r, logoutPath))
+	if !ok {
+		return ""
+	}
+	plain, err := c.Open(PurposeIDToken, v)
+	if err != nil {
+		return ""
+	}
+	return string(plain)
+}
+
+// ClearSession expires the session cookies (and the ID token cookie, when
+// the request was sent to the logout path and so carries it).
+func (c *Codec) ClearSession(w http.ResponseWriter, r *http.Request, logoutPath string) {
+	clearChunked(w, r, c.SessionCookieName(r), "/")
+	clearChunked(w, r, c.IDTokenCookieName(r, logoutPath), logoutPath)
+}
