@@ -59,6 +59,18 @@ type Backend interface {
 	recordSID(ctx context.Context, sid string, until time.Time) error
 	// knownSID reports whether sid was recorded and is still kept.
 	knownSID(ctx context.Context, sid string) (bool, error)
+	// recordSession adds a session to the registry, keeping it bounded.
+	recordSession(ctx context.Context, e SessionEntry, now int64) error
+	// touchSession raises a registered session's last-seen time.
+	touchSession(ctx context.Context, id string, seen int64) error
+	// session returns a registered session that has not expired.
+	session(ctx context.Context, id string, now int64) (SessionEntry, bool, error)
+	// sessions returns the registered live sessions of a user.
+	sessions(ctx context.Context, sub string, now int64) ([]SessionEntry, error)
+	// sessionsOfSID returns the registered live sessions of an IdP session.
+	sessionsOfSID(ctx context.Context, sid string, now int64) ([]SessionEntry, error)
+	// forgetSessions removes sessions from the registry.
+	forgetSessions(ctx context.Context, list []SessionEntry) error
 	// watch calls apply for revocations made by other instances, until
 	// close. A backend without other instances returns at once.
 	watch(apply func(Revocation))
