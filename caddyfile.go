@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cookie_secret   <secret> [<previous secret>...]
 //		cookie_name     <name>
 //		session_lifetime <duration>
+//		idle_timeout    <duration>
 //		store           <redis-url>
 //		require         <claim> <value...>
 //		allow_unverified_email
@@ -136,7 +137,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("auth_param: %q given more than once", args[0])
 			}
 			m.AuthParams[args[0]] = args[1]
-		case "session_lifetime", "health_probe_interval":
+		case "session_lifetime", "health_probe_interval", "idle_timeout":
 			if !d.NextArg() {
 				return argErr()
 			}
@@ -144,9 +145,12 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("%s: %v", name, err)
 			}
-			if name == "session_lifetime" {
+			switch name {
+			case "session_lifetime":
 				m.SessionLifetime = caddy.Duration(dur)
-			} else {
+			case "idle_timeout":
+				m.IdleTimeout = caddy.Duration(dur)
+			default:
 				m.HealthProbeInterval = caddy.Duration(dur)
 			}
 			if d.NextArg() {

@@ -143,12 +143,24 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
 		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
 		countRejected("lifetime")
+		countSessionEnded("lifetime")
 		return nil, m.unauthenticated(w, r, true, api)
 	}
 	if m.app.revoked(s) {
 		m.logger.Info("session was logged out", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 		countRejected("revoked")
 		return nil, m.unauthenticated(w, r, true, api)
+	}
+
+	touch := false
+	if m.IdleTimeout > 0 {
+		if m.idleOver(r.Context(), s, now.Unix()) {
+			m.logger.Info("session reached idle_timeout", zap.String("sub", s.Subject))
+			countRejected("idle")
+			countSessionEnded("idle")
+			return nil, m.unauthenticated(w, r, true, api)
+		}
+		touch = now.Unix()-lastActive(s) >= m.touchInterval()
 	}
 
 	var newIDToken string
@@ -207,7 +219,13 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 		return nil, m.forbidden(w, r)
 	}
 
-	if refreshed || s.OldKey {
+	if touch {
+		cp := *s
+		s = &cp
+		s.Seen = now.Unix()
+		m.touch(s, s.Seen)
+	}
+	if refreshed || s.OldKey || touch {
 		maxAge := m.sessionMaxAge(s, now)
 		if err := m.cookies.WriteSession(w, r, s, maxAge); err != nil {
 			return nil, caddyhttp.Error(http.StatusInternalServerError, err)

@@ -129,6 +129,14 @@ type OIDCAuth struct {
 	// allows. Default: `24h`.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
 
+	// A session with no request for this long is over (navigation: login
+	// again; API call: 401), within session_lifetime. Activity is kept in
+	// the session cookie, rewritten at most once a minute (more often
+	// only for a timeout under 4 minutes), and, with a shared store, in
+	// the session registry, so a session active on one instance stays
+	// alive on another. At least `1s`. Default: off.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
 	// A shared store for revocations and refresh coordination, for several
 	// Caddy instances: `redis://host:port/db`. Default: an embedded store.
 	Store string `json:"store,omitempty"`
@@ -511,6 +519,9 @@ func (m *OIDCAuth) checkConfig() error {
 	m.sessionLifetime = time.Duration(m.SessionLifetime)
 	if m.sessionLifetime == 0 {
 		m.sessionLifetime = defaultSessionLifetime
+	}
+	if err := m.checkIdleTimeout(); err != nil {
+		return err
 	}
 	switch d := time.Duration(m.HealthProbeInterval); {
 	case d == 0:
