@@ -346,7 +346,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	m.app = val.(*appState)
 	if m.ManagementAPI != nil {
 		m.mgmt = m.newManagement()
+		m.app.mgmt.Store(m.mgmt)
 	}
+	m.app.noteLifetime(m.sessionLifetime)
 	return nil
 }
 

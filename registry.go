@@ -29,7 +29,6 @@ func (m *OIDCAuth) registerSession(r *http.Request, s *session) {
 	if err := m.app.store.RecordSession(r.Context(), e); err != nil {
 		m.logger.Warn("cannot record the session in the registry", zap.Error(err))
 	}
-	m.app.noteLifetime(m.sessionLifetime)
 }
 
 // sessionClaim returns a string claim of the ID token's claims, or "".

@@ -24,6 +24,9 @@ type appState struct {
 	// maxLifetime is the longest session_lifetime of the handlers that
 	// logged users in to this app: how long a revocation by sub must last.
 	maxLifetime atomic.Int64
+	// mgmt is a Management API client of a handler of this app, for the
+	// admin API's revocations at the IdP.
+	mgmt atomic.Pointer[management]
 }
 
 // noteLifetime raises maxLifetime to d.
