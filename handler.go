@@ -165,7 +165,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 
 	var newIDToken string
 	refreshed := false
-	if now.Unix() >= s.RefreshAt {
+	if now.Unix() >= s.RefreshAt || m.app.store.MustRefresh(s.Subject, max(s.Issued, s.Created)) {
 		if s.RefreshToken == "" {
 			if now.Unix() >= s.Expiry {
 				countRejected("expired")
@@ -278,6 +278,7 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 	}
 	s.Expiry = ts.Expiry.Unix()
 	s.RefreshAt = refreshTime(m.now(), ts.Expiry).Unix()
+	s.Issued = m.now().Unix()
 	if ts.IDToken != "" {
 		s.Claims = ts.Claims
 		if ts.SID != "" && ts.SID != s.SID {
