@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // pooled puts m's app in the pool the admin API reads, for one test.
@@ -96,8 +97,16 @@ func TestAdminSessions(t *testing.T) {
 		}
 	}
 
+	started := testutil.ToFloat64(metrics.sessionsBegun)
+	if started < 4 {
+		t.Errorf("sessions_started_total = %v after 4 logins", started)
+	}
+	ended := testutil.ToFloat64(metrics.sessionsEnded.WithLabelValues("admin"))
 	if code, out := adminCallTest(t, serveSessionRevoke, http.MethodPost, "/oidc_auth/sessions/revoke", `{"sub":"alice","idp":true}`); code != 200 || out["ended"] != 2.0 || !strings.HasPrefix(out["idp"].(string), "not asked") {
 		t.Fatalf("revoke alice: %d %v", code, out)
+	}
+	if d := testutil.ToFloat64(metrics.sessionsEnded.WithLabelValues("admin")) - ended; d != 2 {
+		t.Errorf("sessions_ended_total{reason=admin} went up by %v, want 2", d)
 	}
 	if alive(a1) || alive(a2) {
 		t.Fatal("a session of a revoked user still works")
