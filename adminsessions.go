@@ -76,7 +76,7 @@ func serveSessionList(w http.ResponseWriter, r *http.Request) error {
 	list := []store.SessionEntry{}
 	err := eachApp(func(a *appState) error {
 		got, err := a.store.Sessions(r.Context(), sub)
-		list = append(list, got...)
+		list = append(list, a.live(got)...)
 		return err
 	})
 	if err != nil {
@@ -168,13 +168,14 @@ func revokeSessions(ctx context.Context, req revokeRequest, reason string) (revo
 		if err != nil {
 			return err
 		}
+		live := a.live(list)
 		if err := a.store.Revoke(ctx, rev); err != nil {
 			return err
 		}
-		for _, e := range list {
+		for _, e := range live {
 			subs[e.Subject] = true
 		}
-		ans.Ended += len(list)
+		ans.Ended += len(live)
 		return a.store.ForgetSessions(ctx, list)
 	})
 	countSessionsEnded(reason, ans.Ended)

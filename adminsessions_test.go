@@ -12,6 +12,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 )
 
 // pooled puts m's app in the pool the admin API reads, for one test.
@@ -77,6 +79,13 @@ func TestAdminSessions(t *testing.T) {
 	raw, _ := json.Marshal(out)
 	if strings.Contains(string(raw), a1.AccessToken) || !strings.Contains(string(raw), "test-agent") || !strings.Contains(string(raw), `"app":"unit-app"`) {
 		t.Fatalf("list holds a token, or lacks the user agent or app: %s", raw)
+	}
+
+	// A session ended by a logout is no longer listed.
+	gone := mk("alice", "sid-gone")
+	_ = m.app.store.Revoke(ctx, store.Revocation{Kind: store.RevokeSession, Value: gone.ID, Until: now.Add(time.Hour).Unix()})
+	if _, out := adminCallTest(t, serveSessionList, http.MethodGet, "/oidc_auth/sessions?sub=alice", ""); len(out["sessions"].([]any)) != 2 {
+		t.Fatalf("a logged-out session is listed: %v", out)
 	}
 
 	for _, bad := range []struct{ method, target, body string }{

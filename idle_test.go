@@ -40,6 +40,18 @@ func TestIdleTimeout(t *testing.T) {
 			t.Error("cookie rewritten although its activity is recent")
 		}
 	})
+	t.Run("recent by the cookie: the registry is not what decides", func(t *testing.T) {
+		m := newIdle(t)
+		s := unitSession(now)
+		s.Created = now.Add(-time.Hour).Unix()
+		s.Seen = now.Add(-30 * time.Second).Unix()
+		_ = m.app.store.RecordSession(context.Background(), store.SessionEntry{ID: s.ID, Subject: s.Subject, Created: s.Created, LastSeen: s.Created, Until: now.Add(time.Hour).Unix()})
+		r := apiRequest(http.MethodGet, "/api")
+		addSession(t, m, r, s)
+		if rec, next := serve(t, m, r); !next.called || sessionCookieSet(m, rec, r) != nil {
+			t.Fatalf("status %d: a session active 30s ago by its cookie was refused or rewritten", rec.Code)
+		}
+	})
 	t.Run("stale activity: recorded in cookie and registry", func(t *testing.T) {
 		m := newIdle(t)
 		s := unitSession(now)

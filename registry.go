@@ -31,6 +31,19 @@ func (m *OIDCAuth) registerSession(r *http.Request, s *session) {
 	}
 }
 
+// live leaves out the sessions that a logout (RP, back- or front-channel,
+// webhook, admin) has already ended, wherever it was received: the
+// registry keeps their records until they expire.
+func (a *appState) live(list []store.SessionEntry) []store.SessionEntry {
+	out := list[:0:0]
+	for _, e := range list {
+		if !a.store.Revoked(e.ID, e.SID, e.Subject, e.Created) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // sessionClaim returns a string claim of the ID token's claims, or "".
 func sessionClaim(raw json.RawMessage, name string) string {
 	if len(raw) == 0 {

@@ -77,7 +77,7 @@ func (m *OIDCAuth) handleOrgEvent(w http.ResponseWriter, r *http.Request, id, ty
 			return err
 		}
 		var inOrg []store.SessionEntry
-		for _, e := range list {
+		for _, e := range a.live(list) {
 			if e.OID == org {
 				inOrg = append(inOrg, e)
 				if err := a.store.Revoke(r.Context(), store.Revocation{Kind: store.RevokeSession, Value: e.ID, Until: e.Until}); err != nil {
