@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,5 +136,48 @@ func TestAdminSessions(t *testing.T) {
 	// A login after the revocation is a new session, and works.
 	if a3 := mk("alice", "sid-a3"); !alive(a3) {
 		t.Fatal("a session begun after the user's revocation is refused")
+	}
+}
+
+// TestAdminRevokeAtIdP: with "idp": true and a handler with
+// management_api, the user's sessions are also revoked at the IdP with the
+// Management API token; a failing call is reported, not hidden.
+func TestAdminRevokeAtIdP(t *testing.T) {
+	var revoked atomic.Value
+	var fail atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /oauth/token", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"mgmt-token-1","token_type":"Bearer","expires_in":3600}`))
+	})
+	mux.HandleFunc("POST /api/v1/users/{id}/sessions/revoke", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer mgmt-token-1" || fail.Load() {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		revoked.Store(r.PathValue("id"))
+		w.WriteHeader(http.StatusOK)
+	})
+	api := httptest.NewServer(mux)
+	defer api.Close()
+	m := newUnitHandler(t, func(m *OIDCAuth) {
+		withOverrides(m)
+		m.ManagementAPI = &ManagementAPI{BaseURL: api.URL, TokenURL: api.URL + "/oauth/token"}
+	})
+	m.mgmt = m.newManagement()
+	m.app.mgmt.Store(m.mgmt)
+	pooled(t, m)
+	s := unitSession(time.Now())
+	s.Subject = "usr_9"
+	m.registerSession(apiRequest(http.MethodGet, "/"), s)
+
+	code, out := adminCallTest(t, serveSessionRevoke, http.MethodPost, "/oidc_auth/sessions/revoke", `{"session":"`+s.ID+`","idp":true}`)
+	if code != 200 || out["ended"] != 1.0 || out["idp"] != "revoked" || revoked.Load() != "usr_9" {
+		t.Fatalf("revoke at the IdP: %d %v, IdP saw %v", code, out, revoked.Load())
+	}
+	fail.Store(true)
+	code, out = adminCallTest(t, serveSessionRevoke, http.MethodPost, "/oidc_auth/sessions/revoke", `{"sub":"usr_9","idp":true}`)
+	if code != 200 || !strings.HasPrefix(out["idp"].(string), "failed:") {
+		t.Fatalf("failing IdP call: %d %v", code, out)
 	}
 }
