@@ -44,9 +44,10 @@ func (b *redisBackend) recordSession(ctx context.Context, e SessionEntry, now in
 		for _, set := range sets {
 			p.ZAdd(ctx, set, redis.Z{Score: score, Member: e.ID})
 			p.ZRemRangeByScore(ctx, set, "-inf", stale)
-			// The set lives as long as its longest session (Redis 7).
-			p.ExpireNX(ctx, set, ttl)
-			p.ExpireGT(ctx, set, ttl)
+			// The set lives as long as its newest session, which, with
+			// one session_lifetime per app, ends last. (EXPIRE GT would
+			// need Redis 7.)
+			p.Expire(ctx, set, ttl)
 		}
 		cards = append(cards, p.ZCard(ctx, sets[0]), p.ZCard(ctx, sets[1]))
 		return nil
