@@ -45,18 +45,18 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 		}
 		m.logger.Info("bearer token refused", zap.Error(err))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
-		bearerChallenge(w, r, "invalid_token")
+		m.bearerChallenge(w, r, "invalid_token")
 		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
 	}
 	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
 	pseudo.SID, _ = v.claims["sid"].(string)
 	if m.app.revoked(pseudo) {
-		bearerChallenge(w, r, "invalid_token")
+		m.bearerChallenge(w, r, "invalid_token")
 		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token's session has ended.", "")
 	}
 	id := v.identityFor(pseudo)
 	if !m.allowed(id) {
-		bearerChallenge(w, r, "insufficient_scope")
+		m.bearerChallenge(w, r, "insufficient_scope")
 		return nil, m.forbidden(w, r)
 	}
 	metrics.bearerRequests.WithLabelValues("accepted").Inc()
@@ -102,15 +102,6 @@ func (m *OIDCAuth) bearerAudienceOK(auds []string) bool {
 		}
 	}
 	return false
-}
-
-// bearerChallenge sets an RFC 6750 challenge; code may be empty.
-func bearerChallenge(w http.ResponseWriter, r *http.Request, code string) {
-	v := `Bearer realm="` + sanitizeRealm(r.Host) + `"`
-	if code != "" {
-		v += `, error="` + code + `"`
-	}
-	w.Header().Set("WWW-Authenticate", v)
 }
 
 func claimInt(claims map[string]any, name string) int64 {

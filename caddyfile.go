@@ -49,6 +49,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		bearer          [<audience>...] {
 //			accept_access_token_audiences
 //		}
+//		protected_resource {
+//			resource                 <url>
+//			authorization_servers    <url...>
+//			scopes_supported         <scope...>
+//			bearer_methods_supported header
+//			resource_name            <name>
+//			resource_documentation   <url>
+//		}
 //		pass_access_token
 //		allow_shared_cache
 //		session_info_path <path>
@@ -195,6 +203,12 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				m.Bearer.AcceptAccessTokenAudiences = true
 			}
+		case "protected_resource":
+			pr, err := unmarshalProtectedResource(d)
+			if err != nil {
+				return err
+			}
+			m.ProtectedResource = pr
 		case "pass_access_token":
 			if d.NextArg() {
 				return argErr()

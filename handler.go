@@ -37,6 +37,9 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	case m.WebhookPath:
 		return m.handleWebhook(w, r)
 	}
+	if m.isResourceMetadataPath(r.URL.Path) {
+		return m.handleResourceMetadata(w, r)
+	}
 	if r.URL.Path == m.FrontchannelLogoutPath && m.FrontchannelLogoutPath != "" {
 		return m.handleFrontchannelLogout(w, r)
 	}
@@ -308,7 +311,7 @@ func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear
 		m.cookies.ClearSession(w, r, m.LogoutPath)
 	}
 	if api || isAPIRequest(r) || !browserNavigationMethod(r.Method) {
-		bearerChallenge(w, r, "")
+		m.bearerChallenge(w, r, "")
 		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
 	}
 	if r.Method == http.MethodPost {

@@ -182,6 +182,11 @@ type OIDCAuth struct {
 	// redirects. Default: off.
 	Bearer *BearerConfig `json:"bearer,omitempty"`
 
+	// Overrides of the RFC 9728 protected-resource metadata that bearer
+	// mode serves at /.well-known/oauth-protected-resource. Default: the
+	// metadata derived from the request and the configuration.
+	ProtectedResource *ProtectedResourceConfig `json:"protected_resource,omitempty"`
+
 	// Send the current (refreshed) access token to the next handler as
 	// `Authorization: Bearer`, so a reverse_proxy upstream can call APIs
 	// as the user. Default: off.
@@ -231,6 +236,7 @@ type OIDCAuth struct {
 	mgmt            *management
 	callbackPath    string
 	redirectURL     *url.URL // absolute when configured so; else only a path
+	resourceURL     *url.URL // protected_resource's resource, when set
 	postLogoutURL   *url.URL
 	sessionLifetime time.Duration
 	probeInterval   time.Duration
@@ -547,6 +553,9 @@ func (m *OIDCAuth) checkConfig() error {
 				return errors.New("bearer: empty audience")
 			}
 		}
+	}
+	if err := m.checkResourceServer(); err != nil {
+		return err
 	}
 	for i, r := range m.Require {
 		if r.Claim == "" {

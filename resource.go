@@ -1,0 +1,262 @@
+package oidcauth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// wellKnownResource is where RFC 9728 puts a protected resource's
+// metadata; a resource with a path has it under this prefix plus its path.
+const wellKnownResource = "/.well-known/oauth-protected-resource"
+
+// ProtectedResourceConfig overrides the fields of the RFC 9728 metadata
+// that bearer mode serves at /.well-known/oauth-protected-resource.
+type ProtectedResourceConfig struct {
+	// The resource identifier: an absolute https URL (http for a loopback
+	// host) without a fragment. Its metadata is served at the well-known
+	// URL formed from it (RFC 9728 section 3.1), and every bearer 401
+	// points there. Default: the request's origin (scheme and host), or the
+	// origin plus the path of a path-suffixed metadata request.
+	Resource string `json:"resource,omitempty"`
+
+	// The authorization servers that issue tokens for this resource.
+	// Default: the issuer.
+	AuthorizationServers []string `json:"authorization_servers,omitempty"`
+
+	// The scopes that clients may ask for. Default: the scopes named by
+	// `require scope` rules, or else the scopes subdirective.
+	ScopesSupported []string `json:"scopes_supported,omitempty"`
+
+	// How clients may send the token. Only `header` is served.
+	// Default: `header`.
+	BearerMethodsSupported []string `json:"bearer_methods_supported,omitempty"`
+
+	// A name for people, shown by clients. Default: the request's host.
+	ResourceName string `json:"resource_name,omitempty"`
+
+	// A page about the resource for developers. Default: none.
+	ResourceDocumentation string `json:"resource_documentation,omitempty"`
+}
+
+// resourceMetadata is the RFC 9728 document.
+type resourceMetadata struct {
+	Resource                      string   `json:"resource"`
+	AuthorizationServers          []string `json:"authorization_servers"`
+	ScopesSupported               []string `json:"scopes_supported,omitempty"`
+	BearerMethodsSupported        []string `json:"bearer_methods_supported"`
+	ResourceName                  string   `json:"resource_name,omitempty"`
+	ResourceDocumentation         string   `json:"resource_documentation,omitempty"`
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported,omitempty"`
+	DPoPBoundAccessTokensRequired bool     `json:"dpop_bound_access_tokens_required,omitempty"`
+}
+
+// metadataPathFor is the path of the metadata URL of a resource whose
+// identifier has path p: the well-known prefix, then p (RFC 9728 3.1).
+func metadataPathFor(p string) string {
+	p = strings.TrimSuffix(p, "/")
+	return wellKnownResource + p
+}
+
+// isResourceMetadataPath reports whether a request asks for this
+// handler's metadata: with a configured resource only at its URL, else
+// at the well-known path or any path-suffixed form of it.
+func (m *OIDCAuth) isResourceMetadataPath(path string) bool {
+	if m.Bearer == nil {
+		return false
+	}
+	if m.resourceURL != nil {
+		return path == metadataPathFor(m.resourceURL.Path)
+	}
+	return path == wellKnownResource || strings.HasPrefix(path, wellKnownResource+"/")
+}
+
+// resourceFor is the resource identifier a metadata request is about.
+func (m *OIDCAuth) resourceFor(r *http.Request) string {
+	if m.resourceURL != nil {
+		return m.resourceURL.String()
+	}
+	origin := resolveAgainst(r, &url.URL{})
+	return origin + strings.TrimPrefix(r.URL.Path, wellKnownResource)
+}
+
+// resourceMetadataURL is where a bearer 401 sends clients to learn how to
+// get a token (the `resource_metadata` of RFC 9728 section 5.1).
+func (m *OIDCAuth) resourceMetadataURL(r *http.Request) string {
+	if u := m.resourceURL; u != nil {
+		return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: metadataPathFor(u.Path)}).String()
+	}
+	return resolveAgainst(r, &url.URL{Path: wellKnownResource})
+}
+
+// handleResourceMetadata serves the RFC 9728 document to anyone: it says
+// only which IdP issues tokens for this resource.
+func (m *OIDCAuth) handleResourceMetadata(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
+	}
+	pr := m.ProtectedResource
+	if pr == nil {
+		pr = &ProtectedResourceConfig{}
+	}
+	md := resourceMetadata{
+		Resource:               m.resourceFor(r),
+		AuthorizationServers:   pr.AuthorizationServers,
+		ScopesSupported:        pr.ScopesSupported,
+		BearerMethodsSupported: pr.BearerMethodsSupported,
+		ResourceName:           pr.ResourceName,
+		ResourceDocumentation:  pr.ResourceDocumentation,
+	}
+	if len(md.AuthorizationServers) == 0 {
+		md.AuthorizationServers = []string{m.Issuer}
+	}
+	if len(md.ScopesSupported) == 0 {
+		md.ScopesSupported = m.Scopes
+	}
+	if len(md.BearerMethodsSupported) == 0 {
+		md.BearerMethodsSupported = []string{"header"}
+	}
+	if md.ResourceName == "" {
+		md.ResourceName = r.Host
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=300")
+	// Clients running in browsers (MCP inspectors, say) read it across
+	// origins; it holds nothing secret.
+	h.Set("Access-Control-Allow-Origin", "*")
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	return json.NewEncoder(w).Encode(md)
+}
+
+// bearerChallenge sets the RFC 6750 challenge of a 401 or 403; code may be
+// empty. With bearer mode on it names the resource metadata (RFC 9728
+// section 5.1); params are further auth-params, name then value.
+func (m *OIDCAuth) bearerChallenge(w http.ResponseWriter, r *http.Request, code string, params ...string) {
+	m.challenge(w, r, "Bearer", code, params...)
+}
+
+func (m *OIDCAuth) challenge(w http.ResponseWriter, r *http.Request, scheme, code string, params ...string) {
+	var b strings.Builder
+	b.WriteString(scheme + ` realm="` + sanitizeRealm(r.Host) + `"`)
+	if code != "" {
+		b.WriteString(`, error="` + code + `"`)
+	}
+	for i := 0; i+1 < len(params); i += 2 {
+		b.WriteString(", " + params[i] + `="` + sanitizeRealm(params[i+1]) + `"`)
+	}
+	if m.Bearer != nil {
+		b.WriteString(`, resource_metadata="` + sanitizeRealm(m.resourceMetadataURL(r)) + `"`)
+	}
+	w.Header().Add("WWW-Authenticate", b.String())
+}
+
+// checkResourceServer checks protected_resource.
+func (m *OIDCAuth) checkResourceServer() error {
+	m.resourceURL = nil
+	pr := m.ProtectedResource
+	if pr == nil {
+		return nil
+	}
+	if m.Bearer == nil {
+		return errors.New("protected_resource: needs bearer")
+	}
+	if pr.Resource != "" {
+		u, err := checkResourceURL(pr.Resource)
+		if err != nil {
+			return fmt.Errorf("protected_resource: resource: %w", err)
+		}
+		m.resourceURL = u
+	}
+	for _, as := range pr.AuthorizationServers {
+		if _, err := checkResourceURL(as); err != nil {
+			return fmt.Errorf("protected_resource: authorization_servers: %q: %w", as, err)
+		}
+	}
+	for _, s := range pr.ScopesSupported {
+		if s == "" || strings.ContainsAny(s, " \"\\") {
+			return fmt.Errorf("protected_resource: scopes_supported: invalid scope %q", s)
+		}
+	}
+	for _, bm := range pr.BearerMethodsSupported {
+		if bm != "header" {
+			return fmt.Errorf("protected_resource: bearer_methods_supported: only header is served, not %q", bm)
+		}
+	}
+	if d := pr.ResourceDocumentation; d != "" {
+		if _, err := checkResourceURL(d); err != nil {
+			return fmt.Errorf("protected_resource: resource_documentation: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkResourceURL accepts an absolute https URL, or http for a loopback
+// host, without a fragment (RFC 9728 section 1.2).
+func checkResourceURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if u.Host == "" || u.Fragment != "" || u.User != nil || u.RawQuery != "" {
+		return nil, fmt.Errorf("%q must be an absolute URL without credentials, query or fragment", s)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	default:
+		return nil, fmt.Errorf("%q must use https (http only for a loopback host)", s)
+	}
+	return u, nil
+}
+
+// unmarshalProtectedResource parses the protected_resource block.
+func unmarshalProtectedResource(d *caddyfile.Dispenser) (*ProtectedResourceConfig, error) {
+	pr := new(ProtectedResourceConfig)
+	if d.NextArg() {
+		return nil, d.Errf("protected_resource: takes only a block")
+	}
+	for d.NextBlock(1) {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return nil, d.Errf("protected_resource: %s needs a value", opt)
+		}
+		single := func(dst *string) error {
+			if len(args) != 1 {
+				return d.Errf("protected_resource: %s takes one value", opt)
+			}
+			*dst = args[0]
+			return nil
+		}
+		var err error
+		switch opt {
+		case "resource":
+			err = single(&pr.Resource)
+		case "resource_name":
+			err = single(&pr.ResourceName)
+		case "resource_documentation":
+			err = single(&pr.ResourceDocumentation)
+		case "authorization_servers":
+			pr.AuthorizationServers = args
+		case "scopes_supported":
+			pr.ScopesSupported = args
+		case "bearer_methods_supported":
+			pr.BearerMethodsSupported = args
+		default:
+			return nil, d.Errf("protected_resource: unrecognized option %q", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return pr, nil
+}
