@@ -56,7 +56,9 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 	}
 	id := v.identityFor(pseudo)
 	if !m.allowed(id) {
-		m.bearerChallenge(w, r, "insufficient_scope")
+		if !m.scopeChallenge(w, r, id) {
+			m.bearerChallenge(w, r, "insufficient_scope")
+		}
 		return nil, m.forbidden(w, r)
 	}
 	metrics.bearerRequests.WithLabelValues("accepted").Inc()

@@ -16,6 +16,7 @@ type identity struct {
 	claims       map[string]any
 	placeholders [][2]string       // sorted by name
 	values       map[string]string // the same, for lookups
+	access       map[string]any    // the access token's own claims
 }
 
 // placeholderPrefix is the namespace of the identity placeholders.
@@ -68,7 +69,7 @@ func buildIdentity(accessClaims map[string]any, s *session) *identity {
 			claims["sid"] = s.SID
 		}
 	}
-	id := &identity{claims: claims}
+	id := &identity{claims: claims, access: accessClaims}
 	id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", cleanPlaceholder(s.Subject)})
 	flattenClaims(placeholderPrefix, claims, &id.placeholders)
 	sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })
@@ -171,6 +172,12 @@ func lookupClaim(claims map[string]any, name string) (any, bool) {
 // rule on email also needs email_verified, unless allow_unverified_email.
 func (m *OIDCAuth) allowed(id *identity) bool {
 	for _, rule := range m.Require {
+		if rule.Claim == "scope" {
+			if len(missingScopes(id.access, rule.Values)) > 0 {
+				return false
+			}
+			continue
+		}
 		v, ok := lookupClaim(id.claims, rule.Claim)
 		if !ok || !ruleMatches(rule.Values, v) {
 			return false

@@ -117,6 +117,9 @@ func (m *OIDCAuth) handleResourceMetadata(w http.ResponseWriter, r *http.Request
 		md.AuthorizationServers = []string{m.Issuer}
 	}
 	if len(md.ScopesSupported) == 0 {
+		md.ScopesSupported = m.requiredScopes()
+	}
+	if len(md.ScopesSupported) == 0 {
 		md.ScopesSupported = m.Scopes
 	}
 	if len(md.BearerMethodsSupported) == 0 {

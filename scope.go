@@ -1,0 +1,70 @@
+package oidcauth
+
+import (
+	"net/http"
+	"strings"
+)
+
+// grantedScopes reads the scopes an access token grants: the `scope`
+// claim (space-separated, RFC 9068 and RFC 8693) or `scp` (an array, as
+// Okta sends it, or a string, as Entra ID does).
+func grantedScopes(claims map[string]any) map[string]bool {
+	out := map[string]bool{}
+	for _, name := range []string{"scope", "scp"} {
+		switch v := claims[name].(type) {
+		case string:
+			for _, s := range strings.Fields(v) {
+				out[s] = true
+			}
+		case []any:
+			for _, e := range v {
+				if s, ok := e.(string); ok {
+					out[s] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// missingScopes lists the scopes of want that the access token with these
+// claims does not grant.
+func missingScopes(claims map[string]any, want []string) []string {
+	granted := grantedScopes(claims)
+	var missing []string
+	for _, s := range want {
+		if !granted[s] {
+			missing = append(missing, s)
+		}
+	}
+	return missing
+}
+
+// requiredScopes is every scope that `require scope` rules ask for, in
+// the order they are written.
+func (m *OIDCAuth) requiredScopes() []string {
+	var out []string
+	for _, r := range m.Require {
+		if r.Claim != "scope" {
+			continue
+		}
+		for _, s := range r.Values {
+			if !containsString(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// scopeChallenge answers a bearer token that lacks a required scope with
+// RFC 6750's insufficient_scope, naming every scope the resource needs,
+// and reports whether that was the reason.
+func (m *OIDCAuth) scopeChallenge(w http.ResponseWriter, r *http.Request, id *identity) bool {
+	need := m.requiredScopes()
+	if len(missingScopes(id.access, need)) == 0 {
+		return false
+	}
+	m.bearerChallenge(w, r, "insufficient_scope", "scope", strings.Join(need, " "))
+	return true
+}
