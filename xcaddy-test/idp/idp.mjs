@@ -37,6 +37,12 @@
 //                                      aud is the API, the client is in azp (Keycloak
 //                                      without an audience mapper, Okta custom
 //                                      authorization servers, Auth0 with an audience)
+//                      resource-server like scalekit, plus: a `resource` other than
+//                                      the default API gets JWT access tokens with
+//                                      that resource as aud and the scopes
+//                                      mcp:read mcp:write (as for an MCP server);
+//                                      DPoP-bound tokens (cnf.jkt); acr values pwd
+//                                      and mfa
 //
 // Routes (as Scalekit names them):
 //   /oauth/authorize  /oauth/token  /oauth/revoke  /keys  /oidc/logout  /userinfo
@@ -85,7 +91,7 @@ if (!Number.isInteger(port) || port <= 0) {
 const issuer = process.env.IDP_ISSUER || `http://127.0.0.1:${port}`;
 const accessTokenTTL = Number.parseInt(process.env.IDP_AT_TTL || '3600', 10);
 
-const profiles = ['scalekit', 'opaque', 'no-end-session', 'no-refresh', 'no-rotation', 'basic-only', 'es256', 'multi-key', 'foreign-aud'];
+const profiles = ['scalekit', 'opaque', 'no-end-session', 'no-refresh', 'no-rotation', 'basic-only', 'es256', 'multi-key', 'foreign-aud', 'resource-server'];
 const profile = process.env.IDP_PROFILE || 'scalekit';
 if (!profiles.includes(profile)) {
   console.error(`IDP_PROFILE must be one of ${profiles.join(', ')}`);
@@ -97,6 +103,8 @@ const defaultAuthMethod = profile === 'basic-only' ? 'client_secret_basic' : 'cl
 // replaces it with [client_id] the way Scalekit does.
 const apiResource = `${issuer}/api`;
 const oidcScopes = 'openid profile email offline_access';
+// The scopes of any other resource (profile resource-server).
+const resourceScopes = 'mcp:read mcp:write';
 
 // ---------------------------------------------------------------- users
 
@@ -397,6 +405,7 @@ const configuration = {
   },
   scopes: ['openid', 'profile', 'email', 'offline_access'],
   responseTypes: ['code'],
+  ...(profile === 'resource-server' ? { acrValues: ['pwd', 'mfa'] } : {}),
   routes: {
     authorization: '/oauth/authorize',
     token: '/oauth/token',
@@ -422,6 +431,7 @@ const configuration = {
     introspection: { enabled: true },
     userinfo: { enabled: true },
     backchannelLogout: { enabled: true },
+    dPoP: { enabled: profile === 'resource-server' },
     clientCredentials: { enabled: true },
     rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
     resourceIndicators: {
@@ -429,7 +439,13 @@ const configuration = {
       enabled: profile !== 'opaque',
       defaultResource: () => apiResource,
       useGrantedResource: () => true,
-      getResourceServerInfo: () => ({
+      getResourceServerInfo: (_ctx, resource) => (profile === 'resource-server' && resource !== apiResource ? {
+        scope: resourceScopes,
+        audience: resource,
+        accessTokenFormat: 'jwt',
+        accessTokenTTL,
+        jwt: { sign: { alg: signingAlg } },
+      } : {
         scope: oidcScopes,
         audience: apiResource,
         accessTokenFormat: 'jwt',
@@ -444,7 +460,9 @@ const configuration = {
       // session, organization, roles and permissions of the user.
       async jwt(_ctx, token, jwt) {
         const clientId = token.clientId ?? token.client?.clientId;
-        jwt.payload.aud = [clientId];
+        // A token for another resource keeps that resource as its aud.
+        const ownResource = !(profile === 'resource-server' && jwt.payload.aud !== apiResource);
+        if (ownResource) jwt.payload.aud = [clientId];
         if (profile === 'foreign-aud') {
           jwt.payload.aud = apiResource;
           jwt.payload.azp = clientId;
