@@ -55,6 +55,12 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token's session has ended.", "")
 	}
 	id := v.identityFor(pseudo)
+	if acr, maxAge, need := m.stepUpNeeded(v.claims, m.now()); need {
+		m.logger.Info("bearer token needs a stronger authentication", zap.String("sub", sub))
+		metrics.bearerRequests.WithLabelValues("refused").Inc()
+		m.bearerChallenge(w, r, "insufficient_user_authentication", stepUpChallengeParams(acr, maxAge)...)
+		return nil, m.fail(w, r, http.StatusUnauthorized, "A stronger or more recent authentication is required.", "")
+	}
 	if !m.allowed(id) {
 		if !m.scopeChallenge(w, r, id) {
 			m.bearerChallenge(w, r, "insufficient_scope")

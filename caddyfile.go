@@ -38,7 +38,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_lifetime <duration>
 //		idle_timeout    <duration>
 //		store           <redis-url>
-//		require         <claim> <value...>
+//		require         <claim> <value...>   # also: require scope <scope...>, require acr <value...>
+//		max_age         <duration>
 //		allow_unverified_email
 //		access_token_audiences <audience...>
 //		management_api  [<base_url>] {
@@ -145,7 +146,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("auth_param: %q given more than once", args[0])
 			}
 			m.AuthParams[args[0]] = args[1]
-		case "session_lifetime", "health_probe_interval", "idle_timeout":
+		case "session_lifetime", "health_probe_interval", "idle_timeout", "max_age":
 			if !d.NextArg() {
 				return argErr()
 			}
@@ -158,6 +159,8 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				m.SessionLifetime = caddy.Duration(dur)
 			case "idle_timeout":
 				m.IdleTimeout = caddy.Duration(dur)
+			case "max_age":
+				m.MaxAge = caddy.Duration(dur)
 			default:
 				m.HealthProbeInterval = caddy.Duration(dur)
 			}

@@ -107,6 +107,12 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		return m.fail(w, r, http.StatusBadRequest, "Sign-in failed. Please try again.", retry)
 	}
 
+	if msg := m.checkAuthentication(ts.Claims, st, now); msg != "" {
+		m.logger.Warn("login refused: "+msg, zap.String("sub", ts.Subject))
+		countLogin("failed", "step_up")
+		return m.page(w, r, http.StatusForbidden, "The identity provider did not confirm the stronger sign-in this page needs ("+msg+").", retry, "Try again")
+	}
+
 	s := &session{
 		ID:           randomString(16),
 		Subject:      ts.Subject,

@@ -216,6 +216,9 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 	}
 
 	id := v.identityFor(s)
+	if acr, maxAge, need := m.stepUpNeeded(id.claims, now); need {
+		return nil, m.stepUp(w, r, api, acr, maxAge)
+	}
 	if !m.allowed(id) {
 		m.logger.Info("access denied by require rules", zap.String("sub", s.Subject))
 		countRejected("forbidden")
@@ -317,7 +320,7 @@ func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear
 	if r.Method == http.MethodPost {
 		return m.preservePost(w, r)
 	}
-	return m.beginLogin(w, r, r.URL.RequestURI(), nil)
+	return m.beginLogin(w, r, r.URL.RequestURI(), m.stepUpHints(m.requiredACR(), m.maxAgeSeconds()))
 }
 
 // handleLogin starts a login explicitly; ?return_to= says where to go next.
@@ -387,14 +390,14 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		Created:  now.Unix(),
 		Post:     post,
 	}
-	if err := m.cookies.WriteState(w, r, st, now); err != nil {
-		return "", nil, caddyhttp.Error(http.StatusInternalServerError, err)
-	}
 	opts := []oauth2.AuthCodeOption{
 		oauth2.SetAuthURLParam("nonce", st.Nonce),
 		oauth2.S256ChallengeOption(st.Verifier),
 	}
 	for k, v := range hints {
+		if isStepUpParam(k) {
+			continue
+		}
 		// A link only fills what the operator left open: a pinned
 		// organization, connection or prompt stays pinned.
 		if _, pinned := m.AuthParams[k]; !pinned {
@@ -403,6 +406,10 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 	}
 	for k, v := range m.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	opts = append(opts, m.stepUpParams(st, hints)...)
+	if err := m.cookies.WriteState(w, r, st, now); err != nil {
+		return "", nil, caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
 	countLogin("started", "")

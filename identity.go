@@ -172,6 +172,9 @@ func lookupClaim(claims map[string]any, name string) (any, bool) {
 // rule on email also needs email_verified, unless allow_unverified_email.
 func (m *OIDCAuth) allowed(id *identity) bool {
 	for _, rule := range m.Require {
+		if rule.Claim == "acr" {
+			continue // a step-up, not a refusal: see stepUpNeeded
+		}
 		if rule.Claim == "scope" {
 			if len(missingScopes(id.access, rule.Values)) > 0 {
 				return false

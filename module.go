@@ -137,6 +137,14 @@ type OIDCAuth struct {
 	// alive on another. At least `1s`. Default: off.
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
+	// Step-up by age: a session whose user authenticated at the IdP
+	// longer ago than this (the ID token's auth_time) is sent through a
+	// new login with `max_age`; a bearer token (its auth_time) gets 401
+	// insufficient_user_authentication (RFC 9470). Per handler, so one
+	// path can ask for a fresher login than another. At least `1s`.
+	// Default: none.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+
 	// A shared store for revocations and refresh coordination, for several
 	// Caddy instances: `redis://host:port/db`. Default: an embedded store.
 	Store string `json:"store,omitempty"`
@@ -555,6 +563,9 @@ func (m *OIDCAuth) checkConfig() error {
 		}
 	}
 	if err := m.checkResourceServer(); err != nil {
+		return err
+	}
+	if err := m.checkStepUp(); err != nil {
 		return err
 	}
 	for i, r := range m.Require {

@@ -26,6 +26,10 @@ type LoginState struct {
 	ReturnTo string `json:"r"`
 	Created  int64  `json:"c"`
 	Post     bool   `json:"p,omitempty"` // a form post waits in the browser to be re-sent
+	// The acr_values and max_age (seconds) the authorization request
+	// asked for, which the ID token must then satisfy.
+	ACRValues string `json:"a,omitempty"`
+	MaxAge    int64  `json:"x,omitempty"`
 }
 
 func (c *Codec) statePrefix(r *http.Request) string {

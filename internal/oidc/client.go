@@ -547,8 +547,9 @@ func (c *Client) checkTokenResponse(ctx context.Context, meta *Metadata, tok *oa
 			return nil, err
 		}
 		// What only the token itself needs, and sub and sid, which the
-		// session keeps on their own: the cookie stays small.
-		for _, k := range []string{"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "auth_time", "jti", "sub", "sid"} {
+		// session keeps on their own: the cookie stays small. auth_time
+		// stays, for max_age.
+		for _, k := range []string{"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "sub", "sid"} {
 			delete(all, k)
 		}
 		ts.Claims, _ = json.Marshal(all)

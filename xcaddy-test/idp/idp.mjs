@@ -80,7 +80,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 const port = Number.parseInt(process.env.IDP_PORT ?? '', 10);
@@ -353,9 +353,25 @@ ${error ? `<p class="error" id="error">${esc(error)}</p>` : ''}
 <form method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
 <label>Username <input name="login" id="login" value="${esc(login)}" autofocus></label>
 <label>Password <input name="password" id="password" type="password"></label>
+<label>One-time code (for acr mfa) <input name="otp" id="otp" inputmode="numeric"></label>
 <button id="submit" type="submit">Sign in</button>
 </form>
 <p><small>Demo users: alice / alice-password, bob / bob-password, carol / carol-password</small></p>`);
+}
+
+// The stock policy, plus (profile resource-server) a new login when the
+// client asks with acr_values for an acr the session does not have: the
+// step-up that Okta, Entra ID and Keycloak do.
+function loginPolicy() {
+  const policy = interactionPolicy.base();
+  if (profile !== 'resource-server') return policy;
+  policy.get('login').checks.add(new interactionPolicy.Check('acr_step_up', 'a stronger authentication was requested', (ctx) => {
+    const { oidc } = ctx;
+    const want = String(oidc.params.acr_values ?? '').split(' ').filter(Boolean);
+    if (want.length > 0 && !want.includes(oidc.acr) && !oidc.result?.login) return interactionPolicy.Check.REQUEST_PROMPT;
+    return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  }));
+  return policy;
 }
 
 // The confirmation page of RP-initiated logout answers itself with logout=yes, so
@@ -512,6 +528,7 @@ const configuration = {
   },
   renderError,
   interactions: {
+    policy: loginPolicy(),
     url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
   },
 };
@@ -854,7 +871,11 @@ provider.use(async (ctx, next) => {
           return undefined;
         }
         const returnTo = await provider.interactionResult(ctx.req, ctx.res, {
-          login: { accountId: u.sub },
+          // The one-time code 123456 makes it a multi-factor login.
+          login: {
+            accountId: u.sub,
+            ...(profile === 'resource-server' ? { acr: form.get('otp') === '123456' ? 'mfa' : 'pwd' } : {}),
+          },
         }, { mergeWithLastSubmission: false });
         ctx.status = 303;
         ctx.redirect(returnTo);
