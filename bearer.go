@@ -36,7 +36,7 @@ func bearerToken(r *http.Request) (string, bool) {
 
 // resolveBearer authenticates a request by its bearer token. It never sets
 // cookies or redirects: failures are 401 with an RFC 6750 challenge.
-func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw string) (*principal, error) {
+func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, scheme, raw string) (*principal, error) {
 	v, sub, err := m.verifyBearer(r.Context(), raw)
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
@@ -45,8 +45,11 @@ func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw str
 		}
 		m.logger.Info("bearer token refused", zap.Error(err))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
-		m.bearerChallenge(w, r, "invalid_token")
+		m.tokenChallenge(w, r, scheme, "invalid_token")
 		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
+	}
+	if err := m.checkDPoP(r, scheme, raw, v.claims); err != nil {
+		return nil, m.refuseDPoP(w, r, err)
 	}
 	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
 	pseudo.SID, _ = v.claims["sid"].(string)

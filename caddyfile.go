@@ -58,6 +58,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			resource_name            <name>
 //			resource_documentation   <url>
 //		}
+//		dpop            [required]
 //		pass_access_token
 //		allow_shared_cache
 //		session_info_path <path>
@@ -205,6 +206,14 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("bearer: accept_access_token_audiences takes no value")
 				}
 				m.Bearer.AcceptAccessTokenAudiences = true
+			}
+		case "dpop":
+			m.DPoP = &DPoPConfig{}
+			switch args := d.RemainingArgs(); {
+			case len(args) == 1 && args[0] == "required":
+				m.DPoP.Required = true
+			case len(args) > 0:
+				return d.Errf("dpop: expected nothing or required, got %q", args)
 			}
 		case "protected_resource":
 			pr, err := unmarshalProtectedResource(d)

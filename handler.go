@@ -136,8 +136,8 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 	s, err := m.cookies.ReadSession(r)
 	if err != nil {
 		if m.Bearer != nil {
-			if tok, ok := bearerToken(r); ok {
-				return m.resolveBearer(w, r, tok)
+			if scheme, tok, ok := accessToken(r); ok {
+				return m.resolveBearer(w, r, scheme, tok)
 			}
 		}
 		return nil, m.unauthenticated(w, r, false, api)

@@ -195,6 +195,12 @@ type OIDCAuth struct {
 	// metadata derived from the request and the configuration.
 	ProtectedResource *ProtectedResourceConfig `json:"protected_resource,omitempty"`
 
+	// DPoP (RFC 9449) in bearer mode: announce it in the resource
+	// metadata and, with `required`, refuse tokens not bound to a key.
+	// Bearer mode checks DPoP proofs and key-bound tokens with or without
+	// it. Default: off.
+	DPoP *DPoPConfig `json:"dpop,omitempty"`
+
 	// Send the current (refreshed) access token to the next handler as
 	// `Authorization: Bearer`, so a reverse_proxy upstream can call APIs
 	// as the user. Default: off.
@@ -566,6 +572,9 @@ func (m *OIDCAuth) checkConfig() error {
 		return err
 	}
 	if err := m.checkStepUp(); err != nil {
+		return err
+	}
+	if err := m.checkDPoPConfig(); err != nil {
 		return err
 	}
 	for i, r := range m.Require {

@@ -128,6 +128,7 @@ func (m *OIDCAuth) handleResourceMetadata(w http.ResponseWriter, r *http.Request
 	if md.ResourceName == "" {
 		md.ResourceName = r.Host
 	}
+	m.addDPoPMetadata(&md)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "public, max-age=300")
