@@ -75,6 +75,8 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock of the store and its backend. Default: time.Now.
 	Now func() time.Time
+	// Redis holds the settings of a Redis store beyond its URL.
+	Redis RedisOptions
 }
 
 // Store enforces revocations in memory, keeps them durable in its
@@ -102,11 +104,11 @@ type subRevocation struct {
 }
 
 // Open returns a Store for the app named app: with Redis when url is set
-// (redis://...), else in storage.
+// (redis:// or rediss://, see RedisTopology), else in storage.
 func Open(ctx context.Context, url string, storage certmagic.Storage, app string, opts Options) (*Store, error) {
 	var b Backend = Embedded(storage, app)
 	if url != "" {
-		rb, err := Redis(url, app)
+		rb, err := Redis(url, app, opts.Redis)
 		if err != nil {
 			return nil, err
 		}
