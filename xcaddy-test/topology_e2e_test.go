@@ -206,10 +206,13 @@ func TestStoreSentinelFailover(t *testing.T) {
 	redisArgs := func(port int, extra ...string) []string {
 		d := filepath.Join(dir, strconv.Itoa(port))
 		os.MkdirAll(d, 0o700)
-		return append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d}, extra...)
+		return append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d, "--repl-diskless-sync-delay", "0"}, extra...)
 	}
 	primary := startRedisProc(t, "redis-primary", p1, "redis-server", redisArgs(p1)...)
 	startRedisProc(t, "redis-replica", p2, "redis-server", redisArgs(p2, "--replicaof", "127.0.0.1", strconv.Itoa(p1))...)
+	waitFor(t, "the replica to sync", 30*time.Second, func() bool {
+		return strings.Contains(redisCLI(p2, "INFO", "replication"), "master_link_status:up")
+	})
 	var sentinels []int
 	for k := range 3 {
 		s := freePort(t)

@@ -191,12 +191,13 @@ func (o RedisOptions) tlsConfig(c *tls.Config) (*tls.Config, error) {
 // loaded with one SCAN and MGET on the node that holds them. Refresh
 // outcomes are stored as the caller seals them.
 type redisBackend struct {
-	client  redis.UniversalClient
-	cluster bool
-	prefix  string
-	timeout time.Duration // of one operation
-	logger  *zap.Logger
-	now     func() time.Time
+	client     redis.UniversalClient
+	cluster    bool
+	replicated bool // Sentinel: writes wait for a replica
+	prefix     string
+	timeout    time.Duration // of one operation
+	logger     *zap.Logger
+	now        func() time.Time
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -215,13 +216,14 @@ func Redis(url, app string, o RedisOptions) (Backend, error) {
 		prefix = DefaultKeyPrefix
 	}
 	b := &redisBackend{
-		client:  client,
-		cluster: topo == TopologyCluster,
-		prefix:  prefix + app + ":",
-		timeout: max(o.DialTimeout, o.ReadTimeout, o.WriteTimeout, redisTimeout),
-		logger:  zap.NewNop(),
-		now:     time.Now,
-		stop:    make(chan struct{}),
+		client:     client,
+		cluster:    topo == TopologyCluster,
+		replicated: topo == TopologySentinel,
+		prefix:     prefix + app + ":",
+		timeout:    max(o.DialTimeout, o.ReadTimeout, o.WriteTimeout, redisTimeout),
+		logger:     zap.NewNop(),
+		now:        time.Now,
+		stop:       make(chan struct{}),
 	}
 	if b.cluster {
 		b.prefix = prefix + "{" + app + "}:"
@@ -306,6 +308,23 @@ func (b *redisBackend) save(ctx context.Context, rev Revocation) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
+	if b.replicated {
+		// Replication is asynchronous: a primary that dies right after
+		// acknowledging would take the revocation with it. WAIT, on the
+		// connection that wrote it, holds the answer until a replica has
+		// it too, so a logout answered 200 survives a failover.
+		var wait *redis.Cmd
+		_, err = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, b.revKey(rev), raw, ttl)
+			p.Publish(ctx, b.channel(), raw)
+			wait = p.Do(ctx, "wait", 1, min(b.timeout/2, time.Second).Milliseconds())
+			return nil
+		})
+		if n, _ := wait.Int64(); err == nil && n < 1 {
+			b.logger.Warn("revocation recorded on the primary only: no replica acknowledged it")
+		}
+		return err
+	}
 	_, err = b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, b.revKey(rev), raw, ttl)
 		p.Publish(ctx, b.channel(), raw)
