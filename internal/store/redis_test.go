@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// testRedis is a redis-server started for one test or benchmark.
+type testRedis struct {
+	url  string       // redis:// or rediss://
+	opts RedisOptions // the TLS files for rediss
+	ca   string
+}
+
+// startRedis runs a redis-server on a free loopback port; with tls, it
+// serves TLS only, with a certificate from a CA made here, and asks for a
+// client certificate. Extra arguments go to redis-server.
+func startRedis(tb testing.TB, withTLS bool, extra ...string) testRedis {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Skip("redis-server not installed (scripts/setup.sh installs it)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := tb.TempDir()
+	args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}
+	r := testRedis{url: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}
+	if withTLS {
+		ca, cert, key := writeTestPKI(tb, dir)
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(port),
+			"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "yes")
+		r = testRedis{
+			url:  fmt.Sprintf("rediss://127.0.0.1:%d/0", port),
+			opts: RedisOptions{TLSCA: ca, TLSCert: cert, TLSKey: key},
+			ca:   ca,
+		}
+	} else {
+		args = append(args, "--port", strconv.Itoa(port))
+	}
+	cmd := exec.Command(bin, append(args, extra...)...)
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting redis-server: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			return r
+		}
+		if i == 200 {
+			tb.Fatalf("redis-server on port %d did not start", port)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// writeTestPKI writes a CA and a certificate it signs for 127.0.0.1 (for
+// the server and the client) into dir.
+func writeTestPKI(tb testing.TB, dir string) (ca, cert, key string) {
+	tb.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test Redis CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis.internal"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"redis.internal"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, caTmpl, &leafKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(leafKey)
+	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for p, b := range map[string]*pem.Block{ca: {Type: "CERTIFICATE", Bytes: caDER}, cert: {Type: "CERTIFICATE", Bytes: der}, key: {Type: "PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(p, pem.EncodeToMemory(b), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return ca, cert, key
+}
+
+func openRedisStore(tb testing.TB, url string, o RedisOptions) *Store {
+	tb.Helper()
+	b, err := Redis(url, "app", o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := New(context.Background(), b, Options{Logger: zap.NewNop()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
+// Over TLS with the test CA and a client certificate, as an ACL user: a
+// revocation made by one store is announced to another, and single-use
+// values are single use. Without the CA, or with another server name, the
+// connection is refused.
+func TestRedisTLSWithACLUser(t *testing.T) {
+	r := startRedis(t, true, "--user", "default", "off",
+		"--user", "caddy", "on", ">pw", "~team-a:*", "&team-a:*", "+@all")
+	url := strings.Replace(r.url, "rediss://", "rediss://caddy:pw@", 1)
+	o := r.opts
+	o.KeyPrefix = "team-a:"
+	a, b := openRedisStore(t, url, o), openRedisStore(t, url, o)
+	ctx := context.Background()
+	if err := a.Ping(ctx); err != nil {
+		t.Fatalf("ping over TLS: %v", err)
+	}
+	if err := a.Revoke(ctx, Revocation{Kind: RevokeSID, Value: "sid-1", Until: time.Now().Add(time.Hour).Unix()}); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.SIDRevoked("sid-1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the revocation was not announced to the other store")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fresh, err := a.ClaimOnce(ctx, "jti:1", time.Now().Add(time.Minute)); !fresh || err != nil {
+		t.Fatalf("first claim: %v %v", fresh, err)
+	}
+	if fresh, err := b.ClaimOnce(ctx, "jti:1", time.Now().Add(time.Minute)); fresh || err != nil {
+		t.Fatalf("second claim on the other store: %v %v", fresh, err)
+	}
+
+	// The ACL user may touch team-a:* only: the default prefix is refused.
+	other := openRedisStore(t, url, r.opts)
+	if _, err := other.ClaimOnce(ctx, "jti:2", time.Now().Add(time.Minute)); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("a key outside the ACL user's pattern: %v", err)
+	}
+
+	for name, o := range map[string]RedisOptions{
+		"without the CA":        {TLSCert: r.opts.TLSCert, TLSKey: r.opts.TLSKey},
+		"with another name":     {TLSCA: r.ca, TLSCert: r.opts.TLSCert, TLSKey: r.opts.TLSKey, TLSServerName: "other.example"},
+		"without a client cert": {TLSCA: r.ca},
+	} {
+		o.DialTimeout = time.Second
+		st := openRedisStore(t, url, o)
+		if err := st.Ping(ctx); err == nil {
+			t.Errorf("%s: the connection was accepted", name)
+		}
+	}
+	// The certificate carries redis.internal too.
+	o = r.opts
+	o.TLSServerName = "redis.internal"
+	if err := openRedisStore(t, url, o).Ping(ctx); err != nil {
+		t.Errorf("tls_server_name redis.internal: %v", err)
+	}
+}
+
+func TestRedisTopology(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis://r:6379/0":                             TopologySingle,
+		"rediss://u:p@r:6380/2?dial_timeout=3s":        TopologySingle,
+		"redis://s1:26379?master_name=m":               TopologySentinel,
+		"redis://s1:26379?master_name=m&addr=s2:26379": TopologySentinel,
+		"redis://n1:7000?addr=n2:7000":                 TopologyCluster,
+	} {
+		if got, err := RedisTopology(url); err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", url, got, err, want)
+		}
+	}
+	// A Cluster's keys share the app's hash tag; elsewhere the names stay
+	// as they were.
+	c, _ := Redis("redis://n1:7000?addr=n2:7000", "app", RedisOptions{})
+	s, _ := Redis("redis://r:6379", "app", RedisOptions{KeyPrefix: "x:"})
+	if p := c.(*redisBackend).prefix; p != "oidc_auth:{app}:" {
+		t.Errorf("cluster prefix %q", p)
+	}
+	if p := s.(*redisBackend).prefix; p != "x:app:" {
+		t.Errorf("single prefix %q", p)
+	}
+	if !strings.HasPrefix(c.(*redisBackend).channel(), "oidc_auth:{app}:") {
+		t.Errorf("the cluster's channel %q has not the app's hash tag", c.(*redisBackend).channel())
+	}
+}
+
+// BenchmarkRedisStore measures the store's round trips to a local
+// redis-server, plain and over TLS:
+//
+//	go test -run '^$' -bench RedisStore -benchmem ./internal/store
+func BenchmarkRedisStore(b *testing.B) {
+	for _, withTLS := range []bool{false, true} {
+		name := "plain"
+		if withTLS {
+			name = "tls"
+		}
+		r := startRedis(b, withTLS)
+		st := openRedisStore(b, r.url, r.opts)
+		ctx := context.Background()
+		until := time.Now().Add(time.Hour)
+		b.Run(name+"/claim_once", func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if _, err := st.ClaimOnce(ctx, "jti:"+strconv.Itoa(i), until); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"/revoke", func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if err := st.Revoke(ctx, Revocation{Kind: RevokeSession, Value: strconv.Itoa(i), Until: until.Unix()}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
