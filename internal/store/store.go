@@ -189,6 +189,15 @@ func (s *Store) SIDRevoked(sid string) bool {
 	return ok
 }
 
+// SubjectRevoked reports whether every session of subject begun up to at
+// is revoked.
+func (s *Store) SubjectRevoked(subject string, at int64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.subs[subject]
+	return ok && r.at >= at
+}
+
 // Held is the number of revocations held in memory.
 func (s *Store) Held() int {
 	s.mu.RLock()
