@@ -19,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // testRedis is a redis-server started for one test or benchmark.
@@ -242,5 +244,56 @@ func BenchmarkRedisStore(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// With Sentinel, a revocation is acknowledged once a replica has it: the
+// save waits for the replica (WAIT), and says so when none answered.
+func TestRedisRevocationWaitsForReplica(t *testing.T) {
+	primary := startRedis(t, false)
+	port := strings.TrimSuffix(strings.TrimPrefix(primary.url, "redis://127.0.0.1:"), "/0")
+	replica := startRedis(t, false, "--replicaof", "127.0.0.1", port)
+	rb, err := Redis(primary.url, "app", RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := rb.(*redisBackend)
+	b.replicated = true // as the Sentinel form sets it; one server plays the primary here
+	core, logs := observer.New(zap.WarnLevel)
+	st, err := New(context.Background(), b, Options{Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	replicaClient := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(replica.url, "redis://"), "/0")})
+	defer replicaClient.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(replicaClient.Info(ctx, "replication").Val(), "master_link_status:up") {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not sync")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	rev := Revocation{Kind: RevokeSID, Value: "sid-1", Until: time.Now().Add(time.Hour).Unix()}
+	if err := st.Revoke(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if logs.FilterMessageSnippet("no replica").Len() != 0 {
+		t.Error("warned although the replica is up")
+	}
+	// The replica stops answering: the revocation is recorded on the primary
+	// after a bounded wait, with a warning.
+	if err := replicaClient.Do(ctx, "client", "pause", "3000", "write").Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rev.Value = "sid-2"
+	if err := st.Revoke(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if logs.FilterMessageSnippet("no replica").Len() != 1 {
+		t.Errorf("no warning after a revocation no replica acknowledged (took %s)", time.Since(start))
 	}
 }
