@@ -78,7 +78,7 @@ func RedisTopology(url string) (string, error) {
 // CheckRedis parses url and reads the TLS files as Redis would, without
 // connecting: for configuration checks.
 func CheckRedis(url string, o RedisOptions) error {
-	c, _, err := newRedisClient(url, o)
+	c, _, _, err := newRedisClient(url, o)
 	if err != nil {
 		return err
 	}
@@ -86,15 +86,15 @@ func CheckRedis(url string, o RedisOptions) error {
 }
 
 // newRedisClient makes the client for url's topology with o applied.
-func newRedisClient(url string, o RedisOptions) (redis.UniversalClient, string, error) {
-	topo, err := RedisTopology(url)
-	if err != nil {
-		return nil, "", err
+func newRedisClient(url string, o RedisOptions) (_ redis.UniversalClient, topo string, opTimeout time.Duration, err error) {
+	if topo, err = RedisTopology(url); err != nil {
+		return nil, "", 0, err
 	}
 	rediss := strings.HasPrefix(url, "rediss:")
 	if !rediss && (o.TLSCA != "" || o.TLSCert != "" || o.TLSKey != "" || o.TLSServerName != "") {
-		return nil, "", errors.New("tls_ca, tls_cert, tls_key and tls_server_name need a rediss:// URL")
+		return nil, "", 0, errors.New("tls_ca, tls_cert, tls_key and tls_server_name need a rediss:// URL")
 	}
+	var longest time.Duration
 	timeouts := func(dial, read, write *time.Duration) {
 		for _, t := range []struct {
 			dst *time.Duration
@@ -103,9 +103,10 @@ func newRedisClient(url string, o RedisOptions) (redis.UniversalClient, string, 
 			switch {
 			case t.set > 0:
 				*t.dst = t.set
-			case *t.dst <= 0:
+			case *t.dst == 0: // negative: the URL turned it off
 				*t.dst = redisTimeout
 			}
+			longest = max(longest, *t.dst)
 		}
 	}
 	tlsConf := func(c *tls.Config) (*tls.Config, error) {
@@ -118,33 +119,33 @@ func newRedisClient(url string, o RedisOptions) (redis.UniversalClient, string, 
 	case TopologySentinel:
 		fo, err := redis.ParseFailoverURL(url)
 		if err != nil {
-			return nil, "", err
+			return nil, "", 0, err
 		}
 		if fo.TLSConfig, err = tlsConf(fo.TLSConfig); err != nil {
-			return nil, "", err
+			return nil, "", 0, err
 		}
 		timeouts(&fo.DialTimeout, &fo.ReadTimeout, &fo.WriteTimeout)
-		return redis.NewFailoverClient(fo), topo, nil
+		return redis.NewFailoverClient(fo), topo, max(longest, redisTimeout), nil
 	case TopologyCluster:
 		co, err := redis.ParseClusterURL(url)
 		if err != nil {
-			return nil, "", err
+			return nil, "", 0, err
 		}
 		if co.TLSConfig, err = tlsConf(co.TLSConfig); err != nil {
-			return nil, "", err
+			return nil, "", 0, err
 		}
 		timeouts(&co.DialTimeout, &co.ReadTimeout, &co.WriteTimeout)
-		return redis.NewClusterClient(co), topo, nil
+		return redis.NewClusterClient(co), topo, max(longest, redisTimeout), nil
 	}
 	so, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	if so.TLSConfig, err = tlsConf(so.TLSConfig); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	timeouts(&so.DialTimeout, &so.ReadTimeout, &so.WriteTimeout)
-	return redis.NewClient(so), topo, nil
+	return redis.NewClient(so), topo, max(longest, redisTimeout), nil
 }
 
 // tlsConfig completes the TLS configuration that go-redis made from a
@@ -207,7 +208,7 @@ type redisBackend struct {
 // url (see RedisTopology for its forms; rediss:// for TLS), under keys
 // named after app (see AppID). No connection is made until first use.
 func Redis(url, app string, o RedisOptions) (Backend, error) {
-	client, topo, err := newRedisClient(url, o)
+	client, topo, timeout, err := newRedisClient(url, o)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -220,7 +221,7 @@ func Redis(url, app string, o RedisOptions) (Backend, error) {
 		cluster:    topo == TopologyCluster,
 		replicated: topo == TopologySentinel,
 		prefix:     prefix + app + ":",
-		timeout:    max(o.DialTimeout, o.ReadTimeout, o.WriteTimeout, redisTimeout),
+		timeout:    timeout,
 		logger:     zap.NewNop(),
 		now:        time.Now,
 		stop:       make(chan struct{}),

@@ -297,3 +297,37 @@ func TestRedisRevocationWaitsForReplica(t *testing.T) {
 		t.Errorf("no warning after a revocation no replica acknowledged (took %s)", time.Since(start))
 	}
 }
+
+// An operation may take as long as the longest timeout, from the block or
+// the URL; a timeout the URL turns off stays off.
+func TestRedisTimeouts(t *testing.T) {
+	for _, tt := range []struct {
+		url  string
+		o    RedisOptions
+		want time.Duration
+	}{
+		{"redis://r:6379", RedisOptions{}, redisTimeout},
+		{"redis://r:6379", RedisOptions{ReadTimeout: 5 * time.Second}, 5 * time.Second},
+		{"redis://r:6379?dial_timeout=7s", RedisOptions{}, 7 * time.Second},
+		{"redis://s:26379?master_name=m&read_timeout=4s", RedisOptions{}, 4 * time.Second},
+		{"redis://n1:7000?addr=n2:7000", RedisOptions{WriteTimeout: 3 * time.Second}, 3 * time.Second},
+	} {
+		c, _, got, err := newRedisClient(tt.url, tt.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if got != tt.want {
+			t.Errorf("%s %+v: operation timeout %s, want %s", tt.url, tt.o, got, tt.want)
+		}
+	}
+	c, _, _, err := newRedisClient("redis://r:6379?read_timeout=-1", RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// go-redis reads -1 as "no deadline" and keeps it as 0.
+	if rt := c.(*redis.Client).Options().ReadTimeout; rt != 0 {
+		t.Errorf("read_timeout=-1 became %s, want none", rt)
+	}
+}
