@@ -147,12 +147,18 @@ func (m *OIDCAuth) checkStore() error {
 	return nil
 }
 
-// redactURL keeps a password in the store URL out of error messages.
+// redactURL keeps the passwords of the store URL (its user part, and the
+// Sentinel form's password parameter) out of error messages.
 func redactURL(msg, raw string) string {
-	i := strings.Index(raw, "://")
-	j := strings.LastIndex(raw, "@")
-	if i < 0 || j < i {
-		return msg
+	if i, j := strings.Index(raw, "://"), strings.LastIndex(raw, "@"); i >= 0 && j > i+3 {
+		msg = strings.ReplaceAll(msg, raw[i+3:j], "***")
 	}
-	return strings.ReplaceAll(msg, raw[i+3:j], "***")
+	if _, q, ok := strings.Cut(raw, "?"); ok {
+		for _, kv := range strings.Split(q, "&") {
+			if k, v, _ := strings.Cut(kv, "="); k == "password" && v != "" {
+				msg = strings.ReplaceAll(msg, v, "***")
+			}
+		}
+	}
+	return msg
 }

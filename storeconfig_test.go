@@ -158,11 +158,18 @@ func TestValidateStore(t *testing.T) {
 
 // The password of an ACL user never shows in an error message.
 func TestValidateStoreRedactsPassword(t *testing.T) {
-	m := validConfig()
-	m.Store = "redis://app:s3cr3t-pw@r:6379/x"
-	err := m.Validate()
-	if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") {
-		t.Fatalf("error %v shows the password (or there is no error)", err)
+	for _, raw := range []string{
+		"redis://app:s3cr3t-pw@r:6379/x",
+		"redis://app:s3cr3t-pw@r:6379/%zz",
+		"redis://s1:26379/x?master_name=m&password=s3cr3t-pw",
+		"redis://s1:26379/0?master_name=m&password=s3cr3t-pw&addr=bad",
+	} {
+		m := validConfig()
+		m.Store = raw
+		err := m.Validate()
+		if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") {
+			t.Errorf("%s: error %v shows the password (or there is no error)", raw, err)
+		}
 	}
 }
 
