@@ -163,6 +163,7 @@ func TestValidateStoreRedactsPassword(t *testing.T) {
 		"redis://app:s3cr3t-pw@r:6379/%zz",
 		"redis://s1:26379/x?master_name=m&password=s3cr3t-pw",
 		"redis://s1:26379/0?master_name=m&password=s3cr3t-pw&addr=bad",
+		"redis://s1:26379/%zz?master_name=m&password=s3cr3t-pw",
 	} {
 		m := validConfig()
 		m.Store = raw
