@@ -114,6 +114,54 @@ func waitRefused(t *testing.T, cookies []*http.Cookie, bound time.Duration, node
 	}
 }
 
+// logoutDuringFailover signs the user of browser x out at the IdP while the
+// store fails over. The IdP's back-channel call reaches instance 1: if it is
+// answered 503 (the logout could not be recorded yet), the test retries it
+// with the same logout token, as the IdP is to, until it is recorded. The
+// session stay, meanwhile, is served by both instances, never with a 5xx.
+func logoutDuringFailover(t *testing.T, i *idp, n1, n2 *instance, x *browser, stay []*http.Cookie, since time.Time) {
+	t.Helper()
+	before := len(i.stats(t).Backchannel)
+	beforeTokens := len(i.issued(t).LogoutTokens)
+	idpLogout(t, x, i, clientID, n1.app+"/signed-out")
+	waitFor(t, "the IdP's back-channel logout", 10*time.Second, func() bool {
+		return len(i.stats(t).Backchannel) > before
+	})
+	bc := i.stats(t).Backchannel
+	delivered := bc[len(bc)-1].OK
+	t.Logf("the IdP's back-channel logout %s after the kill: ok=%v %s", time.Since(since).Round(time.Millisecond), delivered, bc[len(bc)-1].Error)
+	if !delivered {
+		tokens := i.issued(t).LogoutTokens
+		if len(tokens) <= beforeTokens {
+			t.Fatal("the IdP issued no logout token")
+		}
+		token := tokens[len(tokens)-1]
+		waitFor(t, "a retried back-channel logout to be recorded", 60*time.Second, func() bool {
+			resp, err := http.PostForm(n1.app+"/auth/backchannel-logout", url.Values{"logout_token": {token}})
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case http.StatusOK:
+				return true
+			case http.StatusServiceUnavailable:
+				// Redis away: the documented answer. Sessions are still served.
+				for _, n := range []*instance{n1, n2} {
+					if got := apiStatus(t, newBrowser(t), n.app, stay, n.app+"/echo/during-failover"); got != http.StatusOK {
+						t.Errorf("a live session at %s during the failover: %d", n.name, got)
+					}
+				}
+				return false
+			default:
+				t.Fatalf("a retried back-channel logout during the failover: %d", resp.StatusCode)
+			}
+			return false
+		})
+	}
+	t.Logf("back-channel logout recorded %s after the kill", time.Since(since).Round(time.Millisecond))
+}
+
 // testPKI writes a CA and a certificate it signs for 127.0.0.1, localhost
 // and redis.internal into dir, and returns their paths.
 func testPKI(t *testing.T, dir string) (ca, cert, key string) {
@@ -253,47 +301,7 @@ sentinel parallel-syncs mymaster 1
 		t.Fatal(err)
 	}
 	<-primary.done
-	before := len(i.stats(t).Backchannel)
-	before2 := len(i.issued(t).LogoutTokens)
-	idpLogout(t, xb, i, clientID, n1.app+"/signed-out")
-	waitFor(t, "the IdP's back-channel logout", 10*time.Second, func() bool {
-		return len(i.stats(t).Backchannel) > before
-	})
-	bc := i.stats(t).Backchannel
-	delivered := bc[len(bc)-1].OK
-	t.Logf("the IdP's back-channel logout %.0fms after the kill: ok=%v %s", float64(time.Since(failover).Milliseconds()), delivered, bc[len(bc)-1].Error)
-	if !delivered {
-		// The IdP got 503 (the logout was not recorded): it is to retry. The
-		// test retries for it with the same logout token.
-		tokens := i.issued(t).LogoutTokens
-		if len(tokens) <= before2 {
-			t.Fatal("the IdP issued no logout token")
-		}
-		token := tokens[len(tokens)-1]
-		waitFor(t, "a retried back-channel logout to be recorded", 60*time.Second, func() bool {
-			resp, err := http.PostForm(n1.app+"/auth/backchannel-logout", url.Values{"logout_token": {token}})
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			switch resp.StatusCode {
-			case http.StatusOK:
-				return true
-			case http.StatusServiceUnavailable:
-				// Redis away: the documented answer. C is still served meanwhile.
-				for _, n := range []*instance{n1, n2} {
-					if got := apiStatus(t, newBrowser(t), n.app, sc, n.app+"/echo/during-failover"); got != http.StatusOK {
-						t.Errorf("C at %s during the failover: %d", n.name, got)
-					}
-				}
-				return false
-			default:
-				t.Fatalf("a retried back-channel logout during the failover: %d", resp.StatusCode)
-			}
-			return false
-		})
-	}
-	t.Logf("back-channel logout recorded %s after the primary was killed", time.Since(failover).Round(time.Millisecond))
+	logoutDuringFailover(t, i, n1, n2, xb, sc, failover)
 	waitRefused(t, sb, 5*time.Second, n1, n2)
 	wantStatus(t, "C after the failover", http.StatusOK, sc, n1, n2)
 
@@ -317,33 +325,48 @@ sentinel parallel-syncs mymaster 1
 	t.Logf("Sentinel test: failover part %s", time.Since(failover).Round(time.Millisecond))
 }
 
-// Three primaries in a Redis Cluster: the module's keys share one slot (hash
-// tag), announcements reach instances subscribed on other nodes.
+// Three primaries, each with a replica, in a Redis Cluster: the module's
+// keys share one slot (hash tag), announcements reach instances subscribed
+// on other nodes, and when the primary that holds the app's keys is killed,
+// a back-channel logout arriving during the failover is honoured on both
+// instances once recorded.
 func TestStoreRedisCluster(t *testing.T) {
 	dir := t.TempDir()
 	var nodes []string
 	var ports []int
-	for range 3 {
+	procs := map[int]*process{}
+	for range 6 {
 		p := freePort(t)
 		d := filepath.Join(dir, strconv.Itoa(p))
 		os.MkdirAll(d, 0o700)
-		startRedisProc(t, fmt.Sprintf("redis-cluster-%d", p), p, "redis-server",
+		procs[p] = startRedisProc(t, fmt.Sprintf("redis-cluster-%d", p), p, "redis-server",
 			"--port", strconv.Itoa(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d,
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(d, "nodes.conf"), "--cluster-node-timeout", "2000")
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(d, "nodes.conf"),
+			"--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0")
 		nodes = append(nodes, fmt.Sprintf("127.0.0.1:%d", p))
 		ports = append(ports, p)
 	}
-	out, err := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	out, err := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "1", "--cluster-yes")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	waitFor(t, "the cluster to be ok", 30*time.Second, func() bool {
+	clusterOK := func(ports []int) bool {
 		for _, p := range ports {
 			if !strings.Contains(redisCLI(p, "CLUSTER", "INFO"), "cluster_state:ok") {
 				return false
 			}
 		}
 		return true
+	}
+	waitFor(t, "the cluster to be ok", 30*time.Second, func() bool { return clusterOK(ports) })
+	waitFor(t, "every replica to sync", 30*time.Second, func() bool {
+		synced := 0
+		for _, p := range ports {
+			if strings.Contains(redisCLI(p, "INFO", "replication"), "master_link_status:up") {
+				synced++
+			}
+		}
+		return synced == 3
 	})
 	i, n1, n2 := newStoreCluster(t, fmt.Sprintf("store redis://%s?addr=%s&addr=%s", nodes[0], nodes[1], nodes[2]))
 	backchannelJourney(t, i, n1, n2)
@@ -357,23 +380,54 @@ func TestStoreRedisCluster(t *testing.T) {
 	}
 	waitRefused(t, s, 5*time.Second, n1, n2)
 
-	// Every key of the app is on one node, in one slot.
-	var holders, slots int
-	seen := map[string]bool{}
+	// Every key of the app is in one slot, on one primary (and its replica).
+	slots := map[string]bool{}
+	holder := 0
 	for _, p := range ports {
+		if !strings.Contains(redisCLI(p, "ROLE"), "master") {
+			continue
+		}
 		keys := strings.Fields(redisCLI(p, "--scan", "--pattern", "oidc_auth:*"))
 		if len(keys) > 0 {
-			holders++
+			if holder != 0 {
+				t.Errorf("the app's keys are on two primaries, %d and %d", holder, p)
+			}
+			holder = p
 		}
 		for _, k := range keys {
-			slot := strings.TrimSpace(redisCLI(p, "CLUSTER", "KEYSLOT", k))
-			if !seen[slot] {
-				seen[slot] = true
-				slots++
-			}
+			slots[strings.TrimSpace(redisCLI(p, "CLUSTER", "KEYSLOT", k))] = true
 		}
 	}
-	if holders != 1 || slots != 1 {
-		t.Errorf("the app's keys are on %d nodes in %d slots, want one of each", holders, slots)
+	if holder == 0 || len(slots) != 1 {
+		t.Fatalf("the app's keys are in %d slots (primary %d), want one", len(slots), holder)
 	}
+
+	// The primary that holds them is killed; its replica takes over.
+	xb, sb := loginAt(t, n1.app)
+	_, sc := loginAt(t, n2.app)
+	wantStatus(t, "B and C before the failover", http.StatusOK, sb, n1, n2)
+	failover := time.Now()
+	if err := procs[holder].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-procs[holder].done
+	logoutDuringFailover(t, i, n1, n2, xb, sc, failover)
+	waitRefused(t, sb, 5*time.Second, n1, n2)
+	wantStatus(t, "C after the failover", http.StatusOK, sc, n1, n2)
+	var alive []int
+	for _, p := range ports {
+		if p != holder {
+			alive = append(alive, p)
+		}
+	}
+	waitFor(t, "the cluster to be ok again", 30*time.Second, func() bool { return clusterOK(alive) })
+
+	// Both instances follow the new primary: an RP logout at instance 2 is
+	// announced to instance 1.
+	yc := newBrowser(t).withCookies(n2.app, sc)
+	if p := yc.navigate(n2.app + "/auth/logout"); p.Status != http.StatusFound {
+		t.Fatalf("RP logout of C at instance 2 after the failover: %s", p)
+	}
+	waitRefused(t, sc, 5*time.Second, n1)
+	t.Logf("Cluster test: failover part %s", time.Since(failover).Round(time.Millisecond))
 }
