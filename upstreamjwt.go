@@ -193,6 +193,10 @@ func (m *OIDCAuth) checkUpstreamJWT(prefix string) error {
 			st.publish = append(st.publish, pub)
 		}
 	}
+	if old := m.ujwt; old != nil {
+		// Validate runs after Provision: keep what Provision set up.
+		st.ring, st.ringKey, st.cache = old.ring, old.ringKey, old.cache
+	}
 	m.ujwt = st
 	return nil
 }
