@@ -65,7 +65,8 @@ type UpstreamJWT struct {
 
 	// How long each generated key signs. The next key is in the JWKS one
 	// period before it starts to sign, and a key stays there for the
-	// assertion lifetime (plus a minute) after it stopped. At least `10s`
+	// assertion lifetime plus a minute (or a quarter of the period, when
+	// shorter) after it stopped. At least `10s`
 	// and twice the lifetime. Ignored with signing_key. Default: `168h`.
 	KeyRotation caddy.Duration `json:"key_rotation,omitempty"`
 }
@@ -228,8 +229,9 @@ func (m *OIDCAuth) provisionUpstreamJWT(ctx caddy.Context) error {
 		r, err := assert.NewRotating(ctx.Storage(), name, assert.Options{
 			Period: st.rotation,
 			// Past its last signature a key stays published while its
-			// assertions can still be presented, with a minute to spare.
-			Retain:  st.lifetime + time.Minute,
+			// assertions can still be presented, with time to spare for
+			// clock skew.
+			Retain:  st.lifetime + min(time.Minute, st.rotation/4),
 			Now:     m.now,
 			OnError: func(err error) { logger.Error("rotating upstream_jwt signing keys", zap.Error(err)) },
 		})
@@ -255,12 +257,9 @@ func (m *OIDCAuth) cleanupUpstreamJWT() error {
 func (m *OIDCAuth) passAssertion(r *http.Request, p *principal) (string, error) {
 	st, u := m.ujwt, m.UpstreamJWT
 	stripHeader(r.Header, u.Header)
-	site := siteOrigin(r)
-	aud := u.Audience
-	if aud == "" {
-		aud = site
-	}
-	key := assert.CacheKey{Audience: aud}
+	// Keyed by what the issuer and default audience are made of, so that
+	// a cache hit builds no string.
+	key := assert.CacheKey{Audience: u.Audience, Host: r.Host, TLS: r.TLS != nil}
 	if p.session != nil {
 		key.Session = p.session.ID
 	} else {
@@ -275,6 +274,11 @@ func (m *OIDCAuth) passAssertion(r *http.Request, p *principal) (string, error) 
 		if err != nil {
 			m.logger.Error("no key to sign the upstream assertion", zap.Error(err))
 			return "", caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("upstream_jwt: %w", err))
+		}
+		site := siteOrigin(r)
+		aud := u.Audience
+		if aud == "" {
+			aud = site
 		}
 		exp := now.Add(st.lifetime)
 		if p.session != nil {

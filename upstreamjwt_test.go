@@ -397,3 +397,22 @@ func BenchmarkRequestWithUpstreamJWT(b *testing.B) { benchUpstreamJWT(b, false) 
 // BenchmarkRequestWithUpstreamJWTSigning signs on every request (a cache
 // miss each time): what the cache saves.
 func BenchmarkRequestWithUpstreamJWTSigning(b *testing.B) { benchUpstreamJWT(b, true) }
+
+// TestUpstreamJWTPerSite: one session on two sites of one handler gets
+// each site's own issuer, also with a fixed audience.
+func TestUpstreamJWTPerSite(t *testing.T) {
+	m := newUnitHandler(t, withUpstreamJWT(t, &UpstreamJWT{Audience: "https://api.internal"}))
+	startUpstreamJWT(t, m)
+	s := unitSession(time.Now())
+	set := fetchJWKS(t, m)
+	for _, host := range []string{"a.example", "b.example"} {
+		r := apiRequest(http.MethodGet, "/app")
+		r.Host = host
+		addSession(t, m, r, s)
+		_, next := serve(t, m, r)
+		claims := verifyAssertion(t, set, next.req.Header.Get("X-Auth-Assertion"), "https://api.internal")
+		if claims["iss"] != "http://"+host {
+			t.Errorf("on %s: iss %v", host, claims["iss"])
+		}
+	}
+}

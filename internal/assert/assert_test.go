@@ -402,6 +402,9 @@ func TestCache(t *testing.T) {
 	if _, _, ok := c.Get(CacheKey{Session: "s1", Audience: "b"}, tag, now); ok {
 		t.Fatal("served for another audience")
 	}
+	if _, _, ok := c.Get(CacheKey{Session: "s1", Audience: "a", Host: "other.example"}, tag, now); ok {
+		t.Fatal("served for another site")
+	}
 	for i := 0; i < 20; i++ {
 		c.Put(CacheKey{Session: string(rune('a' + i))}, tag, "t", now, now.Add(time.Minute))
 	}

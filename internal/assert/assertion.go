@@ -54,8 +54,12 @@ func (k *Key) Sign(a Assertion) (string, error) {
 	return jwt.Signed(k.signer).Claims(claims).Serialize()
 }
 
-// CacheKey names a cached assertion: one per session and audience.
-type CacheKey struct{ Session, Audience string }
+// CacheKey names a cached assertion: one per session, audience and site
+// (the issuer is the site: its host and whether it is served over TLS).
+type CacheKey struct {
+	Session, Audience, Host string
+	TLS                     bool
+}
 
 // Cache keeps signed assertions until shortly before they expire, so the
 // hot path signs once per session and audience per lifetime, not per
