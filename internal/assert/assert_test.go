@@ -441,3 +441,24 @@ func BenchmarkCacheHit(b *testing.B) {
 		}
 	}
 }
+
+// TestFirstUseWithMovingClock: the first Signing makes the ring while the
+// clock moves on (a real clock), and finds the key it made.
+func TestFirstUseWithMovingClock(t *testing.T) {
+	base := time.Unix(1_700_000_000, 999_000_000)
+	var calls int
+	var mu sync.Mutex
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return base.Add(time.Duration(calls) * time.Millisecond)
+	}
+	r, err := NewRotating(newMemStorage(), "ring", Options{Period: period, Retain: retain, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Signing(context.Background()); err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+}

@@ -196,7 +196,7 @@ func (r *Keyring) Signing(ctx context.Context) (*Key, error) {
 			return nil, err
 		}
 		r.mu.RLock()
-		k = r.signingAt(now)
+		k = r.signingAt(r.now())
 		r.mu.RUnlock()
 		if k == nil {
 			return nil, errors.New("no signing key for the current time")
@@ -362,6 +362,9 @@ func (r *Keyring) Refresh(ctx context.Context) error {
 // advance drops the keys retired at now and adds keys until one signs now
 // and the next one, which signs a period later, is published.
 func advance(keys []*Key, now time.Time, period, retain time.Duration) ([]*Key, bool, error) {
+	// Whole seconds, as kept in storage: every instance sees the same
+	// times as the one that made the keys.
+	now = now.Truncate(time.Second)
 	changed := false
 	kept := keys[:0:0]
 	for _, k := range keys {
