@@ -416,3 +416,27 @@ func TestUpstreamJWTPerSite(t *testing.T) {
 		}
 	}
 }
+
+// TestAssertionHeaderStrippedWhenOff: without upstream_jwt a client's
+// X-Auth-Assertion is removed all the same, so an upstream that checks
+// assertions never sees one Caddy did not make.
+func TestAssertionHeaderStrippedWhenOff(t *testing.T) {
+	m := newUnitHandler(t, nil)
+	r := apiRequest(http.MethodGet, "/app")
+	r.Header.Set("X-Auth-Assertion", "forged")
+	r.Header["x_auth_assertion"] = []string{"forged"}
+	addSession(t, m, r, unitSession(time.Now()))
+	_, next := serve(t, m, r)
+	if !next.called {
+		t.Fatal("next not called")
+	}
+	for name := range next.req.Header {
+		if strings.EqualFold(strings.ReplaceAll(name, "_", "-"), "x-auth-assertion") {
+			t.Errorf("%s reached the next handler", name)
+		}
+	}
+	repl := next.req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if got := repl.ReplaceAll("{http.auth.user.jwt}", "<unset>"); got != "" {
+		t.Errorf("{http.auth.user.jwt} without upstream_jwt = %q, want empty", got)
+	}
+}
