@@ -63,8 +63,8 @@ type OIDCAuth struct {
 
 	// The path under which the handler's own paths are, unless each is set
 	// on its own: <prefix>/callback, /login, /logout, /backchannel-logout,
-	// /session, /initiate and /webhook. (Front-channel logout has no
-	// default path.) Default: `/auth`.
+	// /session, /initiate and /webhook, and /jwks.json with upstream_jwt.
+	// (Front-channel logout has no default path.) Default: `/auth`.
 	PathPrefix string `json:"path_prefix,omitempty"`
 
 	// Where the IdP sends the user back after login. A path is resolved
