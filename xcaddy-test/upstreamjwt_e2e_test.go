@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -275,5 +276,48 @@ http://127.0.0.1:%d {
 	}
 	if n := up.hits.Load() - before; n != 0 {
 		t.Errorf("%d requests reached the upstream after the logout", n)
+	}
+}
+
+// TestUpstreamJWTSharedStorage: two Caddy instances on one storage publish
+// the same generated keys, and an instance started after one stopped
+// (a restart) finds them there.
+func TestUpstreamJWTSharedStorage(t *testing.T) {
+	t.Parallel()
+	storage := filepath.Join(t.TempDir(), "storage")
+	start := func() (*caddy, string) {
+		port, admin := freePort(t), freePort(t)
+		app := origin(port)
+		site := fmt.Sprintf(`
+http://127.0.0.1:%d {
+	%s
+	respond "hello {http.auth.user.id}"
+}
+`, port, oidcBlock("http://127.0.0.1:1", clientID, clientSecret, "upstream_jwt"))
+		return startCaddy(t, t.TempDir(), admin, globalOptions(admin, storage)+site, app+"/"), app
+	}
+	kids := func(app string) string {
+		t.Helper()
+		up := &verifyingUpstream{t: t, jwksURL: app + "/auth/jwks.json"}
+		set, _ := up.fetchJWKS()
+		var ids []string
+		for _, k := range set.Keys {
+			ids = append(ids, k.KeyID)
+		}
+		return strings.Join(ids, ",")
+	}
+	a, appA := start()
+	_, appB := start()
+	first := kids(appA)
+	if first == "" || strings.Count(first, ",") != 1 {
+		t.Fatalf("want the signing key and the next one, got %q", first)
+	}
+	if got := kids(appB); got != first {
+		t.Fatalf("instances on one storage publish different keys: %q and %q", first, got)
+	}
+	a.proc.stop()
+	_, appC := start()
+	if got := kids(appC); got != first {
+		t.Fatalf("after a restart the keys changed: %q, want %q", got, first)
 	}
 }
