@@ -50,6 +50,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			accept_access_token_audiences
 //		}
 //		pass_access_token
+//		upstream_jwt {
+//			header      <name>
+//			audience    <aud>
+//			lifetime    <duration>
+//			claims      <claim...>
+//			signing_key <pem> [<published pem>...]
+//			key_rotation <duration>
+//		}
+//		jwks_path       <path>
 //		allow_shared_cache
 //		session_info_path <path>
 //		initiate_login_path <path>
@@ -101,6 +110,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"jwks_uri":                 &m.JWKSURI,
 			"end_session_endpoint":     &m.EndSessionEndpoint,
 			"token_auth_method":        &m.TokenAuthMethod,
+			"jwks_path":                &m.JWKSPath,
 		}
 		if dst, ok := single[name]; ok {
 			if !d.NextArg() {
@@ -179,6 +189,15 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			m.ManagementAPI = mc
+		case "upstream_jwt":
+			if d.NextArg() {
+				return argErr()
+			}
+			u, err := parseUpstreamJWT(d)
+			if err != nil {
+				return err
+			}
+			m.UpstreamJWT = u
 		case "access_token_audiences":
 			m.AccessTokenAudiences = d.RemainingArgs()
 			if len(m.AccessTokenAudiences) == 0 {

@@ -63,8 +63,8 @@ type OIDCAuth struct {
 
 	// The path under which the handler's own paths are, unless each is set
 	// on its own: <prefix>/callback, /login, /logout, /backchannel-logout,
-	// /session, /initiate and /webhook. (Front-channel logout has no
-	// default path.) Default: `/auth`.
+	// /session, /initiate and /webhook, and /jwks.json with upstream_jwt.
+	// (Front-channel logout has no default path.) Default: `/auth`.
 	PathPrefix string `json:"path_prefix,omitempty"`
 
 	// Where the IdP sends the user back after login. A path is resolved
@@ -227,6 +227,15 @@ type OIDCAuth struct {
 	// the shortest interval among them. At least `1s`. Default: `30s`.
 	HealthProbeInterval caddy.Duration `json:"health_probe_interval,omitempty"`
 
+	// Pass a signed identity assertion (an ES256 JWT) to the next handler,
+	// for upstreams that check identity themselves. Default: off.
+	UpstreamJWT *UpstreamJWT `json:"upstream_jwt,omitempty"`
+
+	// Where the public keys of upstream_jwt are served as a JWKS, to
+	// anyone; only with upstream_jwt. Default: `/auth/jwks.json`.
+	JWKSPath string `json:"jwks_path,omitempty"`
+
+	ujwt            *upstreamJWTState
 	webhookKey      []byte
 	mgmt            *management
 	callbackPath    string
@@ -287,6 +296,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		if m.PreviousCookieSecrets[i], err = expandSecret(repl, "previous_cookie_secrets", m.PreviousCookieSecrets[i]); err != nil {
 			return err
 		}
+	}
+	if err := m.expandUpstreamJWT(repl); err != nil {
+		return err
 	}
 	if err := m.checkConfig(); err != nil {
 		return err
@@ -349,7 +361,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		m.app.mgmt.Store(m.mgmt)
 	}
 	m.app.noteLifetime(m.sessionLifetime)
-	return nil
+	return m.provisionUpstreamJWT(ctx)
 }
 
 // Validate checks the configuration; every message names the setting.
@@ -359,6 +371,9 @@ func (m *OIDCAuth) Validate() error {
 
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
+	if err := m.cleanupUpstreamJWT(); err != nil {
+		return err
+	}
 	if m.provider != nil {
 		m.provider.ReleaseProbeInterval(m.probeInterval)
 		if _, err := providers.Delete(m.providerKey); err != nil {
@@ -474,6 +489,9 @@ func (m *OIDCAuth) checkConfig() error {
 			*p.field = prefix + p.def
 		}
 	}
+	if err := m.checkUpstreamJWT(prefix); err != nil {
+		return err
+	}
 	m.webhookKey = nil
 	if m.WebhookSecret != "" {
 		key, err := parseWebhookSecret(m.WebhookSecret)
@@ -490,12 +508,13 @@ func (m *OIDCAuth) checkConfig() error {
 		"session_info_path":        m.SessionInfoPath,
 		"initiate_login_path":      m.InitiateLoginPath,
 		"webhook_path":             m.WebhookPath,
+		"jwks_path":                m.JWKSPath,
 		"redirect_uri":             m.callbackPath,
 	}
 	seen := map[string]string{}
-	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path"} {
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path", "jwks_path"} {
 		p := paths[field]
-		if p == "" && field == "frontchannel_logout_path" {
+		if p == "" && (field == "frontchannel_logout_path" || field == "jwks_path") {
 			continue // off
 		}
 		if !strings.HasPrefix(p, "/") {
