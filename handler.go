@@ -40,6 +40,9 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if r.URL.Path == m.FrontchannelLogoutPath && m.FrontchannelLogoutPath != "" {
 		return m.handleFrontchannelLogout(w, r)
 	}
+	if m.ujwt != nil && r.URL.Path == m.JWKSPath {
+		return m.serveJWKS(w, r)
+	}
 	return m.authenticate(w, r, next)
 }
 
@@ -71,6 +74,15 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		r.Header.Set("Authorization", "Bearer "+p.accessToken)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if m.ujwt != nil {
+		tok, err := m.passAssertion(r, p)
+		if err != nil {
+			return err
+		}
+		// Before the identity's provider, which answers every other
+		// http.auth.user.* name.
+		repl.Map(assertionPlaceholder(tok))
+	}
 	if m.ManagementAPI != nil {
 		// Before the identity's provider, which answers every other
 		// http.auth.user.* name.
@@ -143,6 +155,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
 		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
 		countRejected("lifetime")
+		countSessionEnded("lifetime")
 		return nil, m.unauthenticated(w, r, true, api)
 	}
 	if m.app.revoked(s) {
@@ -151,9 +164,20 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 		return nil, m.unauthenticated(w, r, true, api)
 	}
 
+	touch := false
+	if m.IdleTimeout > 0 {
+		if m.idleOver(r.Context(), s, now.Unix()) {
+			m.logger.Info("session reached idle_timeout", zap.String("sub", s.Subject))
+			countRejected("idle")
+			countSessionEnded("idle")
+			return nil, m.unauthenticated(w, r, true, api)
+		}
+		touch = now.Unix()-lastActive(s) >= m.touchInterval()
+	}
+
 	var newIDToken string
 	refreshed := false
-	if now.Unix() >= s.RefreshAt {
+	if now.Unix() >= s.RefreshAt || m.app.store.MustRefresh(s.Subject, max(s.Issued, s.Created)) {
 		if s.RefreshToken == "" {
 			if now.Unix() >= s.Expiry {
 				countRejected("expired")
@@ -207,7 +231,13 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 		return nil, m.forbidden(w, r)
 	}
 
-	if refreshed || s.OldKey {
+	if touch {
+		cp := *s
+		s = &cp
+		s.Seen = now.Unix()
+		m.touch(s, s.Seen)
+	}
+	if refreshed || s.OldKey || touch {
 		maxAge := m.sessionMaxAge(s, now)
 		if err := m.cookies.WriteSession(w, r, s, maxAge); err != nil {
 			return nil, caddyhttp.Error(http.StatusInternalServerError, err)
@@ -260,6 +290,7 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 	}
 	s.Expiry = ts.Expiry.Unix()
 	s.RefreshAt = refreshTime(m.now(), ts.Expiry).Unix()
+	s.Issued = m.now().Unix()
 	if ts.IDToken != "" {
 		s.Claims = ts.Claims
 		if ts.SID != "" && ts.SID != s.SID {

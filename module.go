@@ -64,8 +64,8 @@ type OIDCAuth struct {
 
 	// The path under which the handler's own paths are, unless each is set
 	// on its own: <prefix>/callback, /login, /logout, /backchannel-logout,
-	// /session, /initiate and /webhook. (Front-channel logout has no
-	// default path.) Default: `/auth`.
+	// /session, /initiate and /webhook, and /jwks.json with upstream_jwt.
+	// (Front-channel logout has no default path.) Default: `/auth`.
 	PathPrefix string `json:"path_prefix,omitempty"`
 
 	// Where the IdP sends the user back after login. A path is resolved
@@ -129,6 +129,14 @@ type OIDCAuth struct {
 	// The absolute limit on a session's age, whatever the refresh token
 	// allows. Default: `24h`.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+
+	// A session with no request for this long is over (navigation: login
+	// again; API call: 401), within session_lifetime. Activity is kept in
+	// the session cookie, rewritten at most once a minute (more often
+	// only for a timeout under 4 minutes), and, with a shared store, in
+	// the session registry, so a session active on one instance stays
+	// alive on another. At least `1s`. Default: off.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
 	// A shared store for revocations and refresh coordination, for several
 	// Caddy instances: `redis://host:port/db`, `rediss://user:password@host:port/db`
@@ -228,6 +236,15 @@ type OIDCAuth struct {
 	// the shortest interval among them. At least `1s`. Default: `30s`.
 	HealthProbeInterval caddy.Duration `json:"health_probe_interval,omitempty"`
 
+	// Pass a signed identity assertion (an ES256 JWT) to the next handler,
+	// for upstreams that check identity themselves. Default: off.
+	UpstreamJWT *UpstreamJWT `json:"upstream_jwt,omitempty"`
+
+	// Where the public keys of upstream_jwt are served as a JWKS, to
+	// anyone; only with upstream_jwt. Default: `/auth/jwks.json`.
+	JWKSPath string `json:"jwks_path,omitempty"`
+
+	ujwt            *upstreamJWTState
 	webhookKey      []byte
 	mgmt            *management
 	callbackPath    string
@@ -292,6 +309,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	if err := m.expandUpstreamJWT(repl); err != nil {
+		return err
+	}
 	if err := m.checkConfig(); err != nil {
 		return err
 	}
@@ -355,8 +375,10 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	m.app = val.(*appState)
 	if m.ManagementAPI != nil {
 		m.mgmt = m.newManagement()
+		m.app.mgmt.Store(m.mgmt)
 	}
-	return nil
+	m.app.noteLifetime(m.sessionLifetime)
+	return m.provisionUpstreamJWT(ctx)
 }
 
 // Validate checks the configuration; every message names the setting.
@@ -366,6 +388,9 @@ func (m *OIDCAuth) Validate() error {
 
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
+	if err := m.cleanupUpstreamJWT(); err != nil {
+		return err
+	}
 	if m.provider != nil {
 		m.provider.ReleaseProbeInterval(m.probeInterval)
 		if _, err := providers.Delete(m.providerKey); err != nil {
@@ -481,6 +506,9 @@ func (m *OIDCAuth) checkConfig() error {
 			*p.field = prefix + p.def
 		}
 	}
+	if err := m.checkUpstreamJWT(prefix); err != nil {
+		return err
+	}
 	m.webhookKey = nil
 	if m.WebhookSecret != "" {
 		key, err := parseWebhookSecret(m.WebhookSecret)
@@ -497,12 +525,13 @@ func (m *OIDCAuth) checkConfig() error {
 		"session_info_path":        m.SessionInfoPath,
 		"initiate_login_path":      m.InitiateLoginPath,
 		"webhook_path":             m.WebhookPath,
+		"jwks_path":                m.JWKSPath,
 		"redirect_uri":             m.callbackPath,
 	}
 	seen := map[string]string{}
-	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path"} {
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path", "jwks_path"} {
 		p := paths[field]
-		if p == "" && field == "frontchannel_logout_path" {
+		if p == "" && (field == "frontchannel_logout_path" || field == "jwks_path") {
 			continue // off
 		}
 		if !strings.HasPrefix(p, "/") {
@@ -528,6 +557,9 @@ func (m *OIDCAuth) checkConfig() error {
 	m.sessionLifetime = time.Duration(m.SessionLifetime)
 	if m.sessionLifetime == 0 {
 		m.sessionLifetime = defaultSessionLifetime
+	}
+	if err := m.checkIdleTimeout(); err != nil {
+		return err
 	}
 	switch d := time.Duration(m.HealthProbeInterval); {
 	case d == 0:
