@@ -331,3 +331,118 @@ func TestRedisTimeouts(t *testing.T) {
 		t.Errorf("read_timeout=-1 became %s, want none", rt)
 	}
 }
+
+// startRedisCluster runs three redis-server primaries joined into a Redis
+// Cluster and returns the store URL of the Cluster form.
+func startRedisCluster(tb testing.TB) string {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		tb.Skip("redis-cli not installed (scripts/setup.sh installs it)")
+	}
+	var addrs []string
+	for range 3 {
+		// The cluster bus listens on port+10000: keep below 55536.
+		var port int
+		for {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				tb.Fatal(err)
+			}
+			port = l.Addr().(*net.TCPAddr).Port
+			l.Close()
+			if port < 55536 {
+				break
+			}
+		}
+		dir := tb.TempDir()
+		bin, err := exec.LookPath("redis-server")
+		if err != nil {
+			tb.Skip("redis-server not installed (scripts/setup.sh installs it)")
+		}
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"))
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		for i := 0; ; i++ {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				break
+			}
+			if i == 200 {
+				tb.Fatalf("redis-server on %s did not start", addr)
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		addrs = append(addrs, addr)
+	}
+	out, err := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for i := 0; ; i++ {
+		ok := true
+		for _, a := range addrs {
+			_, port, _ := net.SplitHostPort(a)
+			info, _ := exec.Command("redis-cli", "-p", port, "CLUSTER", "INFO").Output()
+			ok = ok && strings.Contains(string(info), "cluster_state:ok")
+		}
+		if ok {
+			break
+		}
+		if i == 400 {
+			tb.Fatal("the cluster did not become ok")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Sprintf("redis://%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2])
+}
+
+// In a Redis Cluster: revocations are loaded by a store that starts later
+// (one scan on the node of the app's slot) and announced to running ones;
+// single-use values and the refresh lock and outcome work across slots.
+func TestRedisClusterStore(t *testing.T) {
+	url := startRedisCluster(t)
+	ctx := context.Background()
+	a, b := openRedisStore(t, url, RedisOptions{}), openRedisStore(t, url, RedisOptions{})
+	for k := range 50 { // spread over many values, so a wrong slot would show
+		if err := a.Revoke(ctx, Revocation{Kind: RevokeSID, Value: "sid-" + strconv.Itoa(k), Until: time.Now().Add(time.Hour).Unix()}); err != nil {
+			t.Fatalf("revoke %d: %v", k, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.SIDRevoked("sid-49") {
+		if time.Now().After(deadline) {
+			t.Fatal("the revocation was not announced to the other store")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	later := openRedisStore(t, url, RedisOptions{})
+	if n := later.Held(); n != 50 {
+		t.Errorf("a store started later loaded %d revocations, want 50", n)
+	}
+	for k := range 20 {
+		jti := "jti:" + strconv.Itoa(k)
+		if fresh, err := a.ClaimOnce(ctx, jti, time.Now().Add(time.Minute)); !fresh || err != nil {
+			t.Fatalf("claim %s: %v %v", jti, fresh, err)
+		}
+		if fresh, err := b.ClaimOnce(ctx, jti, time.Now().Add(time.Minute)); fresh || err != nil {
+			t.Fatalf("second claim %s: %v %v", jti, fresh, err)
+		}
+	}
+	ex := a.backend.exchange()
+	if ok, err := ex.lock(ctx, "rt-1", time.Minute); !ok || err != nil {
+		t.Fatalf("lock: %v %v", ok, err)
+	}
+	if ok, _ := b.backend.exchange().lock(ctx, "rt-1", time.Minute); ok {
+		t.Error("the refresh lock was taken twice")
+	}
+	if err := ex.publish(ctx, "rt-1", "sealed", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.backend.exchange().outcome(ctx, "rt-1"); v != "sealed" || err != nil {
+		t.Errorf("outcome on the other store: %q %v", v, err)
+	}
+}
