@@ -27,8 +27,9 @@ type StoreOptions struct {
 	TLSKey string `json:"tls_key,omitempty"`
 
 	// The name the server's certificate must carry, when it is not the
-	// host in the URL (a server reached by IP address). Default: the
-	// URL's host.
+	// host in the URL (a server reached by IP address). With Sentinel or
+	// a Cluster every node's certificate is checked against this one
+	// name. Default: the URL's host.
 	TLSServerName string `json:"tls_server_name,omitempty"`
 
 	// How long to wait for a connection to Redis. Default: `2s`, or
