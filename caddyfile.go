@@ -37,7 +37,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cookie_name     <name>
 //		session_lifetime <duration>
 //		idle_timeout    <duration>
-//		store           <redis-url>
+//		store           <redis-url> {   # redis://, rediss://, Sentinel and Cluster forms
+//			tls_ca          <file>
+//			tls_cert        <file>
+//			tls_key         <file>
+//			tls_server_name <name>
+//			dial_timeout    <duration>
+//			read_timeout    <duration>
+//			write_timeout   <duration>
+//			key_prefix      <prefix>
+//		}
 //		require         <claim> <value...>   # also: require scope <scope...>, require acr <value...>
 //		max_age         <duration>
 //		allow_unverified_email
@@ -60,6 +69,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		dpop            [required]
 //		pass_access_token
+//		upstream_jwt {
+//			header      <name>
+//			audience    <aud>
+//			lifetime    <duration>
+//			claims      <claim...>
+//			signing_key <pem> [<published pem>...]
+//			key_rotation <duration>
+//		}
+//		jwks_path       <path>
 //		allow_shared_cache
 //		session_info_path <path>
 //		initiate_login_path <path>
@@ -105,12 +123,12 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"webhook_path":             &m.WebhookPath,
 			"webhook_secret":           &m.WebhookSecret,
 			"cookie_name":              &m.CookieName,
-			"store":                    &m.Store,
 			"authorization_endpoint":   &m.AuthorizationEndpoint,
 			"token_endpoint":           &m.TokenEndpoint,
 			"jwks_uri":                 &m.JWKSURI,
 			"end_session_endpoint":     &m.EndSessionEndpoint,
 			"token_auth_method":        &m.TokenAuthMethod,
+			"jwks_path":                &m.JWKSPath,
 		}
 		if dst, ok := single[name]; ok {
 			if !d.NextArg() {
@@ -191,6 +209,19 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			m.ManagementAPI = mc
+		case "store":
+			if err := m.unmarshalStore(d); err != nil {
+				return err
+			}
+		case "upstream_jwt":
+			if d.NextArg() {
+				return argErr()
+			}
+			u, err := parseUpstreamJWT(d)
+			if err != nil {
+				return err
+			}
+			m.UpstreamJWT = u
 		case "access_token_audiences":
 			m.AccessTokenAudiences = d.RemainingArgs()
 			if len(m.AccessTokenAudiences) == 0 {

@@ -7,6 +7,7 @@ package oidcauth
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -63,8 +64,8 @@ type OIDCAuth struct {
 
 	// The path under which the handler's own paths are, unless each is set
 	// on its own: <prefix>/callback, /login, /logout, /backchannel-logout,
-	// /session, /initiate and /webhook. (Front-channel logout has no
-	// default path.) Default: `/auth`.
+	// /session, /initiate and /webhook, and /jwks.json with upstream_jwt.
+	// (Front-channel logout has no default path.) Default: `/auth`.
 	PathPrefix string `json:"path_prefix,omitempty"`
 
 	// Where the IdP sends the user back after login. A path is resolved
@@ -146,8 +147,16 @@ type OIDCAuth struct {
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
 	// A shared store for revocations and refresh coordination, for several
-	// Caddy instances: `redis://host:port/db`. Default: an embedded store.
+	// Caddy instances: `redis://host:port/db`, `rediss://user:password@host:port/db`
+	// (TLS, ACL user), the Sentinel form
+	// `redis://sentinel1:26379/db?master_name=mymaster&addr=sentinel2:26379`
+	// or the Cluster form `redis://node1:6379?addr=node2:6379&addr=node3:6379`,
+	// as go-redis parses them. `{env.*}` and `{file.*}` placeholders work.
+	// Default: an embedded store.
 	Store string `json:"store,omitempty"`
+
+	// TLS, timeouts and key prefix of the Redis store. Default: none.
+	StoreOptions *StoreOptions `json:"store_options,omitempty"`
 
 	// Access rules: every rule must hold for a signed-in user, or the
 	// request is answered 403. Default: none.
@@ -246,6 +255,15 @@ type OIDCAuth struct {
 	// the shortest interval among them. At least `1s`. Default: `30s`.
 	HealthProbeInterval caddy.Duration `json:"health_probe_interval,omitempty"`
 
+	// Pass a signed identity assertion (an ES256 JWT) to the next handler,
+	// for upstreams that check identity themselves. Default: off.
+	UpstreamJWT *UpstreamJWT `json:"upstream_jwt,omitempty"`
+
+	// Where the public keys of upstream_jwt are served as a JWKS, to
+	// anyone; only with upstream_jwt. Default: `/auth/jwks.json`.
+	JWKSPath string `json:"jwks_path,omitempty"`
+
+	ujwt            *upstreamJWTState
 	webhookKey      []byte
 	mgmt            *management
 	callbackPath    string
@@ -303,10 +321,16 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	if m.WebhookSecret, err = expandSecret(repl, "webhook_secret", m.WebhookSecret); err != nil {
 		return err
 	}
+	if m.Store, err = expandSecret(repl, "store", m.Store); err != nil {
+		return err
+	}
 	for i := range m.PreviousCookieSecrets {
 		if m.PreviousCookieSecrets[i], err = expandSecret(repl, "previous_cookie_secrets", m.PreviousCookieSecrets[i]); err != nil {
 			return err
 		}
+	}
+	if err := m.expandUpstreamJWT(repl); err != nil {
+		return err
 	}
 	if err := m.checkConfig(); err != nil {
 		return err
@@ -352,9 +376,14 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	m.newClient()
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
+	if m.StoreOptions != nil {
+		// Other TLS files or timeouts are another connection.
+		o, _ := json.Marshal(m.StoreOptions)
+		m.appKey += "\x00" + string(o)
+	}
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
 		id := store.AppID(m.Issuer, m.ClientID)
-		st, err := store.Open(ctx, m.Store, ctx.Storage(), id, store.Options{Logger: m.logger})
+		st, err := store.Open(ctx, m.Store, ctx.Storage(), id, store.Options{Logger: m.logger, Redis: m.redisOptions()})
 		if err != nil {
 			return nil, err
 		}
@@ -369,7 +398,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		m.app.mgmt.Store(m.mgmt)
 	}
 	m.app.noteLifetime(m.sessionLifetime)
-	return nil
+	return m.provisionUpstreamJWT(ctx)
 }
 
 // Validate checks the configuration; every message names the setting.
@@ -379,6 +408,9 @@ func (m *OIDCAuth) Validate() error {
 
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
+	if err := m.cleanupUpstreamJWT(); err != nil {
+		return err
+	}
 	if m.provider != nil {
 		m.provider.ReleaseProbeInterval(m.probeInterval)
 		if _, err := providers.Delete(m.providerKey); err != nil {
@@ -494,6 +526,9 @@ func (m *OIDCAuth) checkConfig() error {
 			*p.field = prefix + p.def
 		}
 	}
+	if err := m.checkUpstreamJWT(prefix); err != nil {
+		return err
+	}
 	m.webhookKey = nil
 	if m.WebhookSecret != "" {
 		key, err := parseWebhookSecret(m.WebhookSecret)
@@ -510,12 +545,13 @@ func (m *OIDCAuth) checkConfig() error {
 		"session_info_path":        m.SessionInfoPath,
 		"initiate_login_path":      m.InitiateLoginPath,
 		"webhook_path":             m.WebhookPath,
+		"jwks_path":                m.JWKSPath,
 		"redirect_uri":             m.callbackPath,
 	}
 	seen := map[string]string{}
-	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path"} {
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path", "jwks_path"} {
 		p := paths[field]
-		if p == "" && field == "frontchannel_logout_path" {
+		if p == "" && (field == "frontchannel_logout_path" || field == "jwks_path") {
 			continue // off
 		}
 		if !strings.HasPrefix(p, "/") {
@@ -553,10 +589,8 @@ func (m *OIDCAuth) checkConfig() error {
 	default:
 		m.probeInterval = d
 	}
-	if m.Store != "" {
-		if err := checkStoreURL(m.Store); err != nil {
-			return err
-		}
+	if err := m.checkStore(); err != nil {
+		return err
 	}
 	if err := m.checkManagement(); err != nil {
 		return err
@@ -648,20 +682,6 @@ func checkPathOrURL(field, raw string) (*url.URL, error) {
 		u.Path = "/"
 	}
 	return u, nil
-}
-
-func checkStoreURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("store: %v", err)
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return fmt.Errorf("store: must be a redis:// or rediss:// URL, got %q", raw)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("store: missing host in %q", raw)
-	}
-	return nil
 }
 
 func isLoopback(host string) bool {
