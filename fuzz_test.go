@@ -287,6 +287,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"oidc_auth {\n issuer \"a b\" `c`\n}",
 		"oidc_auth {\n {\n}\n}",
 		"oidc_auth {\n issuer https://idp.example.com\n client_id a\n client_secret b\n login_path /auth/callback\n}",
+		"oidc_auth {\n issuer https://idp.example.com\n client_id a\n client_secret b\n bearer\n require scope a b\n require acr mfa\n max_age 5m\n dpop required\n protected_resource {\n resource https://api.example.com/mcp\n scopes_supported a b\n resource_name \"X\"\n }\n}",
 		"oidc_auth {\n issuer https://idp.example.com\n client_id a\n client_secret b\n upstream_jwt {\n header X-Id\n lifetime 30s\n claims sub roles\n key_rotation 1h\n }\n jwks_path /keys\n}",
 	} {
 		f.Add(s)

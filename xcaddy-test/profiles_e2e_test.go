@@ -172,6 +172,7 @@ var profileCases = []profileCase{
 				t.Errorf("token endpoint client authentication: %v, want basic only (code + refresh)", info.TokenAuth)
 			}
 		}},
+	{profile: "resource-server", refresh: true, endSession: true, alg: "RS256", jwtAccess: true},
 	{profile: "es256", refresh: true, endSession: true, alg: "ES256", jwtAccess: true},
 	{profile: "multi-key", refresh: true, endSession: true, alg: "RS256", jwtAccess: true,
 		check: func(t *testing.T, s *stack, b *browser, loggedIn time.Time) {
