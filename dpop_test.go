@@ -122,6 +122,12 @@ func TestDPoPRequired(t *testing.T) {
 	if res.reachedNext || res.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "DPoP ") {
 		t.Errorf("plain bearer token with dpop required: status %d, WWW-Authenticate %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
 	}
+	// Without a token: both schemes are offered.
+	res = e.browser().get("/mcp", api)
+	if www := res.Header.Values("WWW-Authenticate"); res.StatusCode != http.StatusUnauthorized || len(www) != 2 ||
+		!strings.HasPrefix(www[0], "Bearer ") || !strings.HasPrefix(www[1], "DPoP ") || !strings.Contains(www[1], `algs="ES256`) {
+		t.Errorf("no token with dpop: status %d, WWW-Authenticate %q", res.StatusCode, www)
+	}
 	md := serveIT(e.h, httptest.NewRequest(http.MethodGet, "http://"+itHost+"/.well-known/oauth-protected-resource", nil))
 	if !strings.Contains(md.body, `"dpop_bound_access_tokens_required":true`) || !strings.Contains(md.body, `"dpop_signing_alg_values_supported":["ES256"`) {
 		t.Errorf("metadata: %s", md.body)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/dpop"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -146,6 +147,11 @@ func (m *OIDCAuth) handleResourceMetadata(w http.ResponseWriter, r *http.Request
 // section 5.1); params are further auth-params, name then value.
 func (m *OIDCAuth) bearerChallenge(w http.ResponseWriter, r *http.Request, code string, params ...string) {
 	m.challenge(w, r, "Bearer", code, params...)
+	if code == "" && m.DPoP != nil {
+		// A request without a token learns that DPoP is accepted too,
+		// and with which algorithms (RFC 9449 section 7.1).
+		m.challenge(w, r, "DPoP", "", "algs", strings.Join(dpop.AlgNames(), " "))
+	}
 }
 
 func (m *OIDCAuth) challenge(w http.ResponseWriter, r *http.Request, scheme, code string, params ...string) {
