@@ -136,3 +136,26 @@ func TestDPoPRequired(t *testing.T) {
 		t.Errorf("dpop without bearer: %v", err)
 	}
 }
+
+// TestDPoPBehindProxy: with protected_resource's resource set, a proof's
+// htu names the public origin, not the one the request reached Caddy on.
+func TestDPoPBehindProxy(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t, func(h *OIDCAuth) {
+		h.Bearer = &BearerConfig{}
+		h.ProtectedResource = &ProtectedResourceConfig{Resource: "https://api.example.com/mcp"}
+	})
+	now := e.clock.Now()
+	key := newDPoPKey(t)
+	tok := e.op.ActiveKey().Sign(map[string]any{"iss": e.op.Issuer, "aud": e.op.ClientID, "sub": "u", "client_id": "c",
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "cnf": map[string]any{"jkt": key.jkt()}}, "at+jwt")
+	for htu, ok := range map[string]bool{"https://api.example.com/mcp": true, "http://" + itHost + "/mcp": false} {
+		req := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/mcp", nil)
+		req.Header.Set("Authorization", "DPoP "+tok)
+		req.Header.Set("DPoP", key.proof("GET", htu, tok, "jti-"+htu, now))
+		res := e.browser().do(req, api)
+		if res.reachedNext != ok {
+			t.Errorf("htu %s: status %d, served %v, want served %v", htu, res.StatusCode, res.reachedNext, ok)
+		}
+	}
+}
