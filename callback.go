@@ -140,10 +140,3 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 	http.Redirect(w, r, target, http.StatusFound)
 	return nil
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}

@@ -1,7 +1,6 @@
 package oidcauth
 
 import (
-	"bytes"
 	"encoding/json"
 	"sort"
 	"strconv"
@@ -31,21 +30,6 @@ func (id *identity) replace(key string) (any, bool) {
 	// A claim this user lacks is empty rather than left as literal text
 	// (header_up and other ReplaceKnown users would pass "{...}" on).
 	return id.values[key], true
-}
-
-// identityFor builds the identity once per access token; the result is
-// cached with the verified token, so the hot path only copies strings.
-// The cached identity serves only a session with the same user, sid and
-// ID token claims as the one it was built for; any other gets its own.
-func (v *verifiedToken) identityFor(s *session) *identity {
-	v.once.Do(func() {
-		v.id = buildIdentity(v.claims, s)
-		v.idSub, v.idSID, v.idClaims = s.Subject, s.SID, s.Claims
-	})
-	if s.Subject != v.idSub || s.SID != v.idSID || !bytes.Equal(s.Claims, v.idClaims) {
-		return buildIdentity(v.claims, s)
-	}
-	return v.id
 }
 
 // buildIdentity merges the access token's claims with the session's.
@@ -236,4 +220,31 @@ func globMatch(pattern, s string) bool {
 		s = s[i+len(p):]
 	}
 	return len(s) >= len(last) && strings.HasSuffix(s, last)
+}
+
+func claimInt(claims map[string]any, name string) int64 {
+	f, _ := claims[name].(float64)
+	return int64(f)
+}
+
+// principal is a request's authenticated user.
+type principal struct {
+	session     *session // nil for a bearer token
+	id          *identity
+	accessToken string
+	expiry      int64 // access token expiry, unix seconds
+}
+
+func (p *principal) subject() string {
+	sub, _ := p.id.claims["sub"].(string)
+	return sub
+}
+
+// Rule is one access rule: the claim must equal one of the values (or, for
+// an array claim, contain one). Values may use `*` as a wildcard.
+type Rule struct {
+	// The claim's name; a dotted name reaches into nested objects.
+	Claim string `json:"claim"`
+	// The accepted values; at least one.
+	Values []string `json:"values"`
 }

@@ -93,16 +93,6 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// sessionAlive reports whether s could still serve a request: within its
-// lifetime, not revoked, and with a refresh token or an unexpired access
-// token.
-func (m *OIDCAuth) sessionAlive(s *session, now time.Time) bool {
-	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) || m.app.revoked(s) {
-		return false
-	}
-	return s.RefreshToken != "" || now.Unix() < s.Expiry
-}
-
 // isPrefetch recognises speculative loads (link prefetch, prerender,
 // previews), which must not have side effects.
 func isPrefetch(r *http.Request) bool {
@@ -128,4 +118,50 @@ func (m *OIDCAuth) revokeToken(ctx context.Context, meta *metadata, token string
 	default:
 		m.logger.Debug("refresh token revoked at the identity provider")
 	}
+}
+
+// handleFrontchannelLogout serves OIDC Front-Channel Logout 1.0: the IdP's
+// logout page loads this path in an iframe with iss and sid. Browsers do
+// not send SameSite cookies to such an iframe, so the sid alone names the
+// sessions to end; iss must be ours. Anyone can send such a request, so
+// it only ends sessions whose sid this deployment issued (recorded at
+// login), and writes each revocation once: what an anonymous request can
+// make the store hold is bounded by the logins it had.
+func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Request) error {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	if r.Method != http.MethodGet {
+		h.Set("Allow", "GET")
+		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
+	}
+	q := r.URL.Query()
+	iss, sid := q.Get("iss"), q.Get("sid")
+	if iss != m.Issuer || sid == "" || len(sid) > 512 {
+		m.logger.Warn("front-channel logout refused", zap.String("reason", "iss and sid required, iss must be the issuer"))
+		countLogout("frontchannel", "refused", "bad_request")
+		return m.fail(w, r, http.StatusBadRequest, "A front-channel logout needs this site's iss and a sid.", "")
+	}
+	switch known, err := m.app.store.KnownSID(r.Context(), sid); {
+	case err != nil:
+		m.logger.Error("front-channel logout: store unavailable", zap.Error(err))
+		countLogout("frontchannel", "refused", "store_unavailable")
+		return m.fail(w, r, http.StatusServiceUnavailable, "The logout cannot be recorded now.", "")
+	case !known:
+		// The same answer as for a logout, without its write.
+		m.logger.Info("front-channel logout of a sid not issued here; ignored")
+		countLogout("frontchannel", "refused", "unknown_sid")
+	case m.app.store.SIDRevoked(sid):
+		countLogout("frontchannel", "accepted", "")
+	default:
+		rev := store.Revocation{Kind: store.RevokeSID, Value: sid, Until: m.now().Add(m.sessionLifetime).Unix()}
+		if err := m.app.store.Revoke(r.Context(), rev); err != nil {
+			m.logger.Error("front-channel logout not recorded in the store", zap.Error(err))
+		}
+		m.logger.Info("front-channel logout", zap.String("sid", sid))
+		countLogout("frontchannel", "accepted", "")
+	}
+	m.cookies.ClearSession(w, r, m.LogoutPath)
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	_, err := w.Write([]byte("<!doctype html><title>Signed out</title>"))
+	return err
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -26,21 +25,6 @@ import (
 func init() {
 	caddy.RegisterModule(OIDCAuth{})
 }
-
-// Defaults for the settings that have one.
-const (
-	// The handler's own paths default to these names under path_prefix.
-	defaultPathPrefix            = "/auth"
-	defaultCallbackPath          = "/callback"
-	defaultLoginPath             = "/login"
-	defaultLogoutPath            = "/logout"
-	defaultBackchannelLogoutPath = "/backchannel-logout"
-	defaultSessionInfoPath       = "/session"
-	defaultInitiateLoginPath     = "/initiate"
-	defaultWebhookPath           = "/webhook"
-	defaultSessionLifetime       = 24 * time.Hour
-	minCookieSecretLen           = 32
-)
 
 var defaultScopes = []string{"openid", "profile", "email", "offline_access"}
 
@@ -234,15 +218,6 @@ type OIDCAuth struct {
 	appKey          string
 	logger          *zap.Logger
 	now             func() time.Time
-}
-
-// Rule is one access rule: the claim must equal one of the values (or, for
-// an array claim, contain one). Values may use `*` as a wildcard.
-type Rule struct {
-	// The claim's name; a dotted name reaches into nested objects.
-	Claim string `json:"claim"`
-	// The accepted values; at least one.
-	Values []string `json:"values"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -565,28 +540,6 @@ func expandSecret(repl *caddy.Replacer, field, v string) (string, error) {
 	return out, nil
 }
 
-// checkProviderURL accepts https URLs, and http only for loopback hosts.
-func checkProviderURL(field, raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("%s: %v", field, err)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("%s: must be an absolute URL, got %q", field, raw)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopback(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%s: must use https (http is allowed only for loopback hosts), got %q", field, raw)
-	default:
-		return fmt.Errorf("%s: must be an https URL, got %q", field, raw)
-	}
-}
-
 // checkPathOrURL accepts an absolute path or an http(s) URL.
 func checkPathOrURL(field, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
@@ -622,14 +575,6 @@ func checkStoreURL(raw string) error {
 	return nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func defaultCookieName(issuer, clientID string) string {
 	sum := sha256.Sum256([]byte(issuer + "\x00" + clientID))
 	return "oidc_" + hex.EncodeToString(sum[:4])
@@ -642,15 +587,6 @@ func validCookieName(name string) bool {
 		}
 	}
 	return name != ""
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Interface guards

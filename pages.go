@@ -5,6 +5,7 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -98,3 +99,35 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 </body>
 </html>
 `))
+
+func backchannelError(w http.ResponseWriter, status int, code, desc string) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+func (m *OIDCAuth) unavailable(w http.ResponseWriter, r *http.Request) error {
+	return m.fail(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Please try again in a moment.", "")
+}
+
+// apiOnlyKey marks a request (in its context) that is answered as an API
+// call whatever it looks like, such as those of the session info endpoint.
+type apiOnlyKey struct{}
+
+// isAPIRequest tells API calls (which get a 401) from page navigations
+// (which are sent to log in), by the hints browsers and clients send.
+func isAPIRequest(r *http.Request) bool {
+	if r.Context().Value(apiOnlyKey{}) != nil {
+		return true
+	}
+	if r.Header.Get("X-Requested-With") != "" {
+		return true
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode != "navigate"
+	}
+	if dest := r.Header.Get("Sec-Fetch-Dest"); dest != "" {
+		return dest != "document" && dest != "iframe" && dest != "frame"
+	}
+	return !strings.Contains(r.Header.Get("Accept"), "text/html")
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io/fs"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -43,3 +44,18 @@ func loadOrCreateSecret(ctx context.Context, storage certmagic.Storage) ([]byte,
 	}
 	return b, nil
 }
+
+// Defaults for the settings that have one.
+const (
+	// The handler's own paths default to these names under path_prefix.
+	defaultPathPrefix            = "/auth"
+	defaultCallbackPath          = "/callback"
+	defaultLoginPath             = "/login"
+	defaultLogoutPath            = "/logout"
+	defaultBackchannelLogoutPath = "/backchannel-logout"
+	defaultSessionInfoPath       = "/session"
+	defaultInitiateLoginPath     = "/initiate"
+	defaultWebhookPath           = "/webhook"
+	defaultSessionLifetime       = 24 * time.Hour
+	minCookieSecretLen           = 32
+)

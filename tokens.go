@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -186,19 +187,6 @@ func (m *OIDCAuth) cacheTokenSet(ts *tokenSet) {
 	}
 }
 
-// nextRefresh keeps, per session refresh token (the one in the cookie),
-// the refresh token of an unverifiedRefresh for the retry. One instance
-// only: with a shared store it is kept there (refreshCall, in redis.go).
-type nextRefresh struct {
-	mu      sync.Mutex
-	entries map[string]nextToken
-}
-
-type nextToken struct {
-	token string
-	until time.Time
-}
-
 func (n *nextRefresh) get(old string, now time.Time) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -230,36 +218,9 @@ func (n *nextRefresh) clear(old string) {
 	n.mu.Unlock()
 }
 
-// refreshOnThisInstance is refresh for an app without a shared store: it
-// refreshes with the refresh token an unverifiedRefresh left, if any, and
-// keeps the next one for as long as the session may live.
-func (m *OIDCAuth) refreshOnThisInstance(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
-	use := refreshToken
-	if next := m.app.next.get(refreshToken, m.now()); next != "" {
-		use = next
-	}
-	ts, err := m.refresh(ctx, use, prevSub)
-	var unverified *unverifiedRefresh
-	switch {
-	case errors.As(err, &unverified):
-		m.app.next.set(refreshToken, unverified.Next, m.now().Add(m.sessionLifetime), m.now())
-	case !errors.Is(err, errIdPUnavailable): // refreshed, or refused
-		m.app.next.clear(refreshToken)
-	}
-	return ts, err
-}
-
 // exchange trades an authorization code for tokens and checks them.
 func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, code string, st *loginState) (*tokenSet, error) {
 	ts, err := m.client.Exchange(ctx, meta, redirectURL, code, st.Verifier, st.Nonce)
-	m.cacheTokenSet(ts)
-	return ts, err
-}
-
-// refresh uses a refresh token; prevSub is the session's user, which a
-// refreshed ID token must not change.
-func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
-	ts, err := m.client.Refresh(ctx, refreshToken, prevSub)
 	m.cacheTokenSet(ts)
 	return ts, err
 }
@@ -269,9 +230,17 @@ func (m *OIDCAuth) oauthConfig(meta *metadata, redirectURL string) *oauth2.Confi
 	return m.client.OAuthConfig(meta, redirectURL)
 }
 
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
+// identityFor builds the identity once per access token; the result is
+// cached with the verified token, so the hot path only copies strings.
+// The cached identity serves only a session with the same user, sid and
+// ID token claims as the one it was built for; any other gets its own.
+func (v *verifiedToken) identityFor(s *session) *identity {
+	v.once.Do(func() {
+		v.id = buildIdentity(v.claims, s)
+		v.idSub, v.idSID, v.idClaims = s.Subject, s.SID, s.Claims
+	})
+	if s.Subject != v.idSub || s.SID != v.idSID || !bytes.Equal(s.Claims, v.idClaims) {
+		return buildIdentity(v.claims, s)
 	}
-	return b
+	return v.id
 }

@@ -31,8 +31,3 @@ func newAppState(id string, st *store.Store) *appState {
 // Destruct implements caddy.Destructor: it closes the store's connections
 // and stops its watcher.
 func (a *appState) Destruct() error { return a.store.Close() }
-
-// revoked reports whether s was ended by a logout.
-func (a *appState) revoked(s *session) bool {
-	return a.store.Revoked(s.ID, s.SID, s.Subject, s.Created)
-}

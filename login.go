@@ -1,0 +1,135 @@
+package oidcauth
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+// handleLogin starts a login explicitly; ?return_to= says where to go next.
+func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET to start a login.", "")
+	}
+	q := r.URL.Query()
+	returnTo := "/"
+	if rt := q.Get("return_to"); rt != "" {
+		safe, ok := safeReturnTo(rt)
+		if !ok {
+			return m.fail(w, r, http.StatusBadRequest, "The return_to parameter must be a path on this site.", m.LoginPath)
+		}
+		returnTo = safe
+	}
+	hints := map[string]string{}
+	for _, name := range loginHintParams {
+		if v := q.Get(name); v != "" && len(v) <= 512 {
+			hints[name] = v
+		}
+	}
+	return m.beginLogin(w, r, returnTo, hints)
+}
+
+// loginHintParams are the query parameters of login_path passed on to the
+// authorization request, so a site can offer "sign in with your company"
+// links (organization_id, connection_id, domain_hint and provider are
+// Scalekit's). Anything else is dropped.
+var loginHintParams = []string{"login_hint", "organization_id", "connection_id", "domain_hint", "prompt", "provider"}
+
+// beginLogin stores a new login attempt in its own state cookie and
+// redirects to the authorization endpoint.
+func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo string, hints map[string]string) error {
+	target, st, err := m.startLogin(w, r, returnTo, false, hints)
+	if st == nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// startLogin stores a new login attempt and returns the authorization URL
+// to send the browser to. A nil state means the response was written.
+func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo string, post bool, hints map[string]string) (string, *loginState, error) {
+	if m.cookies.LoginLoop(w, r) {
+		m.logger.Error("login loop: logins complete but their sessions do not hold; stopped", zap.Int("round_trips", cookie.MaxLoginLoop))
+		countLogin("failed", "loop")
+		return "", nil, m.page(w, r, http.StatusBadGateway, "Sign-in keeps failing: you were signed in several times in a row, but the session did not hold. Check that this site may set cookies, then try again; if it keeps happening, tell the site's administrator.", m.LoginPath+"?return_to="+url.QueryEscape(returnTo), "Try again")
+	}
+	now := m.now()
+	meta, err := m.provider.Metadata(r.Context())
+	if err != nil {
+		m.logger.Error("cannot start login", zap.Error(err))
+		return "", nil, m.unavailable(w, r)
+	}
+	if len(returnTo) > maxReturnToLen {
+		returnTo = "/"
+	}
+	st := &loginState{
+		State:    randomString(32),
+		Nonce:    randomString(32),
+		Verifier: oauth2.GenerateVerifier(),
+		ReturnTo: returnTo,
+		Created:  now.Unix(),
+		Post:     post,
+	}
+	if err := m.cookies.WriteState(w, r, st, now); err != nil {
+		return "", nil, caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	opts := []oauth2.AuthCodeOption{
+		oauth2.SetAuthURLParam("nonce", st.Nonce),
+		oauth2.S256ChallengeOption(st.Verifier),
+	}
+	for k, v := range hints {
+		// A link only fills what the operator left open: a pinned
+		// organization, connection or prompt stays pinned.
+		if _, pinned := m.AuthParams[k]; !pinned {
+			opts = append(opts, oauth2.SetAuthURLParam(k, v))
+		}
+	}
+	for k, v := range m.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
+	countLogin("started", "")
+	return target, st, nil
+}
+
+// redirectURLFor resolves the configured redirect_uri against the request.
+func (m *OIDCAuth) redirectURLFor(r *http.Request) string {
+	return resolveAgainst(r, m.redirectURL)
+}
+
+// safeReturnTo accepts only a path on this site: it must start with a
+// single '/', and nothing in it may make a browser read it as another
+// origin ("//host", "/\host", control characters, schemes).
+func safeReturnTo(raw string) (string, bool) {
+	if len(raw) > maxReturnToLen || !strings.HasPrefix(raw, "/") {
+		return "", false
+	}
+	if len(raw) > 1 && (raw[1] == '/' || raw[1] == '\\') {
+		return "", false
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "", false
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "", false
+	}
+	// A decoded path may not start a second slash or backslash either.
+	if p := u.Path; len(p) > 1 && (p[1] == '/' || p[1] == '\\') {
+		return "", false
+	}
+	return raw, true
+}
+
+// maxReturnToLen bounds the path a login returns to.
+const maxReturnToLen = 1024
