@@ -33,33 +33,31 @@ func bearerToken(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-// resolveBearer authenticates a request by its bearer token. It never sets
-// cookies or redirects: failures are 401 with an RFC 6750 challenge.
-func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, raw string) (*principal, error) {
+// resolveBearer is resolve for a request with a bearer token. It never
+// sets cookies or redirects: its refusals are answered 401 (or 403) with
+// an RFC 6750 challenge.
+func (m *OIDCAuth) resolveBearer(r *http.Request, raw string) (*principal, bool, error) {
 	v, sub, err := m.verifyBearer(r.Context(), raw)
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
 			m.logger.Error("cannot validate bearer token", zap.Error(err))
-			return nil, m.unavailable(w, r)
+			return nil, false, err
 		}
 		m.logger.Info("bearer token refused", zap.Error(err))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
-		bearerChallenge(w, r, "invalid_token")
-		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
+		return deny(refusal{bearer: "invalid_token", msg: "The bearer token is invalid or expired."})
 	}
 	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
 	pseudo.SID, _ = v.claims["sid"].(string)
 	if m.app.revoked(pseudo) {
-		bearerChallenge(w, r, "invalid_token")
-		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token's session has ended.", "")
+		return deny(refusal{bearer: "invalid_token", msg: "The bearer token's session has ended."})
 	}
 	id := v.identityFor(pseudo)
 	if !m.allowed(id) {
-		bearerChallenge(w, r, "insufficient_scope")
-		return nil, m.forbidden(w, r)
+		return deny(refusal{bearer: "insufficient_scope", forbidden: true})
 	}
 	metrics.bearerRequests.WithLabelValues("accepted").Inc()
-	return &principal{id: id, accessToken: raw, expiry: v.expiry}, nil
+	return &principal{id: id, accessToken: raw, expiry: v.expiry}, true, nil
 }
 
 // verifyBearer checks a bearer access token (see oidc.Client.VerifyBearer)

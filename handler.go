@@ -36,9 +36,21 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 // authenticate lets a request with a valid session (or bearer token) go on
 // to next, with the user's identity in placeholders.
 func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	p, err := m.resolve(w, r, false)
-	if p == nil {
-		return err
+	p, ok, err := m.resolve(w, r)
+	switch {
+	case err != nil:
+		return m.resolveFailed(w, r, err)
+	case !ok && p.refused.bearer == "" && !p.refused.forbidden && !isAPIRequest(r) && browserNavigationMethod(r.Method):
+		// A browser without a session: to the IdP, keeping a posted form.
+		if p.refused.ended {
+			m.cookies.ClearSession(w, r, m.LogoutPath)
+		}
+		if r.Method == http.MethodPost {
+			return m.preservePost(w, r)
+		}
+		return m.beginLogin(w, r, r.URL.RequestURI(), nil)
+	case !ok:
+		return m.refuse(w, r, p.refused)
 	}
 	stripIdentityHeaders(r.Header)
 	// The upstream never sees this handler's cookies: its logs must not
@@ -99,23 +111,6 @@ func (w *privateResponse) ReadFrom(r io.Reader) (int64, error) {
 func (w *privateResponse) FlushError() error {
 	w.mark()
 	return http.NewResponseController(w.ResponseWriter).Flush()
-}
-
-// unauthenticated sends a navigation to the IdP and answers an API call
-// (or any request when api is set) with 401. clear expires the cookies of
-// a session that has ended.
-func (m *OIDCAuth) unauthenticated(w http.ResponseWriter, r *http.Request, clear, api bool) error {
-	if clear {
-		m.cookies.ClearSession(w, r, m.LogoutPath)
-	}
-	if api || isAPIRequest(r) || !browserNavigationMethod(r.Method) {
-		bearerChallenge(w, r, "")
-		return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
-	}
-	if r.Method == http.MethodPost {
-		return m.preservePost(w, r)
-	}
-	return m.beginLogin(w, r, r.URL.RequestURI(), nil)
 }
 
 // browserNavigationMethod reports whether a browser can navigate (or

@@ -233,6 +233,8 @@ type principal struct {
 	id          *identity
 	accessToken string
 	expiry      int64 // access token expiry, unix seconds
+
+	refused refusal // why there is no user, when resolve says so
 }
 
 func (p *principal) subject() string {

@@ -9,31 +9,53 @@ import (
 	"go.uber.org/zap"
 )
 
-// resolve finds the request's user: session lifetime, revocation, refresh
-// when the access token is due, validation of the access token, and the
-// require rules. A nil principal means the response is written (a login
-// redirect, a 401, 403 or 503) and the error is the handler's result.
-// api answers as to an API call whatever the request looks like.
-func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*principal, error) {
-	s, err := m.cookies.ReadSession(r)
-	if err != nil {
+// refusal says why a request has no user, and so how it is answered.
+type refusal struct {
+	// ended: the request had a session cookie, but its session has ended
+	// (lifetime, logout, expiry, refresh refused, invalid token); its
+	// cookies are cleared.
+	ended bool
+	// forbidden: the user is signed in, but the require rules turn them
+	// away (403).
+	forbidden bool
+	// bearer is the RFC 6750 error code of a refused bearer token, and msg
+	// the message of its 401 ("" when it is forbidden).
+	bearer, msg string
+}
+
+// deny is resolve's answer for a request without an acceptable user.
+func deny(why refusal) (*principal, bool, error) {
+	return &principal{refused: why}, false, nil
+}
+
+// resolve finds the request's user, the way caddyauth's authenticators
+// do: session lifetime, revocation, refresh when the access token is due,
+// validation of the access token (or a bearer token), and the require
+// rules. ok is false when the request has no acceptable user; p.refused
+// then says why, and the caller answers (a login, a 401 or a 403). An
+// error is a technical failure only: the identity provider unavailable
+// (errIdPUnavailable), or a cookie that cannot be written. resolve writes
+// no response; it only sets the cookies of a refreshed session.
+func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal, ok bool, err error) {
+	s, cerr := m.cookies.ReadSession(r)
+	if cerr != nil {
 		if m.Bearer != nil {
 			if tok, ok := bearerToken(r); ok {
-				return m.resolveBearer(w, r, tok)
+				return m.resolveBearer(r, tok)
 			}
 		}
-		return nil, m.unauthenticated(w, r, false, api)
+		return deny(refusal{})
 	}
 	now := m.now()
 	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
 		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
 		countRejected("lifetime")
-		return nil, m.unauthenticated(w, r, true, api)
+		return deny(refusal{ended: true})
 	}
 	if m.app.revoked(s) {
 		m.logger.Info("session was logged out", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 		countRejected("revoked")
-		return nil, m.unauthenticated(w, r, true, api)
+		return deny(refusal{ended: true})
 	}
 
 	var newIDToken string
@@ -42,7 +64,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 		if s.RefreshToken == "" {
 			if now.Unix() >= s.Expiry {
 				countRejected("expired")
-				return nil, m.unauthenticated(w, r, true, api)
+				return deny(refusal{ended: true})
 			}
 		} else {
 			// Decoded sessions are shared through the codec's cache: refresh
@@ -59,17 +81,17 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 				m.logger.Warn("refresh postponed: identity provider unavailable", zap.Error(err))
 			case errors.Is(err, errIdPUnavailable):
 				m.logger.Error("session expired and the identity provider is unavailable", zap.Error(err))
-				return nil, m.unavailable(w, r)
+				return nil, false, err
 			default:
 				m.logger.Info("refresh refused; session ended", zap.String("sub", s.Subject), zap.Error(err))
 				countRejected("refresh_refused")
-				return nil, m.unauthenticated(w, r, true, api)
+				return deny(refusal{ended: true})
 			}
 			// A logout may have arrived while the refresh was under way: the
 			// new tokens must not bring the session back.
 			if m.app.revoked(s) {
 				countRejected("revoked")
-				return nil, m.unauthenticated(w, r, true, api)
+				return deny(refusal{ended: true})
 			}
 		}
 	}
@@ -78,32 +100,61 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request, api bool) (*p
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
 			m.logger.Error("cannot validate access token", zap.Error(err))
-			return nil, m.unavailable(w, r)
+			return nil, false, err
 		}
 		m.logger.Info("access token refused", zap.String("sub", s.Subject), zap.Error(err))
 		countRejected("invalid_token")
-		return nil, m.unauthenticated(w, r, true, api)
+		return deny(refusal{ended: true})
 	}
 
 	id := v.identityFor(s)
 	if !m.allowed(id) {
 		m.logger.Info("access denied by require rules", zap.String("sub", s.Subject))
 		countRejected("forbidden")
-		return nil, m.forbidden(w, r)
+		return deny(refusal{forbidden: true})
 	}
 
 	if refreshed || s.OldKey {
 		maxAge := m.sessionMaxAge(s, now)
 		if err := m.cookies.WriteSession(w, r, s, maxAge); err != nil {
-			return nil, caddyhttp.Error(http.StatusInternalServerError, err)
+			return nil, false, caddyhttp.Error(http.StatusInternalServerError, err)
 		}
 		if newIDToken != "" {
 			if err := m.cookies.WriteIDToken(w, r, m.LogoutPath, newIDToken, maxAge); err != nil {
-				return nil, caddyhttp.Error(http.StatusInternalServerError, err)
+				return nil, false, caddyhttp.Error(http.StatusInternalServerError, err)
 			}
 		}
 	}
 	// The session holds: a login that just completed is no loop.
 	m.cookies.EndLoginLoop(w, r)
-	return &principal{session: s, id: id, accessToken: s.AccessToken, expiry: v.expiry}, nil
+	return &principal{session: s, id: id, accessToken: s.AccessToken, expiry: v.expiry}, true, nil
+}
+
+// refuse answers a request that resolve refused as an API call: 401 with
+// an RFC 6750 challenge (and a login link, for a session), or 403.
+func (m *OIDCAuth) refuse(w http.ResponseWriter, r *http.Request, why refusal) error {
+	if why.bearer != "" {
+		bearerChallenge(w, r, why.bearer)
+		if why.forbidden {
+			return m.forbidden(w, r)
+		}
+		return m.fail(w, r, http.StatusUnauthorized, why.msg, "")
+	}
+	if why.forbidden {
+		return m.forbidden(w, r)
+	}
+	if why.ended {
+		m.cookies.ClearSession(w, r, m.LogoutPath)
+	}
+	bearerChallenge(w, r, "")
+	return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
+}
+
+// resolveFailed answers a technical failure of resolve: 503 when the
+// identity provider is unavailable, else the error as it is.
+func (m *OIDCAuth) resolveFailed(w http.ResponseWriter, r *http.Request, err error) error {
+	if errors.Is(err, errIdPUnavailable) {
+		return m.unavailable(w, r)
+	}
+	return err
 }

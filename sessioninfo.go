@@ -15,9 +15,12 @@ func (m *OIDCAuth) handleSessionInfo(w http.ResponseWriter, r *http.Request) err
 		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
 	}
 	r = r.WithContext(context.WithValue(r.Context(), apiOnlyKey{}, true))
-	p, err := m.resolve(w, r, true)
-	if p == nil {
-		return err
+	p, ok, err := m.resolve(w, r)
+	switch {
+	case err != nil:
+		return m.resolveFailed(w, r, err)
+	case !ok:
+		return m.refuse(w, r, p.refused)
 	}
 	claims := make(map[string]any, len(p.id.claims))
 	for k, v := range p.id.claims {
