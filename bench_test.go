@@ -34,7 +34,7 @@ func newBenchHandler(b *testing.B) *benchHandler {
 		ClientSecret: "bench-secret",
 		CookieSecret: strings.Repeat("s", 32),
 	}
-	if err := m.checkConfig(); err != nil {
+	if err := m.configure(); err != nil {
 		b.Fatal(err)
 	}
 	m.CookieName = defaultCookieName(m.Issuer, m.ClientID)

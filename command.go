@@ -128,7 +128,7 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 		add(false, "%v", err)
 		return lines
 	}
-	if err := m.checkConfig(); err != nil {
+	if err := m.configure(); err != nil {
 		add(false, "configuration: %v", err)
 		return lines
 	}

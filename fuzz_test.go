@@ -100,7 +100,7 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 		JWKSURI:               fuzzIssuer + "/jwks",
 		now:                   clock,
 	}
-	if err := m.checkConfig(); err != nil {
+	if err := m.configure(); err != nil {
 		tb.Fatal(err)
 	}
 	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {

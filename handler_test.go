@@ -41,8 +41,8 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 	if configure != nil {
 		configure(m)
 	}
-	if err := m.checkConfig(); err != nil {
-		t.Fatalf("checkConfig: %v", err)
+	if err := m.configure(); err != nil {
+		t.Fatalf("configure: %v", err)
 	}
 	if m.CookieName == "" {
 		m.CookieName = defaultCookieName(m.Issuer, m.ClientID)

@@ -75,8 +75,8 @@ type membershipEntry struct {
 	fetched time.Time
 }
 
-func (m *OIDCAuth) checkManagement() error {
-	mc := m.ManagementAPI
+// check checks the settings of the Management API; nil is off, and valid.
+func (mc *ManagementAPI) check() error {
 	if mc == nil {
 		return nil
 	}

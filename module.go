@@ -255,7 +255,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	if err := m.checkConfig(); err != nil {
+	// The state built below depends on the settings: they are checked
+	// first (Caddy calls Validate again afterwards, which changes nothing).
+	if err := m.configure(); err != nil {
 		return err
 	}
 
@@ -317,11 +319,6 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the configuration; every message names the setting.
-func (m *OIDCAuth) Validate() error {
-	return m.checkConfig()
-}
-
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
 	if m.provider != nil {
@@ -338,9 +335,83 @@ func (m *OIDCAuth) Cleanup() error {
 	return nil
 }
 
-// checkConfig validates the settings and fills in defaults and derived
-// values. It is idempotent, so Provision and Validate can both call it.
-func (m *OIDCAuth) checkConfig() error {
+// configure fills in the defaults and checks the result: what Provision
+// (and the check command) needs before building any state from the
+// settings.
+func (m *OIDCAuth) configure() error {
+	m.setDefaults()
+	return m.Validate()
+}
+
+// setDefaults fills in the settings left out, and the values derived from
+// the settings. It checks nothing (Validate does): a setting that does not
+// parse leaves its derived value empty. It is idempotent.
+func (m *OIDCAuth) setDefaults() {
+	prefix := m.pathPrefix()
+	if m.RedirectURI == "" {
+		m.RedirectURI = prefix + defaultCallbackPath
+	}
+	if u, err := checkPathOrURL("redirect_uri", m.RedirectURI); err == nil {
+		m.redirectURL, m.callbackPath = u, u.Path
+	}
+	m.postLogoutURL = nil
+	if m.PostLogoutRedirectURI != "" {
+		m.postLogoutURL, _ = checkPathOrURL("post_logout_redirect_uri", m.PostLogoutRedirectURI)
+	}
+	if len(m.Scopes) == 0 {
+		m.Scopes = append([]string(nil), defaultScopes...)
+	}
+	if !containsString(m.Scopes, "openid") {
+		m.Scopes = append([]string{"openid"}, m.Scopes...)
+	}
+	for _, p := range []struct {
+		field *string
+		def   string
+	}{
+		{&m.LoginPath, defaultLoginPath},
+		{&m.LogoutPath, defaultLogoutPath},
+		{&m.BackchannelLogoutPath, defaultBackchannelLogoutPath},
+		{&m.SessionInfoPath, defaultSessionInfoPath},
+		{&m.InitiateLoginPath, defaultInitiateLoginPath},
+		{&m.WebhookPath, defaultWebhookPath},
+	} {
+		if *p.field == "" {
+			*p.field = prefix + p.def
+		}
+	}
+	m.webhookKey = nil
+	if m.WebhookSecret != "" {
+		m.webhookKey, _ = parseWebhookSecret(m.WebhookSecret)
+	}
+	m.sessionLifetime = time.Duration(m.SessionLifetime)
+	if m.sessionLifetime <= 0 {
+		m.sessionLifetime = defaultSessionLifetime
+	}
+	m.probeInterval = time.Duration(m.HealthProbeInterval)
+	if m.probeInterval == 0 {
+		m.probeInterval = oidc.DefaultProbeInterval
+	}
+}
+
+// pathPrefix is path_prefix, or its default.
+func (m *OIDCAuth) pathPrefix() string {
+	if m.PathPrefix == "" {
+		return defaultPathPrefix
+	}
+	return m.PathPrefix
+}
+
+// Validate checks the configuration; every message names the setting. It
+// changes nothing, and needs no Provision: it checks the settings as the
+// defaults complete them, so JSON and Caddyfile users get the same errors.
+func (m *OIDCAuth) Validate() error {
+	c := *m
+	c.setDefaults()
+	return c.check()
+}
+
+// check checks settings whose defaults are filled in.
+func (m *OIDCAuth) check() error {
 	if m.Issuer == "" {
 		return errors.New("issuer: required")
 	}
@@ -385,15 +456,9 @@ func (m *OIDCAuth) checkConfig() error {
 		return fmt.Errorf("token_auth_method: must be client_secret_basic or client_secret_post, got %q", m.TokenAuthMethod)
 	}
 
-	prefix := m.PathPrefix
-	if prefix == "" {
-		prefix = defaultPathPrefix
-	}
+	prefix := m.pathPrefix()
 	if !strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "?#*") {
 		return fmt.Errorf("path_prefix: must be a path like /auth (a leading '/', no trailing '/'), got %q", prefix)
-	}
-	if m.RedirectURI == "" {
-		m.RedirectURI = prefix + defaultCallbackPath
 	}
 	u, err := checkPathOrURL("redirect_uri", m.RedirectURI)
 	if err != nil {
@@ -402,18 +467,10 @@ func (m *OIDCAuth) checkConfig() error {
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("redirect_uri: must not have a query or fragment: %q", m.RedirectURI)
 	}
-	m.redirectURL, m.callbackPath = u, u.Path
 	if m.PostLogoutRedirectURI != "" {
-		if m.postLogoutURL, err = checkPathOrURL("post_logout_redirect_uri", m.PostLogoutRedirectURI); err != nil {
+		if _, err = checkPathOrURL("post_logout_redirect_uri", m.PostLogoutRedirectURI); err != nil {
 			return err
 		}
-	}
-
-	if len(m.Scopes) == 0 {
-		m.Scopes = append([]string(nil), defaultScopes...)
-	}
-	if !containsString(m.Scopes, "openid") {
-		m.Scopes = append([]string{"openid"}, m.Scopes...)
 	}
 	for name := range m.AuthParams {
 		switch name {
@@ -423,29 +480,10 @@ func (m *OIDCAuth) checkConfig() error {
 			return fmt.Errorf("auth_param: %q is set by the handler and cannot be overridden", name)
 		}
 	}
-
-	for _, p := range []struct {
-		field *string
-		def   string
-	}{
-		{&m.LoginPath, defaultLoginPath},
-		{&m.LogoutPath, defaultLogoutPath},
-		{&m.BackchannelLogoutPath, defaultBackchannelLogoutPath},
-		{&m.SessionInfoPath, defaultSessionInfoPath},
-		{&m.InitiateLoginPath, defaultInitiateLoginPath},
-		{&m.WebhookPath, defaultWebhookPath},
-	} {
-		if *p.field == "" {
-			*p.field = prefix + p.def
-		}
-	}
-	m.webhookKey = nil
 	if m.WebhookSecret != "" {
-		key, err := parseWebhookSecret(m.WebhookSecret)
-		if err != nil {
+		if _, err := parseWebhookSecret(m.WebhookSecret); err != nil {
 			return err
 		}
-		m.webhookKey = key
 	}
 	paths := map[string]string{
 		"login_path":               m.LoginPath,
@@ -455,7 +493,7 @@ func (m *OIDCAuth) checkConfig() error {
 		"session_info_path":        m.SessionInfoPath,
 		"initiate_login_path":      m.InitiateLoginPath,
 		"webhook_path":             m.WebhookPath,
-		"redirect_uri":             m.callbackPath,
+		"redirect_uri":             u.Path,
 	}
 	seen := map[string]string{}
 	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path"} {
@@ -483,24 +521,15 @@ func (m *OIDCAuth) checkConfig() error {
 	if m.SessionLifetime < 0 {
 		return fmt.Errorf("session_lifetime: must be positive, got %s", time.Duration(m.SessionLifetime))
 	}
-	m.sessionLifetime = time.Duration(m.SessionLifetime)
-	if m.sessionLifetime == 0 {
-		m.sessionLifetime = defaultSessionLifetime
-	}
-	switch d := time.Duration(m.HealthProbeInterval); {
-	case d == 0:
-		m.probeInterval = oidc.DefaultProbeInterval
-	case d < oidc.MinProbeInterval:
+	if d := time.Duration(m.HealthProbeInterval); d != 0 && d < oidc.MinProbeInterval {
 		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", oidc.MinProbeInterval, d)
-	default:
-		m.probeInterval = d
 	}
 	if m.Store != "" {
 		if err := checkStoreURL(m.Store); err != nil {
 			return err
 		}
 	}
-	if err := m.checkManagement(); err != nil {
+	if err := m.ManagementAPI.check(); err != nil {
 		return err
 	}
 	if m.Bearer != nil {
