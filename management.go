@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -38,7 +39,7 @@ type ManagementAPI struct {
 
 	// How long a user's memberships are kept before they are looked up
 	// again. Default: `1m`.
-	CacheTTL string `json:"cache_ttl,omitempty"`
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
 }
 
 const defaultMembershipTTL = time.Minute
@@ -90,10 +91,8 @@ func (mc *ManagementAPI) check() error {
 	if mc.TokenHeader != "" && strings.ContainsAny(mc.TokenHeader, " :\t\r\n") {
 		return fmt.Errorf("management_api: token_header %q is not a header name", mc.TokenHeader)
 	}
-	if mc.CacheTTL != "" {
-		if d, err := time.ParseDuration(mc.CacheTTL); err != nil || d <= 0 {
-			return fmt.Errorf("management_api: cache_ttl %q is not a positive duration", mc.CacheTTL)
-		}
+	if mc.CacheTTL < 0 {
+		return fmt.Errorf("management_api: cache_ttl %s is not a positive duration", time.Duration(mc.CacheTTL))
 	}
 	return nil
 }
@@ -104,8 +103,8 @@ func (mc *ManagementAPI) check() error {
 func (m *OIDCAuth) newManagement() *management {
 	mc := m.ManagementAPI
 	ttl := defaultMembershipTTL
-	if mc.CacheTTL != "" {
-		ttl, _ = time.ParseDuration(mc.CacheTTL)
+	if mc.CacheTTL > 0 {
+		ttl = time.Duration(mc.CacheTTL)
 	}
 	return &management{
 		cfg: mc, baseURL: strings.TrimSuffix(firstNonEmpty(mc.BaseURL, m.Issuer), "/"),

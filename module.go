@@ -134,13 +134,26 @@ type OIDCAuth struct {
 	// social sign-up cannot claim an address of your domain. Default: off.
 	AllowUnverifiedEmail bool `json:"allow_unverified_email,omitempty"`
 
-	// Overrides of the discovered endpoints, for providers without
-	// discovery. When the authorization, token and JWKS endpoints are all
-	// set, discovery is skipped. Default: discovered.
+	// The authorization endpoint, for a provider without discovery (or to
+	// override what it publishes). When the authorization, token and JWKS
+	// endpoints are all set, discovery is skipped. https (http only for
+	// loopback hosts). Default: discovered.
 	AuthorizationEndpoint string `json:"authorization_endpoint,omitempty"`
-	TokenEndpoint         string `json:"token_endpoint,omitempty"`
-	JWKSURI               string `json:"jwks_uri,omitempty"`
-	EndSessionEndpoint    string `json:"end_session_endpoint,omitempty"`
+
+	// The token endpoint, where codes and refresh tokens are exchanged,
+	// for a provider without discovery (or to override what it publishes).
+	// Default: discovered.
+	TokenEndpoint string `json:"token_endpoint,omitempty"`
+
+	// The URL of the provider's JSON Web Key Set, whose keys sign its
+	// tokens, for a provider without discovery (or to override what it
+	// publishes). Default: discovered.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+
+	// The provider's end-session endpoint, where logout sends the user
+	// after ending the session here. Without one (set or discovered),
+	// logout is local only. Default: discovered.
+	EndSessionEndpoint string `json:"end_session_endpoint,omitempty"`
 
 	// Audiences accepted in access tokens besides the client ID, for IdPs
 	// whose access tokens name an API rather than the client (Keycloak
