@@ -46,7 +46,7 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 		return backchannelError(w, http.StatusBadRequest, "invalid_request", "exactly one logout_token is required")
 	}
 
-	lt, err := m.verifyLogoutToken(r, r.PostForm.Get("logout_token"))
+	lt, err := m.tokens.verifyLogoutToken(r, r.PostForm.Get("logout_token"))
 	if err != nil {
 		m.logger.Warn("back-channel logout refused", zap.String("reason", err.Error()))
 		if errors.Is(err, errIdPUnavailable) {
@@ -82,13 +82,13 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 
 // verifyLogoutToken checks a logout token (see
 // oidc.Client.VerifyLogoutToken) and that its jti was never seen before.
-func (m *OIDCAuth) verifyLogoutToken(r *http.Request, raw string) (*oidc.LogoutClaims, error) {
-	c, err := m.client.VerifyLogoutToken(r.Context(), raw)
+func (tk *tokens) verifyLogoutToken(r *http.Request, raw string) (*oidc.LogoutClaims, error) {
+	c, err := tk.client.VerifyLogoutToken(r.Context(), raw)
 	if err != nil {
 		return nil, err
 	}
-	now := m.now()
-	fresh, err := m.app.store.ClaimOnce(r.Context(), "jti:"+c.JTI, now.Add(jtiRetention))
+	now := tk.now()
+	fresh, err := tk.app.store.ClaimOnce(r.Context(), "jti:"+c.JTI, now.Add(jtiRetention))
 	if err != nil {
 		return nil, fmt.Errorf("%w: recording jti: %v", errIdPUnavailable, err)
 	}

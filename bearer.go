@@ -24,6 +24,15 @@ type BearerConfig struct {
 	AcceptAccessTokenAudiences bool `json:"accept_access_token_audiences,omitempty"`
 }
 
+// bearerAuth authenticates requests by bearer token (bearer mode).
+type bearerAuth struct {
+	cfg       *BearerConfig
+	clientID  string
+	audiences []string // access_token_audiences
+	tokens    *tokens
+	rules     accessRules
+}
+
 func bearerToken(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
 	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
@@ -36,24 +45,24 @@ func bearerToken(r *http.Request) (string, bool) {
 // resolveBearer is resolve for a request with a bearer token. It never
 // sets cookies or redirects: its refusals are answered 401 (or 403) with
 // an RFC 6750 challenge.
-func (m *OIDCAuth) resolveBearer(r *http.Request, raw string) (*principal, bool, error) {
-	v, sub, err := m.verifyBearer(r.Context(), raw)
+func (b *bearerAuth) resolve(r *http.Request, raw string) (*principal, bool, error) {
+	v, sub, err := b.verify(r.Context(), raw)
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
-			m.logger.Error("cannot validate bearer token", zap.Error(err))
+			b.tokens.logger.Error("cannot validate bearer token", zap.Error(err))
 			return nil, false, err
 		}
-		m.logger.Info("bearer token refused", zap.Error(err))
+		b.tokens.logger.Info("bearer token refused", zap.Error(err))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
 		return deny(refusal{bearer: "invalid_token", msg: "The bearer token is invalid or expired."})
 	}
 	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
 	pseudo.SID, _ = v.claims["sid"].(string)
-	if m.app.revoked(pseudo) {
+	if b.tokens.app.revoked(pseudo) {
 		return deny(refusal{bearer: "invalid_token", msg: "The bearer token's session has ended."})
 	}
 	id := v.identityFor(pseudo)
-	if !m.allowed(id) {
+	if !b.rules.allow(id) {
 		return deny(refusal{bearer: "insufficient_scope", forbidden: true})
 	}
 	metrics.bearerRequests.WithLabelValues("accepted").Inc()
@@ -63,27 +72,27 @@ func (m *OIDCAuth) resolveBearer(r *http.Request, raw string) (*principal, bool,
 // verifyBearer checks a bearer access token (see oidc.Client.VerifyBearer)
 // with bearerAudienceOK for its audience. Outcomes are cached like session
 // tokens, in a cache of their own since the accepted audiences differ.
-func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken, string, error) {
-	now := m.now()
-	gen := m.provider.KeyRemovals()
-	if v := m.app.bearer.get(raw); v != nil && v.keyGen == gen {
+func (b *bearerAuth) verify(ctx context.Context, raw string) (*verifiedToken, string, error) {
+	now := b.tokens.now()
+	gen := b.tokens.provider.KeyRemovals()
+	if v := b.tokens.app.bearer.get(raw); v != nil && v.keyGen == gen {
 		if v.expiry <= now.Unix() {
 			return nil, "", errors.New("token expired")
 		}
 		// The cache is shared by every handler of this client, and each
 		// may accept other audiences.
-		if !m.bearerAudienceOK(oidc.ClaimStrings(v.claims["aud"])) {
+		if !b.audienceOK(oidc.ClaimStrings(v.claims["aud"])) {
 			return nil, "", fmt.Errorf("audience %q not accepted", v.claims["aud"])
 		}
 		sub, _ := v.claims["sub"].(string)
 		return v, sub, nil
 	}
-	at, sub, err := m.client.VerifyBearer(ctx, raw, m.bearerAudienceOK)
+	at, sub, err := b.tokens.client.VerifyBearer(ctx, raw, b.audienceOK)
 	if err != nil {
 		return nil, "", err
 	}
 	v := &verifiedToken{expiry: at.Expiry.Unix(), claims: at.Claims, keyGen: at.KeyGen}
-	m.app.bearer.put(raw, v, now.Unix())
+	b.tokens.app.bearer.put(raw, v, now.Unix())
 	return v, sub, nil
 }
 
@@ -91,10 +100,10 @@ func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken
 // client ID or one of bearer's audiences; access_token_audiences count
 // only when the operator says so (accept_access_token_audiences), since
 // they name APIs the sessions' tokens are for, not necessarily this one.
-func (m *OIDCAuth) bearerAudienceOK(auds []string) bool {
+func (b *bearerAuth) audienceOK(auds []string) bool {
 	for _, aud := range auds {
-		if aud == m.ClientID || containsString(m.Bearer.Audiences, aud) ||
-			(m.Bearer.AcceptAccessTokenAudiences && containsString(m.AccessTokenAudiences, aud)) {
+		if aud == b.clientID || containsString(b.cfg.Audiences, aud) ||
+			(b.cfg.AcceptAccessTokenAudiences && containsString(b.audiences, aud)) {
 			return true
 		}
 	}

@@ -59,8 +59,8 @@ func newBenchHandler(b *testing.B) *benchHandler {
 	b.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
 	m.now = time.Now
-	m.newClient()
 	m.app = newAppState("bench", newTestStore(b, "bench", b.TempDir(), nil))
+	m.wire()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -151,7 +151,7 @@ func BenchmarkVerifyAccessTokenFirstTime(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		v, err := h.m.verifyAccessToken(ctx, s)
+		v, err := h.m.tokens.verifyAccessToken(ctx, s)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -66,7 +66,7 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 			return caddy.ExitCodeFailedStartup, err
 		}
 		fmt.Printf("oidc_auth #%d: issuer %s, client_id %s\n", i+1, m.Issuer, m.ClientID)
-		for _, line := range m.selfCheck(context.Background()) {
+		for _, line := range selfCheck(context.Background(), &m) {
 			fmt.Println("  " + line.String())
 			if !line.ok {
 				problems++
@@ -113,7 +113,7 @@ func (c checkLine) String() string {
 
 // selfCheck validates the settings and talks to the provider the way the
 // handler will: discovery, JWKS, and client authentication.
-func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
+func selfCheck(ctx context.Context, m *OIDCAuth) []checkLine {
 	var lines []checkLine
 	add := func(ok bool, format string, args ...any) {
 		lines = append(lines, checkLine{ok, fmt.Sprintf(format, args...)})
@@ -138,7 +138,7 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 		Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint,
 		JWKS: m.JWKSURI, EndSession: m.EndSessionEndpoint,
 	}, time.Now, nil)
-	m.newClient()
+	m.wire()
 	// Not pooled: stop its key set's refresher when the check is done.
 	defer m.provider.Destruct() //nolint:errcheck
 	meta, err := m.provider.Metadata(ctx)
@@ -163,7 +163,7 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 	// the client answers invalid_grant; a wrong secret gets invalid_client.
 	cctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, m.provider.HTTPClient()), idpTimeout)
 	defer cancel()
-	_, err = m.oauthConfig(meta, "").TokenSource(cctx, &oauth2.Token{RefreshToken: "oidc-auth-check-" + randomString(8), Expiry: time.Unix(1, 0)}).Token()
+	_, err = m.client.OAuthConfig(meta, "").TokenSource(cctx, &oauth2.Token{RefreshToken: "oidc-auth-check-" + randomString(8), Expiry: time.Unix(1, 0)}).Token()
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":

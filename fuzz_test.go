@@ -112,12 +112,12 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 		Transport: staticTransport{m.JWKSURI: jwks},
 		Now:       clock, // the key set's refetch and max-age rules
 	})}
-	m.newClient()
 	tb.Cleanup(func() { _ = m.provider.Destruct() })
 	m.logger = zap.NewNop()
 	id := store.AppID(m.Issuer, m.ClientID)
 	m.app = newAppState(id, newTestStore(tb, id, dir, clock))
 	tb.Cleanup(func() { _ = m.app.Destruct() })
+	m.wire()
 	return m
 }
 

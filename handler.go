@@ -39,18 +39,18 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 	p, ok, err := m.resolve(w, r)
 	switch {
 	case err != nil:
-		return m.resolveFailed(w, r, err)
+		return m.answer.failed(w, r, err)
 	case !ok && p.refused.bearer == "" && !p.refused.forbidden && !isAPIRequest(r) && browserNavigationMethod(r.Method):
 		// A browser without a session: to the IdP, keeping a posted form.
 		if p.refused.ended {
 			m.cookies.ClearSession(w, r, m.LogoutPath)
 		}
 		if r.Method == http.MethodPost {
-			return m.preservePost(w, r)
+			return m.login.preservePost(w, r)
 		}
-		return m.beginLogin(w, r, r.URL.RequestURI(), nil)
+		return m.login.begin(w, r, r.URL.RequestURI(), nil)
 	case !ok:
-		return m.refuse(w, r, p.refused)
+		return m.answer.refuse(w, r, p.refused)
 	}
 	stripIdentityHeaders(r.Header)
 	// The upstream never sees this handler's cookies: its logs must not
@@ -63,7 +63,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 	if m.ManagementAPI != nil {
 		// Before the identity's provider, which answers every other
 		// http.auth.user.* name.
-		repl.Map(membershipPlaceholders(m.enrich(r, p.subject())))
+		repl.Map(membershipPlaceholders(m.mgmt.enrich(r, p.subject())))
 	}
 	repl.Map(p.id.replace)
 	if !m.AllowSharedCache {

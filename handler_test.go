@@ -64,7 +64,7 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 	if m.now == nil {
 		m.now = time.Now
 	}
-	m.newClient()
+	m.wire()
 	return m
 }
 
@@ -657,8 +657,8 @@ func TestFrontchannelLogout(t *testing.T) {
 	s := unitSession(now)
 	other := unitSession(now)
 	other.SID = "another-idp-session"
-	m.recordSID(t.Context(), s.SID)
-	m.recordSID(t.Context(), other.SID)
+	m.tokens.recordSID(t.Context(), s.SID)
+	m.tokens.recordSID(t.Context(), other.SID)
 
 	for _, bad := range []string{
 		"/auth/frontchannel-logout?sid=" + s.SID,

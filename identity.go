@@ -151,15 +151,21 @@ func lookupClaim(claims map[string]any, name string) (any, bool) {
 	return nil, false
 }
 
-// allowed reports whether every require rule holds for the identity. A
+// accessRules are the require rules, and how they read email.
+type accessRules struct {
+	rules                []Rule
+	allowUnverifiedEmail bool
+}
+
+// allow reports whether every require rule holds for the identity. A
 // rule on email also needs email_verified, unless allow_unverified_email.
-func (m *OIDCAuth) allowed(id *identity) bool {
-	for _, rule := range m.Require {
+func (a accessRules) allow(id *identity) bool {
+	for _, rule := range a.rules {
 		v, ok := lookupClaim(id.claims, rule.Claim)
 		if !ok || !ruleMatches(rule.Values, v) {
 			return false
 		}
-		if rule.Claim == "email" && !m.AllowUnverifiedEmail && !emailVerified(id.claims) {
+		if rule.Claim == "email" && !a.allowUnverifiedEmail && !emailVerified(id.claims) {
 			return false
 		}
 	}

@@ -182,17 +182,17 @@ func TestRevocationRecorded(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(int(status.Load())) }))
 	m := newUnitHandler(t, withOverrides)
 	meta := &metadata{Endpoints: endpoints{Revocation: srv.URL + "/revoke", Token: srv.URL + "/token"}}
-	m.revokeToken(context.Background(), meta, "rt-1")
+	m.tokens.revokeToken(context.Background(), meta, "rt-1")
 	if st := m.provider.Tracker().State(); !st.Down() || st.LastFailure.Endpoint != "revocation" {
 		t.Fatalf("after a 503: %+v, want the revocation endpoint failing", st)
 	}
 	status.Store(http.StatusBadRequest)
-	m.revokeToken(context.Background(), meta, "rt-1")
+	m.tokens.revokeToken(context.Background(), meta, "rt-1")
 	if st := m.provider.Tracker().State(); st.Down() {
 		t.Fatalf("after a 400: %+v, want up", st)
 	}
 	srv.Close()
-	m.revokeToken(context.Background(), meta, "rt-1")
+	m.tokens.revokeToken(context.Background(), meta, "rt-1")
 	if st := m.provider.Tracker().State(); !st.Down() || !strings.Contains(st.LastFailure.Error, "connect") {
 		t.Fatalf("with the endpoint gone: %+v, want a connection failure", st)
 	}

@@ -4,25 +4,40 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 )
 
+// logins starts logins: a state cookie, then the authorization request.
+type logins struct {
+	answer      responder
+	cookies     *cookie.Codec
+	provider    *provider
+	client      *oidc.Client
+	logger      *zap.Logger
+	now         func() time.Time
+	authParams  map[string]string
+	redirectURL *url.URL
+	loginPath   string
+}
+
 // handleLogin starts a login explicitly; ?return_to= says where to go next.
 func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET to start a login.", "")
+		return m.answer.fail(w, r, http.StatusMethodNotAllowed, "Use GET to start a login.", "")
 	}
 	q := r.URL.Query()
 	returnTo := "/"
 	if rt := q.Get("return_to"); rt != "" {
 		safe, ok := safeReturnTo(rt)
 		if !ok {
-			return m.fail(w, r, http.StatusBadRequest, "The return_to parameter must be a path on this site.", m.LoginPath)
+			return m.answer.fail(w, r, http.StatusBadRequest, "The return_to parameter must be a path on this site.", m.LoginPath)
 		}
 		returnTo = safe
 	}
@@ -32,7 +47,7 @@ func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
 			hints[name] = v
 		}
 	}
-	return m.beginLogin(w, r, returnTo, hints)
+	return m.login.begin(w, r, returnTo, hints)
 }
 
 // loginHintParams are the query parameters of login_path passed on to the
@@ -43,8 +58,8 @@ var loginHintParams = []string{"login_hint", "organization_id", "connection_id",
 
 // beginLogin stores a new login attempt in its own state cookie and
 // redirects to the authorization endpoint.
-func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo string, hints map[string]string) error {
-	target, st, err := m.startLogin(w, r, returnTo, false, hints)
+func (lg *logins) begin(w http.ResponseWriter, r *http.Request, returnTo string, hints map[string]string) error {
+	target, st, err := lg.start(w, r, returnTo, false, hints)
 	if st == nil {
 		return err
 	}
@@ -55,17 +70,17 @@ func (m *OIDCAuth) beginLogin(w http.ResponseWriter, r *http.Request, returnTo s
 
 // startLogin stores a new login attempt and returns the authorization URL
 // to send the browser to. A nil state means the response was written.
-func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo string, post bool, hints map[string]string) (string, *loginState, error) {
-	if m.cookies.LoginLoop(w, r) {
-		m.logger.Error("login loop: logins complete but their sessions do not hold; stopped", zap.Int("round_trips", cookie.MaxLoginLoop))
+func (lg *logins) start(w http.ResponseWriter, r *http.Request, returnTo string, post bool, hints map[string]string) (string, *loginState, error) {
+	if lg.cookies.LoginLoop(w, r) {
+		lg.logger.Error("login loop: logins complete but their sessions do not hold; stopped", zap.Int("round_trips", cookie.MaxLoginLoop))
 		countLogin("failed", "loop")
-		return "", nil, m.page(w, r, http.StatusBadGateway, "Sign-in keeps failing: you were signed in several times in a row, but the session did not hold. Check that this site may set cookies, then try again; if it keeps happening, tell the site's administrator.", m.LoginPath+"?return_to="+url.QueryEscape(returnTo), "Try again")
+		return "", nil, lg.answer.page(w, r, http.StatusBadGateway, "Sign-in keeps failing: you were signed in several times in a row, but the session did not hold. Check that this site may set cookies, then try again; if it keeps happening, tell the site's administrator.", lg.loginPath+"?return_to="+url.QueryEscape(returnTo), "Try again")
 	}
-	now := m.now()
-	meta, err := m.provider.Metadata(r.Context())
+	now := lg.now()
+	meta, err := lg.provider.Metadata(r.Context())
 	if err != nil {
-		m.logger.Error("cannot start login", zap.Error(err))
-		return "", nil, m.unavailable(w, r)
+		lg.logger.Error("cannot start login", zap.Error(err))
+		return "", nil, lg.answer.unavailable(w, r)
 	}
 	if len(returnTo) > maxReturnToLen {
 		returnTo = "/"
@@ -78,7 +93,7 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 		Created:  now.Unix(),
 		Post:     post,
 	}
-	if err := m.cookies.WriteState(w, r, st, now); err != nil {
+	if err := lg.cookies.WriteState(w, r, st, now); err != nil {
 		return "", nil, caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	opts := []oauth2.AuthCodeOption{
@@ -88,21 +103,16 @@ func (m *OIDCAuth) startLogin(w http.ResponseWriter, r *http.Request, returnTo s
 	for k, v := range hints {
 		// A link only fills what the operator left open: a pinned
 		// organization, connection or prompt stays pinned.
-		if _, pinned := m.AuthParams[k]; !pinned {
+		if _, pinned := lg.authParams[k]; !pinned {
 			opts = append(opts, oauth2.SetAuthURLParam(k, v))
 		}
 	}
-	for k, v := range m.AuthParams {
+	for k, v := range lg.authParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
-	target := m.oauthConfig(meta, m.redirectURLFor(r)).AuthCodeURL(st.State, opts...)
+	target := lg.client.OAuthConfig(meta, resolveAgainst(r, lg.redirectURL)).AuthCodeURL(st.State, opts...)
 	countLogin("started", "")
 	return target, st, nil
-}
-
-// redirectURLFor resolves the configured redirect_uri against the request.
-func (m *OIDCAuth) redirectURLFor(r *http.Request) string {
-	return resolveAgainst(r, m.redirectURL)
 }
 
 // safeReturnTo accepts only a path on this site: it must start with a

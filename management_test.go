@@ -77,7 +77,7 @@ func TestManagementAPIEnrichment(t *testing.T) {
 		withOverrides(m)
 		m.ManagementAPI = &ManagementAPI{BaseURL: api.srv.URL, TokenURL: api.srv.URL + "/oauth/token", TokenHeader: "X-Scalekit-Token", CacheTTL: caddy.Duration(time.Hour)}
 	})
-	m.mgmt = m.newManagement()
+	m.wire()
 
 	r := apiRequest(http.MethodGet, "/app")
 	r.Header.Set("X-Scalekit-Token", "Bearer forged")
@@ -135,7 +135,7 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 		withOverrides(m)
 		m.ManagementAPI = &ManagementAPI{BaseURL: api.srv.URL, TokenURL: api.srv.URL + "/oauth/token"}
 	})
-	m.mgmt = m.newManagement()
+	m.wire()
 	r := apiRequest(http.MethodGet, "/app")
 	addSession(t, m, r, unitSession(time.Now()))
 	rec, next := serve(t, m, r)
@@ -159,7 +159,7 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 		m.ClientSecret = "wrong"
 		m.ManagementAPI = &ManagementAPI{BaseURL: api.srv.URL, TokenURL: api.srv.URL + "/oauth/token"}
 	})
-	m2.mgmt = m2.newManagement()
+	m2.wire()
 	r = apiRequest(http.MethodGet, "/app")
 	addSession(t, m2, r, unitSession(time.Now()))
 	if rec, next := serve(t, m2, r); !next.called {

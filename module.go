@@ -217,7 +217,12 @@ type OIDCAuth struct {
 	HealthProbeInterval caddy.Duration `json:"health_probe_interval,omitempty"`
 
 	webhookKey      []byte
-	mgmt            *management
+	mgmt            *management // nil: the Management API is off
+	answer          responder   // error pages and refusals
+	rules           accessRules
+	tokens          *tokens
+	login           *logins
+	bearer          *bearerAuth // nil: bearer mode off
 	callbackPath    string
 	redirectURL     *url.URL // absolute when configured so; else only a path
 	postLogoutURL   *url.URL
@@ -311,7 +316,6 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	}
 	m.provider = val.(*provider)
 	m.provider.UseProbeInterval(m.probeInterval)
-	m.newClient()
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
@@ -326,10 +330,40 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	m.app = val.(*appState)
-	if m.ManagementAPI != nil {
-		m.mgmt = m.newManagement()
-	}
+	m.wire()
 	return nil
+}
+
+// wire builds the handler's parts from its settings and its state
+// (cookies, provider, app, logger and clock): the last step of Provision.
+func (m *OIDCAuth) wire() {
+	m.client = &oidc.Client{
+		Provider:   m.provider.Provider,
+		ID:         m.ClientID,
+		Secret:     m.ClientSecret,
+		Scopes:     m.Scopes,
+		AuthMethod: m.TokenAuthMethod,
+		Audiences:  m.AccessTokenAudiences,
+		Now:        m.now,
+	}
+	m.answer = responder{loginPath: m.LoginPath, logoutPath: m.LogoutPath, cookies: m.cookies}
+	m.rules = accessRules{rules: m.Require, allowUnverifiedEmail: m.AllowUnverifiedEmail}
+	m.tokens = &tokens{
+		client: m.client, provider: m.provider, app: m.app, cookies: m.cookies, logger: m.logger, now: m.now,
+		lifetime: m.sessionLifetime, clientID: m.ClientID, recordSIDs: m.FrontchannelLogoutPath != "",
+	}
+	m.login = &logins{
+		answer: m.answer, cookies: m.cookies, provider: m.provider, client: m.client, logger: m.logger, now: m.now,
+		authParams: m.AuthParams, redirectURL: m.redirectURL, loginPath: m.LoginPath,
+	}
+	m.bearer = nil
+	if m.Bearer != nil {
+		m.bearer = &bearerAuth{cfg: m.Bearer, clientID: m.ClientID, audiences: m.AccessTokenAudiences, tokens: m.tokens, rules: m.rules}
+	}
+	m.mgmt = nil
+	if m.ManagementAPI != nil {
+		m.mgmt = newManagement(m.ManagementAPI, m.Issuer, m.client, m.provider, m.logger)
+	}
 }
 
 // Cleanup releases the pooled provider and app state.
@@ -360,7 +394,7 @@ func (m *OIDCAuth) configure() error {
 // the settings. It checks nothing (Validate does): a setting that does not
 // parse leaves its derived value empty. It is idempotent.
 func (m *OIDCAuth) setDefaults() {
-	prefix := m.pathPrefix()
+	prefix := pathPrefix(m.PathPrefix)
 	if m.RedirectURI == "" {
 		m.RedirectURI = prefix + defaultCallbackPath
 	}
@@ -407,24 +441,24 @@ func (m *OIDCAuth) setDefaults() {
 }
 
 // pathPrefix is path_prefix, or its default.
-func (m *OIDCAuth) pathPrefix() string {
-	if m.PathPrefix == "" {
+func pathPrefix(configured string) string {
+	if configured == "" {
 		return defaultPathPrefix
 	}
-	return m.PathPrefix
+	return configured
 }
 
 // Validate checks the configuration; every message names the setting. It
 // changes nothing, and needs no Provision: it checks the settings as the
 // defaults complete them, so JSON and Caddyfile users get the same errors.
 func (m *OIDCAuth) Validate() error {
-	c := *m
-	c.setDefaults()
-	return c.check()
+	return checkSettings(m)
 }
 
-// check checks settings whose defaults are filled in.
-func (m *OIDCAuth) check() error {
+// checkSettings checks a copy of c whose defaults are filled in.
+func checkSettings(c *OIDCAuth) error {
+	m := *c
+	m.setDefaults()
 	if m.Issuer == "" {
 		return errors.New("issuer: required")
 	}
@@ -469,7 +503,7 @@ func (m *OIDCAuth) check() error {
 		return fmt.Errorf("token_auth_method: must be client_secret_basic or client_secret_post, got %q", m.TokenAuthMethod)
 	}
 
-	prefix := m.pathPrefix()
+	prefix := pathPrefix(m.PathPrefix)
 	if !strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "?#*") {
 		return fmt.Errorf("path_prefix: must be a path like /auth (a leading '/', no trailing '/'), got %q", prefix)
 	}

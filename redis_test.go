@@ -122,16 +122,16 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 // user it was sealed for.
 func TestRefreshOutcomeBound(t *testing.T) {
 	m := newUnitHandler(t, nil)
-	sealed := m.cookies.Seal(m.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
-	if m.openOutcome(sealed, "key-a", "alice") == nil {
+	sealed := m.cookies.Seal(m.tokens.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
+	if m.tokens.openOutcome(sealed, "key-a", "alice") == nil {
 		t.Fatal("outcome does not open under its own key and user")
 	}
 	for _, c := range [][2]string{{"key-m", "alice"}, {"key-a", "mallory"}, {"key-m", "mallory"}} {
-		if m.openOutcome(sealed, c[0], c[1]) != nil {
+		if m.tokens.openOutcome(sealed, c[0], c[1]) != nil {
 			t.Errorf("outcome sealed for key-a/alice opens under %s/%s", c[0], c[1])
 		}
 	}
-	if m.openOutcome(m.cookies.Seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
+	if m.tokens.openOutcome(m.cookies.Seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
 		t.Error("an outcome sealed with the bare purpose opens")
 	}
 }

@@ -25,15 +25,15 @@ type sharedOutcome struct {
 // the outcome it shares is sealed with the app's cookie key, bound to its
 // key and user, so the shared store never sees a token in clear and
 // cannot hand one user's tokens to another.
-func (m *OIDCAuth) refreshCall(refreshToken, sub string, fresh func(*tokenSet) bool) store.Refresh[*tokenSet] {
+func (tk *tokens) refreshCall(refreshToken, sub string, fresh func(*tokenSet) bool) store.Refresh[*tokenSet] {
 	return store.Refresh[*tokenSet]{
 		Token: refreshToken,
 		Fresh: fresh,
 		Alone: func(ctx context.Context) (*tokenSet, error) {
-			return m.refreshOnThisInstance(ctx, refreshToken, sub)
+			return tk.refreshOnThisInstance(ctx, refreshToken, sub)
 		},
 		Call: func(ctx context.Context, use string) (*tokenSet, error) {
-			return m.refresh(ctx, use, sub)
+			return tk.refresh(ctx, use, sub)
 		},
 		Seal: func(key string, ts *tokenSet, err error) (string, time.Duration) {
 			var out sharedOutcome
@@ -46,7 +46,7 @@ func (m *OIDCAuth) refreshCall(refreshToken, sub string, fresh func(*tokenSet) b
 			case errors.As(err, &refused):
 				out.Refused = refused.Err.Error()
 			case errors.As(err, &unverified):
-				out.Next, ttl = unverified.Next, m.sessionLifetime
+				out.Next, ttl = unverified.Next, tk.lifetime
 			}
 			if out.Tokens == nil && out.Refused == "" && out.Next == "" {
 				return "", 0
@@ -55,10 +55,10 @@ func (m *OIDCAuth) refreshCall(refreshToken, sub string, fresh func(*tokenSet) b
 			if merr != nil {
 				return "", 0
 			}
-			return m.cookies.Seal(m.outcomePurpose(key, sub), raw), ttl
+			return tk.cookies.Seal(tk.outcomePurpose(key, sub), raw), ttl
 		},
 		Open: func(key, sealed string) (*tokenSet, bool, string, error) {
-			out := m.openOutcome(sealed, key, sub)
+			out := tk.openOutcome(sealed, key, sub)
 			switch {
 			case out == nil:
 				return nil, false, "", nil
@@ -79,15 +79,15 @@ func (m *OIDCAuth) refreshCall(refreshToken, sub string, fresh func(*tokenSet) b
 // whoever can write to the shared store can move an outcome to another
 // key, but it then no longer opens, so one user's tokens never become
 // another's session.
-func (m *OIDCAuth) outcomePurpose(key, sub string) string {
-	return purposeRefresh + "\x00" + key + "\x00" + sub + "\x00" + m.ClientID
+func (tk *tokens) outcomePurpose(key, sub string) string {
+	return purposeRefresh + "\x00" + key + "\x00" + sub + "\x00" + tk.clientID
 }
 
 // openOutcome opens a refresh outcome kept under key for a session of
 // sub; nil when it was sealed for another key, user or client, or
 // tampered with.
-func (m *OIDCAuth) openOutcome(sealed, key, sub string) *sharedOutcome {
-	raw, err := m.cookies.Open(m.outcomePurpose(key, sub), sealed)
+func (tk *tokens) openOutcome(sealed, key, sub string) *sharedOutcome {
+	raw, err := tk.cookies.Open(tk.outcomePurpose(key, sub), sealed)
 	if err != nil {
 		return nil
 	}
@@ -100,12 +100,12 @@ func (m *OIDCAuth) openOutcome(sealed, key, sub string) *sharedOutcome {
 
 // refreshSession refreshes s in place. Concurrent requests of one session
 // share one call to the IdP.
-func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time) (*tokenSet, error) {
-	fresh := func(ts *tokenSet) bool { return m.now().Before(refreshTime(now, ts.Expiry)) }
+func (tk *tokens) refreshSession(ctx context.Context, s *session, now time.Time) (*tokenSet, error) {
+	fresh := func(ts *tokenSet) bool { return tk.now().Before(refreshTime(now, ts.Expiry)) }
 	old := s.RefreshToken
 	// Detached from the request: other requests wait on this outcome
 	// even if the first client goes away.
-	ts, shared, err := store.Coordinate(context.WithoutCancel(ctx), m.app.store, now, m.refreshCall(old, s.Subject, fresh))
+	ts, shared, err := store.Coordinate(context.WithoutCancel(ctx), tk.app.store, now, tk.refreshCall(old, s.Subject, fresh))
 	if err == nil && ts.Subject != s.Subject {
 		// Never another user's tokens for this session, wherever they came from.
 		err = &refreshFailed{Err: errors.New("refresh outcome is for another user")}
@@ -116,7 +116,7 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 		countRefresh("coalesced")
 	case err == nil:
 		countRefresh("ok")
-		m.logger.Debug("tokens refreshed", zap.String("sub", s.Subject), zap.String("sid", s.SID))
+		tk.logger.Debug("tokens refreshed", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 	case errors.As(err, &refused):
 		countRefresh("refused")
 	default:
@@ -130,12 +130,12 @@ func (m *OIDCAuth) refreshSession(ctx context.Context, s *session, now time.Time
 		s.RefreshToken = ts.RefreshToken
 	}
 	s.Expiry = ts.Expiry.Unix()
-	s.RefreshAt = refreshTime(m.now(), ts.Expiry).Unix()
+	s.RefreshAt = refreshTime(tk.now(), ts.Expiry).Unix()
 	if ts.IDToken != "" {
 		s.Claims = ts.Claims
 		if ts.SID != "" && ts.SID != s.SID {
 			s.SID = ts.SID
-			m.recordSID(ctx, s.SID)
+			tk.recordSID(ctx, s.SID)
 		}
 	}
 	return ts, nil
@@ -164,27 +164,27 @@ type nextToken struct {
 // refreshOnThisInstance is refresh for an app without a shared store: it
 // refreshes with the refresh token an unverifiedRefresh left, if any, and
 // keeps the next one for as long as the session may live.
-func (m *OIDCAuth) refreshOnThisInstance(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
+func (tk *tokens) refreshOnThisInstance(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
 	use := refreshToken
-	if next := m.app.next.get(refreshToken, m.now()); next != "" {
+	if next := tk.app.next.get(refreshToken, tk.now()); next != "" {
 		use = next
 	}
-	ts, err := m.refresh(ctx, use, prevSub)
+	ts, err := tk.refresh(ctx, use, prevSub)
 	var unverified *unverifiedRefresh
 	switch {
 	case errors.As(err, &unverified):
-		m.app.next.set(refreshToken, unverified.Next, m.now().Add(m.sessionLifetime), m.now())
+		tk.app.next.set(refreshToken, unverified.Next, tk.now().Add(tk.lifetime), tk.now())
 	case !errors.Is(err, errIdPUnavailable): // refreshed, or refused
-		m.app.next.clear(refreshToken)
+		tk.app.next.clear(refreshToken)
 	}
 	return ts, err
 }
 
 // refresh uses a refresh token; prevSub is the session's user, which a
 // refreshed ID token must not change.
-func (m *OIDCAuth) refresh(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
-	ts, err := m.client.Refresh(ctx, refreshToken, prevSub)
-	m.cacheTokenSet(ts)
+func (tk *tokens) refresh(ctx context.Context, refreshToken, prevSub string) (*tokenSet, error) {
+	ts, err := tk.client.Refresh(ctx, refreshToken, prevSub)
+	tk.cacheTokenSet(ts)
 	return ts, err
 }
 

@@ -41,7 +41,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 	if cerr != nil {
 		if m.Bearer != nil {
 			if tok, ok := bearerToken(r); ok {
-				return m.resolveBearer(r, tok)
+				return m.bearer.resolve(r, tok)
 			}
 		}
 		return deny(refusal{})
@@ -71,7 +71,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 			// a copy.
 			cp := *s
 			s = &cp
-			ts, err := m.refreshSession(r.Context(), s, now)
+			ts, err := m.tokens.refreshSession(r.Context(), s, now)
 			switch {
 			case err == nil:
 				newIDToken = ts.IDToken
@@ -96,7 +96,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 		}
 	}
 
-	v, err := m.verifyAccessToken(r.Context(), s)
+	v, err := m.tokens.verifyAccessToken(r.Context(), s)
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
 			m.logger.Error("cannot validate access token", zap.Error(err))
@@ -108,14 +108,14 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 	}
 
 	id := v.identityFor(s)
-	if !m.allowed(id) {
+	if !m.rules.allow(id) {
 		m.logger.Info("access denied by require rules", zap.String("sub", s.Subject))
 		countRejected("forbidden")
 		return deny(refusal{forbidden: true})
 	}
 
 	if refreshed || s.OldKey {
-		maxAge := m.sessionMaxAge(s, now)
+		maxAge := m.tokens.maxAge(s, now)
 		if err := m.cookies.WriteSession(w, r, s, maxAge); err != nil {
 			return nil, false, caddyhttp.Error(http.StatusInternalServerError, err)
 		}
@@ -132,29 +132,29 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 
 // refuse answers a request that resolve refused as an API call: 401 with
 // an RFC 6750 challenge (and a login link, for a session), or 403.
-func (m *OIDCAuth) refuse(w http.ResponseWriter, r *http.Request, why refusal) error {
+func (a responder) refuse(w http.ResponseWriter, r *http.Request, why refusal) error {
 	if why.bearer != "" {
 		bearerChallenge(w, r, why.bearer)
 		if why.forbidden {
-			return m.forbidden(w, r)
+			return a.forbidden(w, r)
 		}
-		return m.fail(w, r, http.StatusUnauthorized, why.msg, "")
+		return a.fail(w, r, http.StatusUnauthorized, why.msg, "")
 	}
 	if why.forbidden {
-		return m.forbidden(w, r)
+		return a.forbidden(w, r)
 	}
 	if why.ended {
-		m.cookies.ClearSession(w, r, m.LogoutPath)
+		a.cookies.ClearSession(w, r, a.logoutPath)
 	}
 	bearerChallenge(w, r, "")
-	return m.fail(w, r, http.StatusUnauthorized, "Authentication required.", m.LoginPath)
+	return a.fail(w, r, http.StatusUnauthorized, "Authentication required.", a.loginPath)
 }
 
 // resolveFailed answers a technical failure of resolve: 503 when the
 // identity provider is unavailable, else the error as it is.
-func (m *OIDCAuth) resolveFailed(w http.ResponseWriter, r *http.Request, err error) error {
+func (a responder) failed(w http.ResponseWriter, r *http.Request, err error) error {
 	if errors.Is(err, errIdPUnavailable) {
-		return m.unavailable(w, r)
+		return a.unavailable(w, r)
 	}
 	return err
 }

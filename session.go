@@ -17,24 +17,24 @@ type (
 
 // recordSID notes the IdP session of a session issued here, for
 // front-channel logout (only while it is on).
-func (m *OIDCAuth) recordSID(ctx context.Context, sid string) {
-	if m.FrontchannelLogoutPath == "" || sid == "" {
+func (tk *tokens) recordSID(ctx context.Context, sid string) {
+	if !tk.recordSIDs || sid == "" {
 		return
 	}
-	if err := m.app.store.RecordSID(ctx, sid, m.now().Add(m.sessionLifetime)); err != nil {
-		m.logger.Warn("cannot record the session's sid; a front-channel logout of it will be ignored", zap.Error(err))
+	if err := tk.app.store.RecordSID(ctx, sid, tk.now().Add(tk.lifetime)); err != nil {
+		tk.logger.Warn("cannot record the session's sid; a front-channel logout of it will be ignored", zap.Error(err))
 	}
 }
 
-func (m *OIDCAuth) sessionMaxAge(s *session, now time.Time) int {
-	return int(time.Unix(s.Created, 0).Add(m.sessionLifetime).Sub(now) / time.Second)
+func (tk *tokens) maxAge(s *session, now time.Time) int {
+	return int(time.Unix(s.Created, 0).Add(tk.lifetime).Sub(now) / time.Second)
 }
 
 // sessionAlive reports whether s could still serve a request: within its
 // lifetime, not revoked, and with a refresh token or an unexpired access
 // token.
-func (m *OIDCAuth) sessionAlive(s *session, now time.Time) bool {
-	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) || m.app.revoked(s) {
+func (tk *tokens) alive(s *session, now time.Time) bool {
+	if now.Unix() >= s.Created+int64(tk.lifetime/time.Second) || tk.app.revoked(s) {
 		return false
 	}
 	return s.RefreshToken != "" || now.Unix() < s.Expiry

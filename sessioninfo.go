@@ -12,15 +12,15 @@ import (
 func (m *OIDCAuth) handleSessionInfo(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
+		return m.answer.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
 	}
 	r = r.WithContext(context.WithValue(r.Context(), apiOnlyKey{}, true))
 	p, ok, err := m.resolve(w, r)
 	switch {
 	case err != nil:
-		return m.resolveFailed(w, r, err)
+		return m.answer.failed(w, r, err)
 	case !ok:
-		return m.refuse(w, r, p.refused)
+		return m.answer.refuse(w, r, p.refused)
 	}
 	claims := make(map[string]any, len(p.id.claims))
 	for k, v := range p.id.claims {
@@ -36,7 +36,7 @@ func (m *OIDCAuth) handleSessionInfo(w http.ResponseWriter, r *http.Request) err
 		"access_token_expires_at": p.expiry,
 	}
 	if m.ManagementAPI != nil {
-		list := m.enrich(r, p.subject())
+		list := m.mgmt.enrich(r, p.subject())
 		if list == nil {
 			list = []membership{}
 		}

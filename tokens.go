@@ -8,10 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
-	"golang.org/x/oauth2"
 )
 
 // providers holds one provider per issuer (and endpoint overrides). It is
@@ -62,18 +62,18 @@ func (p *provider) Destruct() error {
 	return err
 }
 
-// newClient sets the handler's OIDC client up from its configuration and
-// provider; it runs once the provider is known.
-func (m *OIDCAuth) newClient() {
-	m.client = &oidc.Client{
-		Provider:   m.provider.Provider,
-		ID:         m.ClientID,
-		Secret:     m.ClientSecret,
-		Scopes:     m.Scopes,
-		AuthMethod: m.TokenAuthMethod,
-		Audiences:  m.AccessTokenAudiences,
-		Now:        m.now,
-	}
+// tokens checks, caches and refreshes the tokens of sessions, through the
+// client and the app's pooled state (token caches, store).
+type tokens struct {
+	client     *oidc.Client
+	provider   *provider
+	app        *appState
+	cookies    *cookie.Codec // seals refresh outcomes shared through the store
+	logger     *zap.Logger
+	now        func() time.Time
+	lifetime   time.Duration // session_lifetime
+	clientID   string
+	recordSIDs bool // front-channel logout is on: remember the sids issued
 }
 
 // verifiedToken is the outcome of checking one access token, cached so
@@ -138,10 +138,10 @@ func (c *verifiedCache) put(token string, v *verifiedToken, now int64) {
 // oidc.Client.VerifyAccessToken) and caches the outcome. An opaque token
 // cannot be checked locally; the session then relies on the ID token
 // validated at login and the expiry the token endpoint gave.
-func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verifiedToken, error) {
-	now := m.now()
-	gen := m.provider.KeyRemovals()
-	if v := m.app.verified.get(s.AccessToken); v != nil && v.keyGen == gen {
+func (tk *tokens) verifyAccessToken(ctx context.Context, s *session) (*verifiedToken, error) {
+	now := tk.now()
+	gen := tk.provider.KeyRemovals()
+	if v := tk.app.verified.get(s.AccessToken); v != nil && v.keyGen == gen {
 		if v.expiry <= now.Unix() {
 			return nil, errors.New("access token expired")
 		}
@@ -150,7 +150,7 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		}
 		// The cache is shared by every handler of this client; one that
 		// accepts other audiences may have put the token there.
-		if !v.forClient && !m.client.AudienceOK(oidc.ClaimStrings(v.claims["aud"]), nil) {
+		if !v.forClient && !tk.client.AudienceOK(oidc.ClaimStrings(v.claims["aud"]), nil) {
 			return nil, fmt.Errorf("access token: audience %v not accepted", v.claims["aud"])
 		}
 		return v, nil
@@ -162,28 +162,28 @@ func (m *OIDCAuth) verifyAccessToken(ctx context.Context, s *session) (*verified
 		// Nothing to check locally: the token came from the token
 		// endpoint, inside the session's sealed cookie.
 		v := &verifiedToken{expiry: s.Expiry, forClient: true, keyGen: gen, sub: s.Subject}
-		m.app.verified.put(s.AccessToken, v, now.Unix())
+		tk.app.verified.put(s.AccessToken, v, now.Unix())
 		return v, nil
 	}
 	// The token comes from the token endpoint or a sealed session cookie.
-	at, err := m.client.VerifyAccessToken(ctx, s.AccessToken, s.Subject)
+	at, err := tk.client.VerifyAccessToken(ctx, s.AccessToken, s.Subject)
 	if err != nil {
 		return nil, err
 	}
-	return m.cacheAccessToken(s.AccessToken, s.Subject, at), nil
+	return tk.cacheAccessToken(s.AccessToken, s.Subject, at), nil
 }
 
 // cacheAccessToken caches a checked access token of sub's session.
-func (m *OIDCAuth) cacheAccessToken(raw, sub string, at *oidc.AccessToken) *verifiedToken {
+func (tk *tokens) cacheAccessToken(raw, sub string, at *oidc.AccessToken) *verifiedToken {
 	v := &verifiedToken{expiry: at.Expiry.Unix(), claims: at.Claims, forClient: at.ForClient, keyGen: at.KeyGen, sub: sub}
-	m.app.verified.put(raw, v, m.now().Unix())
+	tk.app.verified.put(raw, v, tk.now().Unix())
 	return v
 }
 
 // cacheTokenSet caches the access token a token endpoint answer brought.
-func (m *OIDCAuth) cacheTokenSet(ts *tokenSet) {
+func (tk *tokens) cacheTokenSet(ts *tokenSet) {
 	if ts != nil && ts.Access != nil {
-		m.cacheAccessToken(ts.AccessToken, ts.Subject, ts.Access)
+		tk.cacheAccessToken(ts.AccessToken, ts.Subject, ts.Access)
 	}
 }
 
@@ -219,15 +219,10 @@ func (n *nextRefresh) clear(old string) {
 }
 
 // exchange trades an authorization code for tokens and checks them.
-func (m *OIDCAuth) exchange(ctx context.Context, meta *metadata, redirectURL, code string, st *loginState) (*tokenSet, error) {
-	ts, err := m.client.Exchange(ctx, meta, redirectURL, code, st.Verifier, st.Nonce)
-	m.cacheTokenSet(ts)
+func (tk *tokens) exchange(ctx context.Context, meta *metadata, redirectURL, code string, st *loginState) (*tokenSet, error) {
+	ts, err := tk.client.Exchange(ctx, meta, redirectURL, code, st.Verifier, st.Nonce)
+	tk.cacheTokenSet(ts)
 	return ts, err
-}
-
-// oauthConfig builds the oauth2 client configuration for one app.
-func (m *OIDCAuth) oauthConfig(meta *metadata, redirectURL string) *oauth2.Config {
-	return m.client.OAuthConfig(meta, redirectURL)
 }
 
 // identityFor builds the identity once per access token; the result is
