@@ -256,3 +256,22 @@ type Rule struct {
 	// The accepted values; at least one.
 	Values []string `json:"values"`
 }
+
+// refusal says why a request has no user, and so how it is answered.
+type refusal struct {
+	// ended: the request had a session cookie, but its session has ended
+	// (lifetime, logout, expiry, refresh refused, invalid token); its
+	// cookies are cleared.
+	ended bool
+	// forbidden: the user is signed in, but the require rules turn them
+	// away (403).
+	forbidden bool
+	// bearer is the RFC 6750 error code of a refused bearer token, and msg
+	// the message of its 401 ("" when it is forbidden).
+	bearer, msg string
+}
+
+// deny is resolve's answer for a request without an acceptable user.
+func deny(why refusal) (*principal, bool, error) {
+	return &principal{refused: why}, false, nil
+}

@@ -26,6 +26,20 @@ func init() {
 	caddy.RegisterModule(OIDCAuth{})
 }
 
+// Defaults for the settings that have one.
+const (
+	// The handler's own paths default to these names under path_prefix.
+	defaultPathPrefix            = "/auth"
+	defaultCallbackPath          = "/callback"
+	defaultLoginPath             = "/login"
+	defaultLogoutPath            = "/logout"
+	defaultBackchannelLogoutPath = "/backchannel-logout"
+	defaultSessionInfoPath       = "/session"
+	defaultInitiateLoginPath     = "/initiate"
+	defaultWebhookPath           = "/webhook"
+	defaultSessionLifetime       = 24 * time.Hour
+)
+
 var defaultScopes = []string{"openid", "profile", "email", "offline_access"}
 
 // OIDCAuth authenticates requests with OpenID Connect. Unauthenticated

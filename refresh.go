@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
@@ -146,19 +145,6 @@ func (tk *tokens) refreshSession(ctx context.Context, s *session, now time.Time)
 func refreshTime(now, exp time.Time) time.Time {
 	margin := min(30*time.Second, exp.Sub(now)/4)
 	return exp.Add(-max(margin, 0))
-}
-
-// nextRefresh keeps, per session refresh token (the one in the cookie),
-// the refresh token of an unverifiedRefresh for the retry. One instance
-// only: with a shared store it is kept there (refreshCall, in redis.go).
-type nextRefresh struct {
-	mu      sync.Mutex
-	entries map[string]nextToken
-}
-
-type nextToken struct {
-	token string
-	until time.Time
 }
 
 // refreshOnThisInstance is refresh for an app without a shared store: it

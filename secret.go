@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io/fs"
-	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -45,17 +44,5 @@ func loadOrCreateSecret(ctx context.Context, storage certmagic.Storage) ([]byte,
 	return b, nil
 }
 
-// Defaults for the settings that have one.
-const (
-	// The handler's own paths default to these names under path_prefix.
-	defaultPathPrefix            = "/auth"
-	defaultCallbackPath          = "/callback"
-	defaultLoginPath             = "/login"
-	defaultLogoutPath            = "/logout"
-	defaultBackchannelLogoutPath = "/backchannel-logout"
-	defaultSessionInfoPath       = "/session"
-	defaultInitiateLoginPath     = "/initiate"
-	defaultWebhookPath           = "/webhook"
-	defaultSessionLifetime       = 24 * time.Hour
-	minCookieSecretLen           = 32
-)
+// minCookieSecretLen is the shortest cookie_secret accepted.
+const minCookieSecretLen = 32

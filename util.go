@@ -1,5 +1,9 @@
 package oidcauth
 
+// Small helpers shared by the handler's files, and short names for the
+// types of the packages below (internal/oidc, internal/cookie). Nothing
+// here uses another file of this package.
+
 import (
 	"crypto/rand"
 	"encoding/base64"
@@ -8,6 +12,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
+	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
 )
 
 // randomString returns n random bytes, base64url-encoded.
@@ -115,3 +122,19 @@ func headerHasPrefix(name, prefix string) bool {
 	}
 	return true
 }
+
+// The protocol's types, under the names the handler uses.
+type (
+	endpoints         = oidc.Endpoints
+	metadata          = oidc.Metadata
+	tokenSet          = oidc.TokenSet
+	refreshFailed     = oidc.RefreshFailed
+	unverifiedRefresh = oidc.UnverifiedRefresh
+)
+
+// The cookies themselves (sealing, chunking, naming, payloads) are
+// internal/cookie's; these names keep the handler's code short.
+type (
+	session    = cookie.Session
+	loginState = cookie.LoginState
+)
