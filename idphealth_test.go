@@ -18,11 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func refused(t *testing.T) error {
-	t.Helper()
-	return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
-}
-
 func TestIdPTrackerGauges(t *testing.T) {
 	issuer := "https://gauges.example"
 	at := time.Unix(1_800_000_000, 0)
@@ -37,7 +32,7 @@ func TestIdPTrackerGauges(t *testing.T) {
 		t.Errorf("idp_last_success_timestamp_seconds = %v, want %d", v, 1_800_000_000)
 	}
 	now = at.Add(time.Minute)
-	tr.Record("token", refused(t))
+	tr.Record("token", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")})
 	if v := testutil.ToFloat64(metrics.idpUp.WithLabelValues(issuer)); v != 0 {
 		t.Errorf("idp_up after a failure = %v, want 0", v)
 	}
