@@ -142,7 +142,7 @@ func (v *verifiedToken) identityFor(s *session) *identity {
 
 // nextRefresh keeps, per session refresh token (the one in the cookie),
 // the refresh token of an unverifiedRefresh for the retry. One instance
-// only: with a shared store it is kept there (refreshCall, in redis.go).
+// only: with a shared store it is kept there (refreshCall, in refresh.go).
 type nextRefresh struct {
 	mu      sync.Mutex
 	entries map[string]nextToken

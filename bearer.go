@@ -42,7 +42,7 @@ func bearerToken(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-// resolveBearer is resolve for a request with a bearer token. It never
+// resolve is OIDCAuth.resolve for a request with a bearer token. It never
 // sets cookies or redirects: its refusals are answered 401 (or 403) with
 // an RFC 6750 challenge.
 func (b *bearerAuth) resolve(r *http.Request, raw string) (*principal, bool, error) {
@@ -69,8 +69,8 @@ func (b *bearerAuth) resolve(r *http.Request, raw string) (*principal, bool, err
 	return &principal{id: id, accessToken: raw, expiry: v.expiry}, true, nil
 }
 
-// verifyBearer checks a bearer access token (see oidc.Client.VerifyBearer)
-// with bearerAudienceOK for its audience. Outcomes are cached like session
+// verify checks a bearer access token (see oidc.Client.VerifyBearer)
+// with audienceOK for its audience. Outcomes are cached like session
 // tokens, in a cache of their own since the accepted audiences differ.
 func (b *bearerAuth) verify(ctx context.Context, raw string) (*verifiedToken, string, error) {
 	now := b.tokens.now()
@@ -96,7 +96,7 @@ func (b *bearerAuth) verify(ctx context.Context, raw string) (*verifiedToken, st
 	return v, sub, nil
 }
 
-// bearerAudienceOK reports whether a bearer token's audience holds the
+// audienceOK reports whether a bearer token's audience holds the
 // client ID or one of bearer's audiences; access_token_audiences count
 // only when the operator says so (accept_access_token_audiences), since
 // they name APIs the sessions' tokens are for, not necessarily this one.

@@ -56,7 +56,7 @@ func (m *OIDCAuth) handleLogin(w http.ResponseWriter, r *http.Request) error {
 // Scalekit's). Anything else is dropped.
 var loginHintParams = []string{"login_hint", "organization_id", "connection_id", "domain_hint", "prompt", "provider"}
 
-// beginLogin stores a new login attempt in its own state cookie and
+// begin stores a new login attempt in its own state cookie and
 // redirects to the authorization endpoint.
 func (lg *logins) begin(w http.ResponseWriter, r *http.Request, returnTo string, hints map[string]string) error {
 	target, st, err := lg.start(w, r, returnTo, false, hints)
@@ -68,7 +68,7 @@ func (lg *logins) begin(w http.ResponseWriter, r *http.Request, returnTo string,
 	return nil
 }
 
-// startLogin stores a new login attempt and returns the authorization URL
+// start stores a new login attempt and returns the authorization URL
 // to send the browser to. A nil state means the response was written.
 func (lg *logins) start(w http.ResponseWriter, r *http.Request, returnTo string, post bool, hints map[string]string) (string, *loginState, error) {
 	if lg.cookies.LoginLoop(w, r) {

@@ -131,7 +131,7 @@ func (a responder) refuse(w http.ResponseWriter, r *http.Request, why refusal) e
 	return a.fail(w, r, http.StatusUnauthorized, "Authentication required.", a.loginPath)
 }
 
-// resolveFailed answers a technical failure of resolve: 503 when the
+// failed answers a technical failure of resolve: 503 when the
 // identity provider is unavailable, else the error as it is.
 func (a responder) failed(w http.ResponseWriter, r *http.Request, err error) error {
 	if errors.Is(err, errIdPUnavailable) {

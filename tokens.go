@@ -96,11 +96,13 @@ func (tk *tokens) recordSID(ctx context.Context, sid string) {
 	}
 }
 
+// maxAge is the Max-Age of a session's cookies: what is left of its
+// lifetime.
 func (tk *tokens) maxAge(s *session, now time.Time) int {
 	return int(time.Unix(s.Created, 0).Add(tk.lifetime).Sub(now) / time.Second)
 }
 
-// sessionAlive reports whether s could still serve a request: within its
+// alive reports whether s could still serve a request: within its
 // lifetime, not revoked, and with a refresh token or an unexpired access
 // token.
 func (tk *tokens) alive(s *session, now time.Time) bool {
