@@ -54,16 +54,16 @@ func (b *bearerAuth) resolve(r *http.Request, raw string) (*principal, bool, err
 		}
 		b.tokens.logger.Info("bearer token refused", zap.Error(err))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
-		return deny(refusal{bearer: "invalid_token", msg: "The bearer token is invalid or expired."})
+		return deny(bearerInvalid)
 	}
 	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
 	pseudo.SID, _ = v.claims["sid"].(string)
 	if b.tokens.app.revoked(pseudo) {
-		return deny(refusal{bearer: "invalid_token", msg: "The bearer token's session has ended."})
+		return deny(bearerEnded)
 	}
 	id := v.identityFor(pseudo)
 	if !b.rules.allow(id) {
-		return deny(refusal{bearer: "insufficient_scope", forbidden: true})
+		return deny(bearerForbidden)
 	}
 	metrics.bearerRequests.WithLabelValues("accepted").Inc()
 	return &principal{id: id, accessToken: raw, expiry: v.expiry}, true, nil

@@ -40,9 +40,9 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 	switch {
 	case err != nil:
 		return m.answer.failed(w, r, err)
-	case !ok && p.refused.bearer == "" && !p.refused.forbidden && !isAPIRequest(r) && browserNavigationMethod(r.Method):
+	case !ok && p.refused.signIn() && !isAPIRequest(r) && browserNavigationMethod(r.Method):
 		// A browser without a session: to the IdP, keeping a posted form.
-		if p.refused.ended {
+		if p.refused == sessionEnded {
 			m.cookies.ClearSession(w, r, m.LogoutPath)
 		}
 		if r.Method == http.MethodPost {

@@ -257,19 +257,31 @@ type Rule struct {
 	Values []string `json:"values"`
 }
 
-// refusal says why a request has no user, and so how it is answered.
-type refusal struct {
-	// ended: the request had a session cookie, but its session has ended
-	// (lifetime, logout, expiry, refresh refused, invalid token); its
-	// cookies are cleared.
-	ended bool
-	// forbidden: the user is signed in, but the require rules turn them
-	// away (403).
-	forbidden bool
-	// bearer is the RFC 6750 error code of a refused bearer token, and msg
-	// the message of its 401 ("" when it is forbidden).
-	bearer, msg string
-}
+// refusal says why a request has no user, and so how it is answered. It
+// is one byte, so that a principal stays as small as it was: one is made
+// for every request.
+type refusal uint8
+
+const (
+	// noSession: neither a session cookie nor (in bearer mode) a bearer
+	// token. A browser is sent to log in; an API call gets a 401.
+	noSession refusal = iota
+	// sessionEnded: the session cookie's session has ended (lifetime,
+	// logout, expiry, refresh refused, invalid token); its cookies are
+	// cleared, then as noSession.
+	sessionEnded
+	// forbidden: signed in, but the require rules turn the user away (403).
+	forbidden
+	// bearerInvalid, bearerEnded, bearerForbidden: a bearer token is
+	// invalid or expired, its session has ended, or its user fails the
+	// require rules: 401 (403) with an RFC 6750 challenge.
+	bearerInvalid
+	bearerEnded
+	bearerForbidden
+)
+
+// signIn reports whether logging in can help: no session, or an ended one.
+func (why refusal) signIn() bool { return why == noSession || why == sessionEnded }
 
 // deny is resolve's answer for a request without an acceptable user.
 func deny(why refusal) (*principal, bool, error) {

@@ -25,18 +25,18 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 				return m.bearer.resolve(r, tok)
 			}
 		}
-		return deny(refusal{})
+		return deny(noSession)
 	}
 	now := m.now()
 	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
 		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
 		countRejected("lifetime")
-		return deny(refusal{ended: true})
+		return deny(sessionEnded)
 	}
 	if m.app.revoked(s) {
 		m.logger.Info("session was logged out", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 		countRejected("revoked")
-		return deny(refusal{ended: true})
+		return deny(sessionEnded)
 	}
 
 	var newIDToken string
@@ -45,7 +45,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 		if s.RefreshToken == "" {
 			if now.Unix() >= s.Expiry {
 				countRejected("expired")
-				return deny(refusal{ended: true})
+				return deny(sessionEnded)
 			}
 		} else {
 			// Decoded sessions are shared through the codec's cache: refresh
@@ -66,13 +66,13 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 			default:
 				m.logger.Info("refresh refused; session ended", zap.String("sub", s.Subject), zap.Error(err))
 				countRejected("refresh_refused")
-				return deny(refusal{ended: true})
+				return deny(sessionEnded)
 			}
 			// A logout may have arrived while the refresh was under way: the
 			// new tokens must not bring the session back.
 			if m.app.revoked(s) {
 				countRejected("revoked")
-				return deny(refusal{ended: true})
+				return deny(sessionEnded)
 			}
 		}
 	}
@@ -85,14 +85,14 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 		}
 		m.logger.Info("access token refused", zap.String("sub", s.Subject), zap.Error(err))
 		countRejected("invalid_token")
-		return deny(refusal{ended: true})
+		return deny(sessionEnded)
 	}
 
 	id := v.identityFor(s)
 	if !m.rules.allow(id) {
 		m.logger.Info("access denied by require rules", zap.String("sub", s.Subject))
 		countRejected("forbidden")
-		return deny(refusal{forbidden: true})
+		return deny(forbidden)
 	}
 
 	if refreshed || s.OldKey {
@@ -114,17 +114,19 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 // refuse answers a request that resolve refused as an API call: 401 with
 // an RFC 6750 challenge (and a login link, for a session), or 403.
 func (a responder) refuse(w http.ResponseWriter, r *http.Request, why refusal) error {
-	if why.bearer != "" {
-		bearerChallenge(w, r, why.bearer)
-		if why.forbidden {
-			return a.forbidden(w, r)
-		}
-		return a.fail(w, r, http.StatusUnauthorized, why.msg, "")
-	}
-	if why.forbidden {
+	switch why {
+	case bearerInvalid:
+		bearerChallenge(w, r, "invalid_token")
+		return a.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
+	case bearerEnded:
+		bearerChallenge(w, r, "invalid_token")
+		return a.fail(w, r, http.StatusUnauthorized, "The bearer token's session has ended.", "")
+	case bearerForbidden:
+		bearerChallenge(w, r, "insufficient_scope")
 		return a.forbidden(w, r)
-	}
-	if why.ended {
+	case forbidden:
+		return a.forbidden(w, r)
+	case sessionEnded:
 		a.cookies.ClearSession(w, r, a.logoutPath)
 	}
 	bearerChallenge(w, r, "")

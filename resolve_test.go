@@ -32,7 +32,7 @@ func TestResolveContract(t *testing.T) {
 		case err != nil || ok != wantOK:
 			t.Errorf("%s: ok %v, err %v; want ok %v and no error", name, ok, err, wantOK)
 		case !ok && p.refused != wantWhy:
-			t.Errorf("%s: refusal %+v, want %+v", name, p.refused, wantWhy)
+			t.Errorf("%s: refusal %d, want %d", name, p.refused, wantWhy)
 		case ok && p.subject() != s.Subject:
 			t.Errorf("%s: user %q, want %q", name, p.subject(), s.Subject)
 		}
@@ -41,21 +41,21 @@ func TestResolveContract(t *testing.T) {
 		}
 	}
 
-	check("no session", nil, false, refusal{}, nil)
-	check("valid session", unitSession(now), true, refusal{}, nil)
+	check("no session", nil, false, noSession, nil)
+	check("valid session", unitSession(now), true, noSession, nil)
 
 	old := unitSession(now)
 	old.Created = now.Add(-25 * time.Hour).Unix()
-	check("session past its lifetime", old, false, refusal{ended: true}, nil)
+	check("session past its lifetime", old, false, sessionEnded, nil)
 
 	other := unitSession(now)
 	other.Claims = []byte(`{"groups":["guests"]}`)
-	check("require rules not met", other, false, refusal{forbidden: true}, nil)
+	check("require rules not met", other, false, forbidden, nil)
 
 	// The token is due and has expired; the IdP (unreachable) cannot
 	// refresh it: a failure, not a refusal.
 	due := unitSession(now)
 	due.RefreshToken = "rt"
 	due.Expiry, due.RefreshAt = now.Add(-time.Minute).Unix(), now.Add(-time.Minute).Unix()
-	check("IdP unavailable", due, false, refusal{}, errIdPUnavailable)
+	check("IdP unavailable", due, false, noSession, errIdPUnavailable)
 }
