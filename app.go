@@ -3,6 +3,7 @@ package oidcauth
 import (
 	"bytes"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -21,6 +22,32 @@ type appState struct {
 	bearer   verifiedCache // bearer tokens, which may have other audiences
 	store    *store.Store  // revocations, single-use records, sids, refreshes
 	next     nextRefresh   // refresh tokens of answers not yet verified
+
+	// maxLifetime is the longest session_lifetime of the handlers that
+	// logged users in to this app: how long a revocation by sub must last.
+	maxLifetime atomic.Int64
+	// mgmt is a Management API client of a handler of this app, for the
+	// admin API's revocations at the IdP.
+	mgmt atomic.Pointer[management]
+}
+
+// noteLifetime raises maxLifetime to d.
+func (a *appState) noteLifetime(d time.Duration) {
+	for {
+		old := a.maxLifetime.Load()
+		if int64(d) <= old || a.maxLifetime.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
+}
+
+// defaultSessionLifetime is session_lifetime's default: also the least a
+// revocation by sub is kept.
+const defaultSessionLifetime = 24 * time.Hour
+
+// lifetime is how long a session of this app can last.
+func (a *appState) lifetime() time.Duration {
+	return max(time.Duration(a.maxLifetime.Load()), defaultSessionLifetime)
 }
 
 func newAppState(id string, st *store.Store) *appState {

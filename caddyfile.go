@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cookie_secret   <secret> [<previous secret>...]
 //		cookie_name     <name>
 //		session_lifetime <duration>
+//		idle_timeout    <duration>
 //		store           <redis-url>
 //		require         <claim> <value...>
 //		allow_unverified_email
@@ -49,6 +50,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			accept_access_token_audiences
 //		}
 //		pass_access_token
+//		upstream_jwt {
+//			header      <name>
+//			audience    <aud>
+//			lifetime    <duration>
+//			claims      <claim...>
+//			signing_key <pem> [<published pem>...]
+//			key_rotation <duration>
+//		}
+//		jwks_path       <path>
 //		allow_shared_cache
 //		session_info_path <path>
 //		initiate_login_path <path>
@@ -100,6 +110,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"jwks_uri":                 &m.JWKSURI,
 			"end_session_endpoint":     &m.EndSessionEndpoint,
 			"token_auth_method":        &m.TokenAuthMethod,
+			"jwks_path":                &m.JWKSPath,
 		}
 		if dst, ok := single[name]; ok {
 			if !d.NextArg() {
@@ -136,7 +147,7 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("auth_param: %q given more than once", args[0])
 			}
 			m.AuthParams[args[0]] = args[1]
-		case "session_lifetime", "health_probe_interval":
+		case "session_lifetime", "health_probe_interval", "idle_timeout":
 			if !d.NextArg() {
 				return argErr()
 			}
@@ -144,9 +155,12 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("%s: %v", name, err)
 			}
-			if name == "session_lifetime" {
+			switch name {
+			case "session_lifetime":
 				m.SessionLifetime = caddy.Duration(dur)
-			} else {
+			case "idle_timeout":
+				m.IdleTimeout = caddy.Duration(dur)
+			default:
 				m.HealthProbeInterval = caddy.Duration(dur)
 			}
 			if d.NextArg() {
@@ -183,6 +197,15 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			m.ManagementAPI = mc
+		case "upstream_jwt":
+			if d.NextArg() {
+				return argErr()
+			}
+			u, err := parseUpstreamJWT(d)
+			if err != nil {
+				return err
+			}
+			m.UpstreamJWT = u
 		case "access_token_audiences":
 			m.AccessTokenAudiences = d.RemainingArgs()
 			if len(m.AccessTokenAudiences) == 0 {

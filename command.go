@@ -19,7 +19,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "oidc-auth",
-		Usage: "check --config <path> [--adapter <name>]",
+		Usage: "check --config <path> [--adapter <name>] | sessions list|revoke ...",
 		Short: "Checks the identity providers of every oidc_auth handler in a config",
 		Long: `
 Finds every oidc_auth handler in the config, then for each: validates its
@@ -35,7 +35,7 @@ what it found in plain words and exits 1 if anything is wrong.`,
 			}
 			check.Flags().StringP("config", "c", "", "Configuration file (required)")
 			check.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
-			cmd.AddCommand(check)
+			cmd.AddCommand(check, sessionsCommand())
 		},
 	})
 }

@@ -274,6 +274,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"oidc_auth {\n issuer \"a b\" `c`\n}",
 		"oidc_auth {\n {\n}\n}",
 		"oidc_auth {\n issuer https://idp.example.com\n client_id a\n client_secret b\n login_path /auth/callback\n}",
+		"oidc_auth {\n issuer https://idp.example.com\n client_id a\n client_secret b\n upstream_jwt {\n header X-Id\n lifetime 30s\n claims sub roles\n key_rotation 1h\n }\n jwks_path /keys\n}",
 	} {
 		f.Add(s)
 	}

@@ -30,6 +30,9 @@ func (m *OIDCAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if r.URL.Path == m.FrontchannelLogoutPath && m.FrontchannelLogoutPath != "" {
 		return m.handleFrontchannelLogout(w, r)
 	}
+	if m.ujwt != nil && r.URL.Path == m.JWKSPath {
+		return m.serveJWKS(w, r)
+	}
 	return m.authenticate(w, r, next)
 }
 
@@ -60,6 +63,15 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		r.Header.Set("Authorization", "Bearer "+p.accessToken)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if m.ujwt != nil {
+		tok, err := m.passAssertion(r, p)
+		if err != nil {
+			return err
+		}
+		// Before the identity's provider, which answers every other
+		// http.auth.user.* name.
+		repl.Map(assertionPlaceholder(tok))
+	}
 	if m.ManagementAPI != nil {
 		// Before the identity's provider, which answers every other
 		// http.auth.user.* name.

@@ -22,6 +22,8 @@ var metrics struct {
 	bearerRequests *prometheus.CounterVec   // result: accepted, refused
 	idpUp          *prometheus.GaugeVec     // issuer (configured, so bounded)
 	idpLastSuccess *prometheus.GaugeVec     // issuer
+	sessionsBegun  prometheus.Counter
+	sessionsEnded  *prometheus.CounterVec // reason: logout, backchannel, frontchannel, idle, lifetime, admin, webhook
 }
 
 // The metrics' namespace: caddy_oidc_auth_*.
@@ -50,6 +52,11 @@ func initMetrics(registry *prometheus.Registry) error {
 		metrics.bearerRequests = counter("bearer_requests_total", "Requests authenticated by bearer token, accepted or refused.", "result")
 		metrics.idpUp = gauge("idp_up", "1 when the latest call to the identity provider succeeded (or was refused with a 4xx), 0 when it failed.", "issuer")
 		metrics.idpLastSuccess = gauge("idp_last_success_timestamp_seconds", "Unix time of the latest successful call to the identity provider.", "issuer")
+		metrics.sessionsBegun = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "sessions_started_total",
+			Help: "Sessions begun by a completed login.",
+		})
+		metrics.sessionsEnded = counter("sessions_ended_total", "Sessions ended, by reason: logout, backchannel, frontchannel, idle, lifetime, admin, webhook.", "reason")
 	})
 	if registry == nil {
 		return nil
@@ -57,7 +64,7 @@ func initMetrics(registry *prometheus.Registry) error {
 	for _, c := range []prometheus.Collector{
 		metrics.logins, metrics.refreshes, metrics.logouts, metrics.rejected,
 		metrics.idpLatency, metrics.jwksFetches, metrics.bearerRequests,
-		metrics.idpUp, metrics.idpLastSuccess,
+		metrics.idpUp, metrics.idpLastSuccess, metrics.sessionsBegun, metrics.sessionsEnded,
 	} {
 		if err := registry.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -80,8 +87,21 @@ func observeIdP(endpoint string, start time.Time) {
 func countLogin(result, reason string) { metrics.logins.WithLabelValues(result, reason).Inc() }
 func countRefresh(result string)       { metrics.refreshes.WithLabelValues(result).Inc() }
 func countRejected(reason string)      { metrics.rejected.WithLabelValues(reason).Inc() }
+func countSessionStarted()             { metrics.sessionsBegun.Inc() }
+
+// countSessionEnded counts n sessions ended for reason, one of a fixed few.
+func countSessionEnded(reason string) { metrics.sessionsEnded.WithLabelValues(reason).Inc() }
+func countSessionsEnded(reason string, n int) {
+	metrics.sessionsEnded.WithLabelValues(reason).Add(float64(n))
+}
 func countLogout(kind, result, reason string) {
 	metrics.logouts.WithLabelValues(kind, result, reason).Inc()
+	if result == "accepted" {
+		if kind == "rp" {
+			kind = "logout"
+		}
+		countSessionEnded(kind)
+	}
 }
 
 // metricsReporter records what the oidc package measures in the metrics.

@@ -37,7 +37,6 @@ const (
 	defaultSessionInfoPath       = "/session"
 	defaultInitiateLoginPath     = "/initiate"
 	defaultWebhookPath           = "/webhook"
-	defaultSessionLifetime       = 24 * time.Hour
 )
 
 var defaultScopes = []string{"openid", "profile", "email", "offline_access"}
@@ -61,8 +60,8 @@ type OIDCAuth struct {
 
 	// The path under which the handler's own paths are, unless each is set
 	// on its own: <prefix>/callback, /login, /logout, /backchannel-logout,
-	// /session, /initiate and /webhook. (Front-channel logout has no
-	// default path.) Default: `/auth`.
+	// /session, /initiate and /webhook, and /jwks.json with upstream_jwt.
+	// (Front-channel logout has no default path.) Default: `/auth`.
 	PathPrefix string `json:"path_prefix,omitempty"`
 
 	// Where the IdP sends the user back after login. A path is resolved
@@ -126,6 +125,14 @@ type OIDCAuth struct {
 	// The absolute limit on a session's age, whatever the refresh token
 	// allows. Default: `24h`.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+
+	// A session with no request for this long is over (navigation: login
+	// again; API call: 401), within session_lifetime. Activity is kept in
+	// the session cookie, rewritten at most once a minute (more often
+	// only for a timeout under 4 minutes), and, with a shared store, in
+	// the session registry, so a session active on one instance stays
+	// alive on another. At least `1s`. Default: off.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
 	// A shared store for revocations and refresh coordination, for several
 	// Caddy instances: `redis://host:port/db`. Default: an embedded store.
@@ -230,6 +237,15 @@ type OIDCAuth struct {
 	// the shortest interval among them. At least `1s`. Default: `30s`.
 	HealthProbeInterval caddy.Duration `json:"health_probe_interval,omitempty"`
 
+	// Pass a signed identity assertion (an ES256 JWT) to the next handler,
+	// for upstreams that check identity themselves. Default: off.
+	UpstreamJWT *UpstreamJWT `json:"upstream_jwt,omitempty"`
+
+	// Where the public keys of upstream_jwt are served as a JWKS, to
+	// anyone; only with upstream_jwt. Default: `/auth/jwks.json`.
+	JWKSPath string `json:"jwks_path,omitempty"`
+
+	ujwt            *upstreamJWTState
 	webhookKey      []byte
 	mgmt            *management // nil: the Management API is off
 	answer          responder   // error pages and refusals
@@ -286,6 +302,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		if m.PreviousCookieSecrets[i], err = expandSecret(repl, "previous_cookie_secrets", m.PreviousCookieSecrets[i]); err != nil {
 			return err
 		}
+	}
+	if err := m.expandUpstreamJWT(repl); err != nil {
+		return err
 	}
 	// The state built below depends on the settings: they are checked
 	// first (Caddy calls Validate again afterwards, which changes nothing).
@@ -345,7 +364,11 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	}
 	m.app = val.(*appState)
 	m.wire()
-	return nil
+	if m.mgmt != nil {
+		m.app.mgmt.Store(m.mgmt)
+	}
+	m.app.noteLifetime(m.sessionLifetime)
+	return m.provisionUpstreamJWT(ctx)
 }
 
 // wire builds the handler's parts from its settings and its state
@@ -382,6 +405,9 @@ func (m *OIDCAuth) wire() {
 
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
+	if err := m.cleanupUpstreamJWT(); err != nil {
+		return err
+	}
 	if m.provider != nil {
 		m.provider.ReleaseProbeInterval(m.probeInterval)
 		if _, err := providers.Delete(m.providerKey); err != nil {
@@ -401,7 +427,11 @@ func (m *OIDCAuth) Cleanup() error {
 // settings.
 func (m *OIDCAuth) configure() error {
 	m.setDefaults()
-	return m.Validate()
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	// upstream_jwt's state is made from its checked settings.
+	return m.checkUpstreamJWT(pathPrefix(m.PathPrefix))
 }
 
 // setDefaults fills in the settings left out, and the values derived from
@@ -541,6 +571,9 @@ func checkSettings(c *OIDCAuth) error {
 			return fmt.Errorf("auth_param: %q is set by the handler and cannot be overridden", name)
 		}
 	}
+	if err := m.checkUpstreamJWT(pathPrefix(m.PathPrefix)); err != nil {
+		return err
+	}
 	if m.WebhookSecret != "" {
 		if _, err := parseWebhookSecret(m.WebhookSecret); err != nil {
 			return err
@@ -554,12 +587,13 @@ func checkSettings(c *OIDCAuth) error {
 		"session_info_path":        m.SessionInfoPath,
 		"initiate_login_path":      m.InitiateLoginPath,
 		"webhook_path":             m.WebhookPath,
+		"jwks_path":                m.JWKSPath,
 		"redirect_uri":             u.Path,
 	}
 	seen := map[string]string{}
-	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path"} {
+	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path", "jwks_path"} {
 		p := paths[field]
-		if p == "" && field == "frontchannel_logout_path" {
+		if p == "" && (field == "frontchannel_logout_path" || field == "jwks_path") {
 			continue // off
 		}
 		if !strings.HasPrefix(p, "/") {
@@ -581,6 +615,9 @@ func checkSettings(c *OIDCAuth) error {
 	}
 	if m.SessionLifetime < 0 {
 		return fmt.Errorf("session_lifetime: must be positive, got %s", time.Duration(m.SessionLifetime))
+	}
+	if err := m.checkIdleTimeout(); err != nil {
+		return err
 	}
 	if d := time.Duration(m.HealthProbeInterval); d != 0 && d < oidc.MinProbeInterval {
 		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", oidc.MinProbeInterval, d)
@@ -609,25 +646,6 @@ func checkSettings(c *OIDCAuth) error {
 		}
 	}
 	return nil
-}
-
-// expandSecret expands `{env.*}` and `{file.*}` placeholders, and refuses a
-// setting that was given but expands to nothing (an unset variable, say).
-func expandSecret(repl *caddy.Replacer, field, v string) (string, error) {
-	if v == "" {
-		return "", nil
-	}
-	// Any unknown or empty placeholder is an error, even inside other
-	// text: "pre-{env.UNSET}" is not the secret that was meant.
-	out, err := repl.ReplaceOrErr(v, true, true)
-	if err != nil {
-		return "", fmt.Errorf("%s: %q: %v", field, v, err)
-	}
-	out = strings.TrimRight(out, "\r\n")
-	if out == "" {
-		return "", fmt.Errorf("%s: %q expands to an empty value", field, v)
-	}
-	return out, nil
 }
 
 // checkPathOrURL accepts an absolute path or an http(s) URL.

@@ -130,6 +130,7 @@ func (tk *tokens) refreshSession(ctx context.Context, s *session, now time.Time)
 	}
 	s.Expiry = ts.Expiry.Unix()
 	s.RefreshAt = refreshTime(tk.now(), ts.Expiry).Unix()
+	s.Issued = tk.now().Unix()
 	if ts.IDToken != "" {
 		s.Claims = ts.Claims
 		if ts.SID != "" && ts.SID != s.SID {

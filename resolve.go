@@ -31,6 +31,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) {
 		m.logger.Info("session reached session_lifetime", zap.String("sub", s.Subject))
 		countRejected("lifetime")
+		countSessionEnded("lifetime")
 		return deny(sessionEnded)
 	}
 	if m.app.revoked(s) {
@@ -39,9 +40,20 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 		return deny(sessionEnded)
 	}
 
+	touch := false
+	if m.IdleTimeout > 0 {
+		if m.idleOver(r.Context(), s, now.Unix()) {
+			m.logger.Info("session reached idle_timeout", zap.String("sub", s.Subject))
+			countRejected("idle")
+			countSessionEnded("idle")
+			return deny(sessionEnded)
+		}
+		touch = now.Unix()-lastActive(s) >= m.touchInterval()
+	}
+
 	var newIDToken string
 	refreshed := false
-	if now.Unix() >= s.RefreshAt {
+	if now.Unix() >= s.RefreshAt || m.app.store.MustRefresh(s.Subject, max(s.Issued, s.Created)) {
 		if s.RefreshToken == "" {
 			if now.Unix() >= s.Expiry {
 				countRejected("expired")
@@ -95,7 +107,13 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 		return deny(forbidden)
 	}
 
-	if refreshed || s.OldKey {
+	if touch {
+		cp := *s
+		s = &cp
+		s.Seen = now.Unix()
+		m.touch(s, s.Seen)
+	}
+	if refreshed || s.OldKey || touch {
 		maxAge := m.tokens.maxAge(s, now)
 		if err := m.cookies.WriteSession(w, r, s, maxAge); err != nil {
 			return nil, false, caddyhttp.Error(http.StatusInternalServerError, err)

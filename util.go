@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddyserver/caddy/v2"
 )
 
 // randomString returns n random bytes, base64url-encoded.
@@ -138,3 +139,22 @@ type (
 	session    = cookie.Session
 	loginState = cookie.LoginState
 )
+
+// expandSecret expands `{env.*}` and `{file.*}` placeholders, and refuses a
+// setting that was given but expands to nothing (an unset variable, say).
+func expandSecret(repl *caddy.Replacer, field, v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	// Any unknown or empty placeholder is an error, even inside other
+	// text: "pre-{env.UNSET}" is not the secret that was meant.
+	out, err := repl.ReplaceOrErr(v, true, true)
+	if err != nil {
+		return "", fmt.Errorf("%s: %q: %v", field, v, err)
+	}
+	out = strings.TrimRight(out, "\r\n")
+	if out == "" {
+		return "", fmt.Errorf("%s: %q expands to an empty value", field, v)
+	}
+	return out, nil
+}

@@ -60,8 +60,7 @@ func (m *OIDCAuth) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 		return backchannelError(w, http.StatusBadRequest, "invalid_request", "body is not a JSON event")
 	}
 	if event.Type != "user.logout" {
-		w.WriteHeader(http.StatusNoContent) // signed, but not for us
-		return nil
+		return m.handleOrgEvent(w, r, id, event.Type, body)
 	}
 	sid := event.Data.UserSession.SessionID
 	if sid == "" {

@@ -18,6 +18,8 @@ type Session struct {
 	Subject      string          `json:"s"`           // sub of the ID token
 	SID          string          `json:"d,omitempty"` // sid of the ID token, for back-channel logout
 	Created      int64           `json:"c"`           // unix seconds of the login; caps the session's age
+	Seen         int64           `json:"l,omitempty"` // unix seconds of the last recorded activity (idle_timeout)
+	Issued       int64           `json:"t,omitempty"` // unix seconds the tokens were obtained; 0: at Created
 	AccessToken  string          `json:"a"`
 	RefreshToken string          `json:"r,omitempty"`
 	Expiry       int64           `json:"e"` // access token expiry, unix seconds

@@ -31,8 +31,9 @@ type storageBackend struct {
 	prefix  string
 	now     func() time.Time
 
-	once *expiringSet // single-use values
-	sids *expiringSet // IdP session IDs of sessions issued here
+	once     *expiringSet // single-use values
+	sids     *expiringSet // IdP session IDs of sessions issued here
+	registry *memRegistry // sessions issued here, for the admin API
 }
 
 // Embedded returns the backend that keeps revocations in storage (Caddy's
@@ -45,6 +46,8 @@ func Embedded(storage certmagic.Storage, app string) Backend {
 		now:     time.Now,
 		once:    newExpiringSet(maxSingleUse),
 		sids:    newExpiringSet(maxKnownSIDs),
+
+		registry: newMemRegistry(MaxSessions, MaxSessionsPerUser),
 	}
 }
 

@@ -25,6 +25,10 @@ const (
 	RevokeSession = "session" // one session, by its own session ID (RP logout)
 	RevokeSID     = "sid"     // every session with this IdP session ID
 	RevokeSubject = "sub"     // every session of this user begun up to At
+	// RefreshSubject is no revocation: every session of this user whose
+	// tokens were obtained up to At refreshes them on its next request (a
+	// role or membership changed at the IdP).
+	RefreshSubject = "refresh"
 )
 
 // Revocation is one logout, as stored and as sent between instances.
@@ -59,6 +63,18 @@ type Backend interface {
 	recordSID(ctx context.Context, sid string, until time.Time) error
 	// knownSID reports whether sid was recorded and is still kept.
 	knownSID(ctx context.Context, sid string) (bool, error)
+	// recordSession adds a session to the registry, keeping it bounded.
+	recordSession(ctx context.Context, e SessionEntry, now int64) error
+	// touchSession raises a registered session's last-seen time.
+	touchSession(ctx context.Context, id string, seen int64) error
+	// session returns a registered session that has not expired.
+	session(ctx context.Context, id string, now int64) (SessionEntry, bool, error)
+	// sessions returns the registered live sessions of a user.
+	sessions(ctx context.Context, sub string, now int64) ([]SessionEntry, error)
+	// sessionsOfSID returns the registered live sessions of an IdP session.
+	sessionsOfSID(ctx context.Context, sid string, now int64) ([]SessionEntry, error)
+	// forgetSessions removes sessions from the registry.
+	forgetSessions(ctx context.Context, list []SessionEntry) error
 	// watch calls apply for revocations made by other instances, until
 	// close. A backend without other instances returns at once.
 	watch(apply func(Revocation))
@@ -89,6 +105,7 @@ type Store struct {
 	sessions  map[string]int64 // revoked session ID -> keep until (unix)
 	sids      map[string]int64 // revoked IdP sid -> keep until
 	subs      map[string]subRevocation
+	stale     map[string]subRevocation // RefreshSubject
 
 	refreshMu sync.Mutex
 	refreshes map[string]*refreshCall
@@ -126,6 +143,7 @@ func New(ctx context.Context, b Backend, opts Options) (*Store, error) {
 		sessions:  map[string]int64{},
 		sids:      map[string]int64{},
 		subs:      map[string]subRevocation{},
+		stale:     map[string]subRevocation{},
 		refreshes: map[string]*refreshCall{},
 	}
 	if s.logger == nil {
@@ -179,6 +197,16 @@ func (s *Store) Revoked(id, sid, subject string, created int64) bool {
 	return false
 }
 
+// MustRefresh reports whether a session of subject whose tokens were
+// obtained at issued must refresh them now (see RefreshSubject). It is on
+// every request's path: a map lookup under a read lock.
+func (s *Store) MustRefresh(subject string, issued int64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.stale[subject]
+	return ok && issued <= r.at
+}
+
 // SIDRevoked reports whether every session of an IdP session is revoked.
 func (s *Store) SIDRevoked(sid string) bool {
 	s.mu.RLock()
@@ -191,7 +219,7 @@ func (s *Store) SIDRevoked(sid string) bool {
 func (s *Store) Held() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.sessions) + len(s.sids) + len(s.subs)
+	return len(s.sessions) + len(s.sids) + len(s.subs) + len(s.stale)
 }
 
 // Revoke records a revocation durably, then enforces it here. The error
@@ -245,6 +273,10 @@ func (s *Store) apply(rev Revocation) {
 		if old, ok := s.subs[rev.Value]; !ok || old.at < rev.At {
 			s.subs[rev.Value] = subRevocation{at: rev.At, until: rev.Until}
 		}
+	case RefreshSubject:
+		if old, ok := s.stale[rev.Value]; !ok || old.at < rev.At {
+			s.stale[rev.Value] = subRevocation{at: rev.At, until: rev.Until}
+		}
 	}
 	// Sweeping is O(n): at most once a minute, so a burst of logouts over
 	// a large store does not each pay for it.
@@ -270,6 +302,11 @@ func (s *Store) sweepRevocationsLocked(now int64) {
 	for k, r := range s.subs {
 		if r.until < now {
 			delete(s.subs, k)
+		}
+	}
+	for k, r := range s.stale {
+		if r.until < now {
+			delete(s.stale, k)
 		}
 	}
 }
