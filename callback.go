@@ -128,7 +128,7 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 	}
 	m.logger.Info("login", zap.String("sub", s.Subject), zap.String("sid", s.SID))
 	countLogin("completed", "")
-	m.registerSession(r, s)
+	m.tokens.registerSession(r, s)
 	m.tokens.recordSID(r.Context(), s.SID)
 
 	target, ok := safeReturnTo(st.ReturnTo)

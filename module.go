@@ -303,7 +303,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	if err := m.expandUpstreamJWT(repl); err != nil {
+	if err := m.UpstreamJWT.expand(repl); err != nil {
 		return err
 	}
 	// The state built below depends on the settings: they are checked
@@ -368,7 +368,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		m.app.mgmt.Store(m.mgmt)
 	}
 	m.app.noteLifetime(m.sessionLifetime)
-	return m.provisionUpstreamJWT(ctx)
+	return m.ujwt.acquire(ctx, m.UpstreamJWT, m.logger, m.now)
 }
 
 // wire builds the handler's parts from its settings and its state
@@ -387,7 +387,7 @@ func (m *OIDCAuth) wire() {
 	m.rules = accessRules{rules: m.Require, allowUnverifiedEmail: m.AllowUnverifiedEmail}
 	m.tokens = &tokens{
 		client: m.client, provider: m.provider, app: m.app, cookies: m.cookies, logger: m.logger, now: m.now,
-		lifetime: m.sessionLifetime, clientID: m.ClientID, recordSIDs: m.FrontchannelLogoutPath != "",
+		lifetime: m.sessionLifetime, idle: time.Duration(m.IdleTimeout), clientID: m.ClientID, recordSIDs: m.FrontchannelLogoutPath != "",
 	}
 	m.login = &logins{
 		answer: m.answer, cookies: m.cookies, provider: m.provider, client: m.client, logger: m.logger, now: m.now,
@@ -405,7 +405,7 @@ func (m *OIDCAuth) wire() {
 
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
-	if err := m.cleanupUpstreamJWT(); err != nil {
+	if err := m.ujwt.release(); err != nil {
 		return err
 	}
 	if m.provider != nil {
@@ -616,7 +616,7 @@ func checkSettings(c *OIDCAuth) error {
 	if m.SessionLifetime < 0 {
 		return fmt.Errorf("session_lifetime: must be positive, got %s", time.Duration(m.SessionLifetime))
 	}
-	if err := m.checkIdleTimeout(); err != nil {
+	if err := checkIdleTimeout(m.IdleTimeout); err != nil {
 		return err
 	}
 	if d := time.Duration(m.HealthProbeInterval); d != 0 && d < oidc.MinProbeInterval {

@@ -42,13 +42,13 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 
 	touch := false
 	if m.IdleTimeout > 0 {
-		if m.idleOver(r.Context(), s, now.Unix()) {
+		if m.tokens.idleOver(r.Context(), s, now.Unix()) {
 			m.logger.Info("session reached idle_timeout", zap.String("sub", s.Subject))
 			countRejected("idle")
 			countSessionEnded("idle")
 			return deny(sessionEnded)
 		}
-		touch = now.Unix()-lastActive(s) >= m.touchInterval()
+		touch = now.Unix()-lastActive(s) >= m.tokens.touchInterval()
 	}
 
 	var newIDToken string
@@ -111,7 +111,7 @@ func (m *OIDCAuth) resolve(w http.ResponseWriter, r *http.Request) (p *principal
 		cp := *s
 		s = &cp
 		s.Seen = now.Unix()
-		m.touch(s, s.Seen)
+		m.tokens.touch(s, s.Seen)
 	}
 	if refreshed || s.OldKey || touch {
 		maxAge := m.tokens.maxAge(s, now)

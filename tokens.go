@@ -21,6 +21,7 @@ type tokens struct {
 	logger     *zap.Logger
 	now        func() time.Time
 	lifetime   time.Duration // session_lifetime
+	idle       time.Duration // idle_timeout; 0: off
 	clientID   string
 	recordSIDs bool // front-channel logout is on: remember the sids issued
 }
