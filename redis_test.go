@@ -3,8 +3,6 @@ package oidcauth
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -13,41 +11,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
+	"github.com/caddy-oidc-auth/oidcauth/internal/store/storetest"
 	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
-// startTestRedis runs a redis-server on a free loopback port for one test
-// and returns its URL. scripts/setup.sh installs redis-server.
-func startTestRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (scripts/setup.sh installs it)")
-	}
-	addr := freeLoopbackAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	url := "redis://" + addr + "/0"
-	opts, _ := redis.ParseURL(url)
-	c := redis.NewClient(opts)
-	defer c.Close()
-	for i := 0; ; i++ {
-		if c.Ping(context.Background()).Err() == nil {
-			return url
-		}
-		if i == 200 {
-			t.Fatalf("redis-server on %s did not answer", addr)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
+// startTestRedis runs a redis-server for one test and returns its URL.
+func startTestRedis(t *testing.T) string { return storetest.Redis(t) }
 
 // newTestStore is an embedded store kept in dir, on the clock now
 // (time.Now when nil), closed when the test ends.
