@@ -47,6 +47,14 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 	}
 
 	lt, err := m.tokens.verifyLogoutToken(r, r.PostForm.Get("logout_token"))
+	replayed := errors.Is(err, errReplay)
+	if replayed && !m.tokens.logoutInForce(lt) {
+		// Its jti was claimed but its logout is not in force: the claim's
+		// release was lost (Redis failing over between the two writes).
+		// The IdP's retry records it; a replay can end nothing that the
+		// first delivery would not have ended.
+		err = nil
+	}
 	if err != nil {
 		m.logger.Warn("back-channel logout refused", zap.String("reason", err.Error()))
 		if errors.Is(err, errIdPUnavailable) {
@@ -66,6 +74,10 @@ func (m *OIDCAuth) handleBackchannelLogout(w http.ResponseWriter, r *http.Reques
 	rev := store.Revocation{Kind: store.RevokeSID, Value: lt.SID, Until: now.Add(m.sessionLifetime).Unix()}
 	if lt.SID == "" {
 		rev = store.Revocation{Kind: store.RevokeSubject, Value: lt.Subject, At: now.Unix(), Until: rev.Until}
+		if replayed && lt.IssuedAt != nil {
+			// Sessions begun since the token was issued stay.
+			rev.At = min(rev.At, int64(*lt.IssuedAt))
+		}
 	}
 	if err := m.app.store.Revoke(r.Context(), rev); err != nil {
 		// Answering 200 would make the IdP forget a logout we may lose.
@@ -93,7 +105,23 @@ func (tk *tokens) verifyLogoutToken(r *http.Request, raw string) (*oidc.LogoutCl
 		return nil, fmt.Errorf("%w: recording jti: %v", errIdPUnavailable, err)
 	}
 	if !fresh {
-		return nil, errReplay
+		return c, errReplay
 	}
 	return c, nil
+}
+
+// logoutInForce reports whether the logout a (valid) token asks for is
+// already enforced here.
+func (tk *tokens) logoutInForce(lt *oidc.LogoutClaims) bool {
+	if lt == nil {
+		return true
+	}
+	if lt.SID != "" {
+		return tk.app.store.SIDRevoked(lt.SID)
+	}
+	at := tk.now().Unix()
+	if lt.IssuedAt != nil {
+		at = int64(*lt.IssuedAt)
+	}
+	return tk.app.store.SubjectRevoked(lt.Subject, at)
 }

@@ -37,7 +37,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cookie_name     <name>
 //		session_lifetime <duration>
 //		idle_timeout    <duration>
-//		store           <redis-url>
+//		store           <redis-url> {   # redis://, rediss://, Sentinel and Cluster forms
+//			tls_ca          <file>
+//			tls_cert        <file>
+//			tls_key         <file>
+//			tls_server_name <name>
+//			dial_timeout    <duration>
+//			read_timeout    <duration>
+//			write_timeout   <duration>
+//			key_prefix      <prefix>
+//		}
 //		require         <claim> <value...>
 //		allow_unverified_email
 //		access_token_audiences <audience...>
@@ -104,7 +113,6 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"webhook_path":             &m.WebhookPath,
 			"webhook_secret":           &m.WebhookSecret,
 			"cookie_name":              &m.CookieName,
-			"store":                    &m.Store,
 			"authorization_endpoint":   &m.AuthorizationEndpoint,
 			"token_endpoint":           &m.TokenEndpoint,
 			"jwks_uri":                 &m.JWKSURI,
@@ -197,6 +205,10 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			m.ManagementAPI = mc
+		case "store":
+			if err := unmarshalStore(d, m); err != nil {
+				return err
+			}
 		case "upstream_jwt":
 			if d.NextArg() {
 				return argErr()

@@ -7,6 +7,7 @@ package oidcauth
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -135,8 +136,16 @@ type OIDCAuth struct {
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
 	// A shared store for revocations and refresh coordination, for several
-	// Caddy instances: `redis://host:port/db`. Default: an embedded store.
+	// Caddy instances: `redis://host:port/db`, `rediss://user:password@host:port/db`
+	// (TLS, ACL user), the Sentinel form
+	// `redis://sentinel1:26379/db?master_name=mymaster&addr=sentinel2:26379`
+	// or the Cluster form `redis://node1:6379?addr=node2:6379&addr=node3:6379`,
+	// as go-redis parses them. `{env.*}` and `{file.*}` placeholders work.
+	// Default: an embedded store.
 	Store string `json:"store,omitempty"`
+
+	// TLS, timeouts and key prefix of the Redis store. Default: none.
+	StoreOptions *StoreOptions `json:"store_options,omitempty"`
 
 	// Access rules: every rule must hold for a signed-in user, or the
 	// request is answered 403. Default: none.
@@ -298,6 +307,9 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	if m.WebhookSecret, err = expandSecret(repl, "webhook_secret", m.WebhookSecret); err != nil {
 		return err
 	}
+	if m.Store, err = expandSecret(repl, "store", m.Store); err != nil {
+		return err
+	}
 	for i := range m.PreviousCookieSecrets {
 		if m.PreviousCookieSecrets[i], err = expandSecret(repl, "previous_cookie_secrets", m.PreviousCookieSecrets[i]); err != nil {
 			return err
@@ -351,9 +363,14 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	m.provider.UseProbeInterval(m.probeInterval)
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
+	if m.StoreOptions != nil {
+		// Other TLS files or timeouts are another connection.
+		o, _ := json.Marshal(m.StoreOptions)
+		m.appKey += "\x00" + string(o)
+	}
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
 		id := store.AppID(m.Issuer, m.ClientID)
-		st, err := store.Open(ctx, m.Store, ctx.Storage(), id, store.Options{Logger: m.logger})
+		st, err := store.Open(ctx, m.Store, ctx.Storage(), id, store.Options{Logger: m.logger, Redis: m.StoreOptions.redis()})
 		if err != nil {
 			return nil, err
 		}
@@ -622,10 +639,8 @@ func checkSettings(c *OIDCAuth) error {
 	if d := time.Duration(m.HealthProbeInterval); d != 0 && d < oidc.MinProbeInterval {
 		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", oidc.MinProbeInterval, d)
 	}
-	if m.Store != "" {
-		if err := checkStoreURL(m.Store); err != nil {
-			return err
-		}
+	if err := checkStore(m.Store, m.StoreOptions); err != nil {
+		return err
 	}
 	if err := m.ManagementAPI.check(); err != nil {
 		return err
@@ -667,20 +682,6 @@ func checkPathOrURL(field, raw string) (*url.URL, error) {
 		u.Path = "/"
 	}
 	return u, nil
-}
-
-func checkStoreURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("store: %v", err)
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return fmt.Errorf("store: must be a redis:// or rediss:// URL, got %q", raw)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("store: missing host in %q", raw)
-	}
-	return nil
 }
 
 func defaultCookieName(issuer, clientID string) string {

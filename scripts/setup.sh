@@ -13,6 +13,8 @@ xcaddy_version="v0.4.5"
 need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Sentinel failover tests (Debian packages it apart from redis-server).
+command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 if [ "${#need_apt[@]}" -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"

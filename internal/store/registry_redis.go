@@ -29,7 +29,7 @@ func (b *redisBackend) recordSession(ctx context.Context, e SessionEntry, now in
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	score := float64(e.Until)
 	stale := "(" + strconv.FormatInt(now, 10)
@@ -79,7 +79,7 @@ func (b *redisBackend) recordSession(ctx context.Context, e SessionEntry, now in
 }
 
 func (b *redisBackend) touchSession(ctx context.Context, id string, seen int64) error {
-	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	// Only an existing record is touched: HSET on a key that expired
 	// would make one without an expiry.
@@ -94,7 +94,7 @@ end
 return 0`)
 
 func (b *redisBackend) session(ctx context.Context, id string, now int64) (SessionEntry, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	vals, err := b.client.HMGet(ctx, b.sessKey(id), "e", "l").Result()
 	if err != nil {
@@ -133,7 +133,7 @@ func (b *redisBackend) sessionsOfSID(ctx context.Context, sid string, now int64)
 }
 
 func (b *redisBackend) listSet(ctx context.Context, set string, now int64) ([]SessionEntry, error) {
-	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	ids, err := b.client.ZRangeByScore(ctx, set, &redis.ZRangeBy{Min: strconv.FormatInt(now, 10), Max: "+inf"}).Result()
 	if err != nil || len(ids) == 0 {
@@ -159,7 +159,7 @@ func (b *redisBackend) listSet(ctx context.Context, set string, now int64) ([]Se
 }
 
 func (b *redisBackend) forgetSessions(ctx context.Context, list []SessionEntry) error {
-	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	_, err := b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range list {

@@ -18,13 +18,19 @@ func redisForTest(t *testing.T) string { return storetest.Redis(t) }
 // session), touch and forget sessions; expired sessions are not listed;
 // a user's records stay at MaxSessionsPerUser, the newest kept.
 func TestSessionRegistry(t *testing.T) {
-	for _, kind := range []string{"storage", "redis"} {
+	for _, kind := range []string{"storage", "redis", "redis-cluster"} {
 		t.Run(kind, func(t *testing.T) {
 			now := time.Unix(time.Now().Unix(), 0)
 			var b Backend = Embedded(&certmagic.FileStorage{Path: t.TempDir()}, "test")
-			if kind == "redis" {
+			if kind != "storage" {
+				url := ""
+				if kind == "redis" {
+					url = redisForTest(t)
+				} else {
+					url = startRedisCluster(t)
+				}
 				var err error
-				if b, err = Redis(redisForTest(t), "test"); err != nil {
+				if b, err = Redis(url, "test", RedisOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -91,6 +91,8 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock of the store and its backend. Default: time.Now.
 	Now func() time.Time
+	// Redis holds the settings of a Redis store beyond its URL.
+	Redis RedisOptions
 }
 
 // Store enforces revocations in memory, keeps them durable in its
@@ -119,11 +121,11 @@ type subRevocation struct {
 }
 
 // Open returns a Store for the app named app: with Redis when url is set
-// (redis://...), else in storage.
+// (redis:// or rediss://, see RedisTopology), else in storage.
 func Open(ctx context.Context, url string, storage certmagic.Storage, app string, opts Options) (*Store, error) {
 	var b Backend = Embedded(storage, app)
 	if url != "" {
-		rb, err := Redis(url, app)
+		rb, err := Redis(url, app, opts.Redis)
 		if err != nil {
 			return nil, err
 		}
@@ -213,6 +215,15 @@ func (s *Store) SIDRevoked(sid string) bool {
 	defer s.mu.RUnlock()
 	_, ok := s.sids[sid]
 	return ok
+}
+
+// SubjectRevoked reports whether every session of subject begun up to at
+// is revoked.
+func (s *Store) SubjectRevoked(subject string, at int64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.subs[subject]
+	return ok && r.at >= at
 }
 
 // Held is the number of revocations held in memory.
