@@ -61,7 +61,7 @@ func TestAdminSessions(t *testing.T) {
 		}
 		r := apiRequest(http.MethodGet, "/")
 		r.Header.Set("User-Agent", "test-agent")
-		m.registerSession(r, s)
+		m.tokens.registerSession(r, s)
 		return s
 	}
 	a1, a2, b1, c1 := mk("alice", "sid-a1"), mk("alice", "sid-a2"), mk("bob", "sid-b"), mk("carol", "sid-c")
@@ -164,12 +164,12 @@ func TestAdminRevokeAtIdP(t *testing.T) {
 		withOverrides(m)
 		m.ManagementAPI = &ManagementAPI{BaseURL: api.URL, TokenURL: api.URL + "/oauth/token"}
 	})
-	m.mgmt = m.newManagement()
+	m.wire()
 	m.app.mgmt.Store(m.mgmt)
 	pooled(t, m)
 	s := unitSession(time.Now())
 	s.Subject = "usr_9"
-	m.registerSession(apiRequest(http.MethodGet, "/"), s)
+	m.tokens.registerSession(apiRequest(http.MethodGet, "/"), s)
 
 	code, out := adminCallTest(t, serveSessionRevoke, http.MethodPost, "/oidc_auth/sessions/revoke", `{"session":"`+s.ID+`","idp":true}`)
 	if code != 200 || out["ended"] != 1.0 || out["idp"] != "revoked" || revoked.Load() != "usr_9" {

@@ -1249,6 +1249,7 @@ func TestAttackSecretsNeverLogged(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	e := newITEnv(t, func(h *OIDCAuth) { h.Bearer = &BearerConfig{} })
 	e.h.logger = zap.New(core)
+	e.h.wire()
 	e.op.SetUser("user-1", "user1@example.com", "sid-1")
 	e.op.Set(func(s *oidctest.Script) { s.AccessTTL = time.Minute })
 

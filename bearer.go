@@ -2,7 +2,6 @@ package oidcauth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,6 +24,16 @@ type BearerConfig struct {
 	AcceptAccessTokenAudiences bool `json:"accept_access_token_audiences,omitempty"`
 }
 
+// bearerAuth authenticates requests by bearer token (bearer mode).
+type bearerAuth struct {
+	cfg       *BearerConfig
+	clientID  string
+	audiences []string // access_token_audiences
+	tokens    *tokens
+	rules     accessRules
+	srv       *OIDCAuth // DPoP, step-up and scope settings
+}
+
 func bearerToken(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
 	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
@@ -34,136 +43,94 @@ func bearerToken(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-// resolveBearer authenticates a request by its bearer token. It never sets
-// cookies or redirects: failures are 401 with an RFC 6750 challenge.
-func (m *OIDCAuth) resolveBearer(w http.ResponseWriter, r *http.Request, scheme, raw string) (*principal, error) {
-	v, sub, err := m.verifyBearer(r.Context(), raw)
+// resolve is OIDCAuth.resolve for a request with a bearer token. It never
+// sets cookies or redirects: its refusals are answered 401 (or 403) with
+// an RFC 6750 challenge.
+// scheme is "bearer" or "dpop" (RFC 9449 section 7.1).
+func (b *bearerAuth) resolve(r *http.Request, scheme, raw string) (*principal, bool, error) {
+	v, sub, err := b.verify(r.Context(), raw)
 	if err != nil {
 		if errors.Is(err, errIdPUnavailable) {
-			m.logger.Error("cannot validate bearer token", zap.Error(err))
-			return nil, m.unavailable(w, r)
+			b.tokens.logger.Error("cannot validate bearer token", zap.Error(err))
+			return nil, false, err
 		}
-		m.logger.Info("bearer token refused", zap.Error(err))
+		b.tokens.logger.Info("bearer token refused", zap.Error(err))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
-		m.tokenChallenge(w, r, scheme, "invalid_token")
-		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token is invalid or expired.", "")
+		if scheme == "dpop" {
+			return deny(dpopInvalidToken)
+		}
+		return deny(bearerInvalid)
 	}
-	if err := m.checkDPoP(r, scheme, raw, v.claims); err != nil {
-		return nil, m.refuseDPoP(w, r, err)
+	if err := b.srv.checkDPoP(r, scheme, raw, v.claims); err != nil {
+		return b.srv.dpopRefusal(err)
 	}
 	pseudo := &session{Subject: sub, Created: claimInt(v.claims, "iat")}
 	pseudo.SID, _ = v.claims["sid"].(string)
-	if m.app.revoked(pseudo) {
-		m.bearerChallenge(w, r, "invalid_token")
-		return nil, m.fail(w, r, http.StatusUnauthorized, "The bearer token's session has ended.", "")
+	if b.tokens.app.revoked(pseudo) {
+		return deny(bearerEnded)
 	}
 	id := v.identityFor(pseudo)
-	if acr, maxAge, need := m.stepUpNeeded(v.claims, m.now()); need {
-		m.logger.Info("bearer token needs a stronger authentication", zap.String("sub", sub))
+	if _, _, need := b.srv.stepUpNeeded(v.claims, b.tokens.now()); need {
+		b.tokens.logger.Info("bearer token needs a stronger authentication", zap.String("sub", sub))
 		metrics.bearerRequests.WithLabelValues("refused").Inc()
-		m.bearerChallenge(w, r, "insufficient_user_authentication", stepUpChallengeParams(acr, maxAge)...)
-		return nil, m.fail(w, r, http.StatusUnauthorized, "A stronger or more recent authentication is required.", "")
+		return deny(stepUp)
 	}
-	if !m.allowed(id) {
-		if !m.scopeChallenge(w, r, id) {
-			m.bearerChallenge(w, r, "insufficient_scope")
+	if !b.rules.allow(id) {
+		if len(missingScopes(id.access, b.srv.requiredScopes())) > 0 {
+			return deny(bearerScope)
 		}
-		return nil, m.forbidden(w, r)
+		return deny(bearerForbidden)
 	}
 	metrics.bearerRequests.WithLabelValues("accepted").Inc()
-	return &principal{id: id, accessToken: raw, expiry: v.expiry}, nil
+	return &principal{id: id, accessToken: raw, expiry: v.expiry}, true, nil
 }
 
-// verifyBearer checks a bearer access token (see oidc.Client.VerifyBearer)
-// with bearerAudienceOK for its audience. Outcomes are cached like session
+// verify checks a bearer access token (see oidc.Client.VerifyBearer)
+// with audienceOK for its audience. Outcomes are cached like session
 // tokens, in a cache of their own since the accepted audiences differ.
-func (m *OIDCAuth) verifyBearer(ctx context.Context, raw string) (*verifiedToken, string, error) {
-	now := m.now()
-	gen := m.provider.KeyRemovals()
-	if v := m.app.bearer.get(raw); v != nil && v.keyGen == gen {
+func (b *bearerAuth) verify(ctx context.Context, raw string) (*verifiedToken, string, error) {
+	now := b.tokens.now()
+	gen := b.tokens.provider.KeyRemovals()
+	if v := b.tokens.app.bearer.get(raw); v != nil && v.keyGen == gen {
 		if v.expiry <= now.Unix() {
 			return nil, "", errors.New("token expired")
 		}
 		// The cache is shared by every handler of this client, and each
 		// may accept other audiences.
-		if !m.bearerAudienceOK(oidc.ClaimStrings(v.claims["aud"])) {
+		if !b.audienceOK(oidc.ClaimStrings(v.claims["aud"])) {
 			return nil, "", fmt.Errorf("audience %q not accepted", v.claims["aud"])
 		}
 		sub, _ := v.claims["sub"].(string)
 		return v, sub, nil
 	}
-	at, sub, err := m.client.VerifyBearer(ctx, raw, m.bearerAudienceOK)
+	at, sub, err := b.tokens.client.VerifyBearer(ctx, raw, b.audienceOK)
 	if err != nil {
 		return nil, "", err
 	}
 	v := &verifiedToken{expiry: at.Expiry.Unix(), claims: at.Claims, keyGen: at.KeyGen}
-	m.app.bearer.put(raw, v, now.Unix())
+	b.tokens.app.bearer.put(raw, v, now.Unix())
 	return v, sub, nil
 }
 
-// bearerAudienceOK reports whether a bearer token's audience holds the
+// audienceOK reports whether a bearer token's audience holds the
 // client ID or one of bearer's audiences; access_token_audiences count
 // only when the operator says so (accept_access_token_audiences), since
 // they name APIs the sessions' tokens are for, not necessarily this one.
-func (m *OIDCAuth) bearerAudienceOK(auds []string) bool {
+func (b *bearerAuth) audienceOK(auds []string) bool {
 	for _, aud := range auds {
-		if aud == m.ClientID || containsString(m.Bearer.Audiences, aud) ||
-			(m.Bearer.AcceptAccessTokenAudiences && containsString(m.AccessTokenAudiences, aud)) {
+		if aud == b.clientID || containsString(b.cfg.Audiences, aud) ||
+			(b.cfg.AcceptAccessTokenAudiences && containsString(b.audiences, aud)) {
 			return true
 		}
 	}
 	return false
 }
 
-func claimInt(claims map[string]any, name string) int64 {
-	f, _ := claims[name].(float64)
-	return int64(f)
-}
-
-// handleSessionInfo tells a single-page app who is signed in: the user's
-// claims and when the session and access token expire, never a token.
-// Without a session it answers 401, never a redirect.
-func (m *OIDCAuth) handleSessionInfo(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
-	}
-	r = r.WithContext(context.WithValue(r.Context(), apiOnlyKey{}, true))
-	p, err := m.resolve(w, r, true)
-	if p == nil {
-		return err
-	}
-	claims := make(map[string]any, len(p.id.claims))
-	for k, v := range p.id.claims {
-		switch k {
-		case "iss", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "at_hash", "nonce", "azp":
-		default:
-			claims[k] = v
+func sanitizeRealm(host string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
+			return -1
 		}
-	}
-	info := map[string]any{
-		"sub":                     p.id.claims["sub"],
-		"claims":                  claims,
-		"access_token_expires_at": p.expiry,
-	}
-	if m.ManagementAPI != nil {
-		list := m.enrich(r, p.subject())
-		if list == nil {
-			list = []membership{}
-		}
-		info["organizations"] = list
-	}
-	if s := p.session; s != nil {
-		info["authenticated_by"] = "session"
-		info["session"] = map[string]any{
-			"created_at": s.Created,
-			"expires_at": s.Created + int64(m.sessionLifetime.Seconds()),
-		}
-	} else {
-		info["authenticated_by"] = "bearer"
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	return json.NewEncoder(w).Encode(info)
+		return r
+	}, host)
 }

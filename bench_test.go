@@ -2,8 +2,6 @@ package oidcauth
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,19 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
-	"go.uber.org/zap"
 )
 
 // benchHandler is a handler whose provider is already discovered and
 // whose JWKS holds one RSA key, so no benchmark touches the network.
 type benchHandler struct {
-	m      *OIDCAuth
-	signer jose.Signer
+	m   *OIDCAuth
+	key *oidctest.Key
 }
 
 func newBenchHandler(b *testing.B) *benchHandler {
@@ -34,38 +31,20 @@ func newBenchHandler(b *testing.B) *benchHandler {
 		ClientSecret: "bench-secret",
 		CookieSecret: strings.Repeat("s", 32),
 	}
-	if err := m.checkConfig(); err != nil {
-		b.Fatal(err)
-	}
-	m.CookieName = defaultCookieName(m.Issuer, m.ClientID)
-	var err error
-	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
-		b.Fatal(err)
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		b.Fatal(err)
-	}
-	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	key := oidctest.NewRSAKey("k1", 0)
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{key.Public()}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	// Endpoints configured, so no discovery; the JWKS is fetched once,
 	// from memory, before the first timed verification.
 	overrides := endpoints{Authorization: m.Issuer + "/authorize", Token: m.Issuer + "/token", JWKS: m.Issuer + "/keys"}
-	m.provider = &provider{Provider: oidc.NewProvider(oidc.Config{
+	p := &provider{Provider: oidc.NewProvider(oidc.Config{
 		Issuer: m.Issuer, Overrides: overrides, Transport: staticTransport{overrides.JWKS: jwks},
 	})}
-	b.Cleanup(func() { _ = m.provider.Destruct() })
-	m.logger = zap.NewNop()
-	m.now = time.Now
-	m.newClient()
-	m.app = newAppState("bench", newTestStore(b, "bench", b.TempDir(), nil))
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &benchHandler{m: m, signer: signer}
+	b.Cleanup(func() { _ = p.Destruct() })
+	provisionForTest(b, m, p, b.TempDir(), nil)
+	return &benchHandler{m: m, key: key}
 }
 
 // accessToken signs a Scalekit-shaped access token for sub.
@@ -76,16 +55,7 @@ func (h *benchHandler) accessToken(b *testing.B, sub string) string {
 		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "jti": randomString(8),
 		"oid": "org_1", "roles": []string{"admin"}, "permissions": []string{"read", "write"},
 	}
-	payload, _ := json.Marshal(claims)
-	jws, err := h.signer.Sign(payload)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tok, err := jws.CompactSerialize()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return tok
+	return h.key.Sign(claims, "")
 }
 
 func (h *benchHandler) session(b *testing.B) *session {
@@ -151,7 +121,7 @@ func BenchmarkVerifyAccessTokenFirstTime(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		v, err := h.m.verifyAccessToken(ctx, s)
+		v, err := h.m.tokens.verifyAccessToken(ctx, s)
 		if err != nil {
 			b.Fatal(err)
 		}

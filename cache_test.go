@@ -14,7 +14,7 @@ func TestVerifiedCacheChecksSubject(t *testing.T) {
 	now := time.Now()
 	alice := &session{ID: "a", Subject: "alice", SID: "sid-a", AccessToken: "opaque-token", Expiry: now.Add(time.Hour).Unix(),
 		Claims: json.RawMessage(`{"email":"alice@example.com"}`)}
-	v, err := m.verifyAccessToken(t.Context(), alice)
+	v, err := m.tokens.verifyAccessToken(t.Context(), alice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,10 +24,10 @@ func TestVerifiedCacheChecksSubject(t *testing.T) {
 
 	mallory := &session{ID: "m", Subject: "mallory", SID: "sid-m", AccessToken: alice.AccessToken, Expiry: alice.Expiry,
 		Claims: json.RawMessage(`{"email":"mallory@example.com"}`)}
-	if _, err := m.verifyAccessToken(t.Context(), mallory); err == nil {
+	if _, err := m.tokens.verifyAccessToken(t.Context(), mallory); err == nil {
 		t.Fatal("a token verified for alice was accepted from the cache for mallory's session")
 	}
-	if v, err := m.verifyAccessToken(t.Context(), alice); err != nil || v == nil {
+	if v, err := m.tokens.verifyAccessToken(t.Context(), alice); err != nil || v == nil {
 		t.Fatalf("Alice's own token from the cache: %v", err)
 	}
 

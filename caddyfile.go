@@ -196,7 +196,8 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			for d.NextBlock(1) {
 				opt := d.Val()
-				dst := map[string]*string{"token_url": &mc.TokenURL, "token_header": &mc.TokenHeader, "cache_ttl": &mc.CacheTTL}[opt]
+				var cacheTTL string
+				dst := map[string]*string{"token_url": &mc.TokenURL, "token_header": &mc.TokenHeader, "cache_ttl": &cacheTTL}[opt]
 				if dst == nil {
 					return d.Errf("management_api: unrecognized option %q", opt)
 				}
@@ -204,13 +205,20 @@ func (m *OIDCAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("management_api: %s needs a value", opt)
 				}
 				*dst = d.Val()
+				if opt == "cache_ttl" {
+					ttl, err := caddy.ParseDuration(cacheTTL)
+					if err != nil {
+						return d.Errf("management_api: cache_ttl %q is not a duration: %v", cacheTTL, err)
+					}
+					mc.CacheTTL = caddy.Duration(ttl)
+				}
 				if d.NextArg() {
 					return d.Errf("management_api: %s takes one value", opt)
 				}
 			}
 			m.ManagementAPI = mc
 		case "store":
-			if err := m.unmarshalStore(d); err != nil {
+			if err := unmarshalStore(d, m); err != nil {
 				return err
 			}
 		case "upstream_jwt":

@@ -115,17 +115,20 @@ func (m *OIDCAuth) dpopRequestURL(r *http.Request) string {
 	return resolveAgainst(r, &url.URL{}) + path
 }
 
-// refuseDPoP answers a refused DPoP check with a DPoP challenge.
-func (m *OIDCAuth) refuseDPoP(w http.ResponseWriter, r *http.Request, err error) error {
+// dpopRefusal turns a failed DPoP check into resolve's answer: a refusal,
+// or the error of a store that could not record the proof's jti.
+func (m *OIDCAuth) dpopRefusal(err error) (*principal, bool, error) {
 	var de *dpopError
 	if !errors.As(err, &de) {
 		m.logger.Error("cannot check a DPoP proof", zap.Error(err))
-		return m.unavailable(w, r)
+		return nil, false, err
 	}
 	m.logger.Info("DPoP refused", zap.Error(err))
 	metrics.bearerRequests.WithLabelValues("refused").Inc()
-	m.tokenChallenge(w, r, "dpop", de.code)
-	return m.fail(w, r, http.StatusUnauthorized, "The access token or its DPoP proof is invalid.", "")
+	if de.code == "invalid_dpop_proof" {
+		return deny(dpopInvalidProof)
+	}
+	return deny(dpopInvalidToken)
 }
 
 // addDPoPMetadata announces DPoP in the resource metadata (RFC 9449
@@ -144,14 +147,4 @@ func (m *OIDCAuth) checkDPoPConfig() error {
 		return errors.New("dpop: needs bearer")
 	}
 	return nil
-}
-
-// tokenChallenge is the challenge for a refused token: DPoP's for the
-// DPoP scheme, else Bearer's.
-func (m *OIDCAuth) tokenChallenge(w http.ResponseWriter, r *http.Request, scheme, code string) {
-	if scheme == "dpop" {
-		m.challenge(w, r, "DPoP", code, "algs", strings.Join(dpop.AlgNames(), " "))
-		return
-	}
-	m.bearerChallenge(w, r, code)
 }

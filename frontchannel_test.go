@@ -24,7 +24,7 @@ func TestFrontchannelLogoutOffByDefault(t *testing.T) {
 				t.Fatalf("frontchannel_logout_path defaults to %q, want off", m.FrontchannelLogoutPath)
 			}
 			s := unitSession(time.Now())
-			m.recordSID(t.Context(), s.SID) // does nothing while off
+			m.tokens.recordSID(t.Context(), s.SID) // does nothing while off
 			for _, p := range []string{"/auth/frontchannel-logout", "/sso/frontchannel-logout"} {
 				rec, next := serve(t, m, apiRequest(http.MethodGet, p+"?iss="+url.QueryEscape(unreachableIssuer)+"&sid="+s.SID))
 				if rec.Code != http.StatusUnauthorized || next.called {
@@ -74,7 +74,7 @@ func TestFrontchannelLogoutBounded(t *testing.T) {
 	}
 
 	s := unitSession(time.Now())
-	m.recordSID(t.Context(), s.SID)
+	m.tokens.recordSID(t.Context(), s.SID)
 	for range 50 {
 		if code := logout(s.SID); code != http.StatusOK {
 			t.Fatalf("known sid: status %d", code)

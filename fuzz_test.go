@@ -27,14 +27,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-oidc-auth/oidcauth/internal/cookie"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
-	"go.uber.org/zap"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
-	"github.com/caddy-oidc-auth/oidcauth/internal/store"
 	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
@@ -100,24 +97,14 @@ func fuzzHandler(tb testing.TB, key *rsa.PrivateKey) *OIDCAuth {
 		JWKSURI:               fuzzIssuer + "/jwks",
 		now:                   clock,
 	}
-	if err := m.checkConfig(); err != nil {
-		tb.Fatal(err)
-	}
-	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
-		tb.Fatal(err)
-	}
-	m.provider = &provider{Provider: oidc.NewProvider(oidc.Config{
+	p := &provider{Provider: oidc.NewProvider(oidc.Config{
 		Issuer:    m.Issuer,
 		Overrides: endpoints{Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint, JWKS: m.JWKSURI},
 		Transport: staticTransport{m.JWKSURI: jwks},
 		Now:       clock, // the key set's refetch and max-age rules
 	})}
-	m.newClient()
-	tb.Cleanup(func() { _ = m.provider.Destruct() })
-	m.logger = zap.NewNop()
-	id := store.AppID(m.Issuer, m.ClientID)
-	m.app = newAppState(id, newTestStore(tb, id, dir, clock))
-	tb.Cleanup(func() { _ = m.app.Destruct() })
+	tb.Cleanup(func() { _ = p.Destruct() })
+	provisionForTest(tb, m, p, dir, clock)
 	return m
 }
 

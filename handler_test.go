@@ -41,31 +41,41 @@ func newUnitHandler(t *testing.T, configure func(*OIDCAuth)) *OIDCAuth {
 	if configure != nil {
 		configure(m)
 	}
-	if err := m.checkConfig(); err != nil {
-		t.Fatalf("checkConfig: %v", err)
+	p := newProvider(m.Issuer, endpoints{
+		Authorization: m.AuthorizationEndpoint,
+		Token:         m.TokenEndpoint,
+		JWKS:          m.JWKSURI,
+		EndSession:    m.EndSessionEndpoint,
+	}, nil, nil)
+	provisionForTest(t, m, p, t.TempDir(), nil)
+	return m
+}
+
+// provisionForTest does what Provision does, without a Caddy context:
+// the settings, the cookie codec, the provider p, a store in dir (with
+// storeClock; nil: the wall clock), a silent logger and the handler's
+// parts.
+func provisionForTest(tb testing.TB, m *OIDCAuth, p *provider, dir string, storeClock func() time.Time) {
+	tb.Helper()
+	if err := m.configure(); err != nil {
+		tb.Fatalf("configure: %v", err)
 	}
 	if m.CookieName == "" {
 		m.CookieName = defaultCookieName(m.Issuer, m.ClientID)
 	}
 	var err error
 	if m.cookies, err = cookie.New([]byte(m.CookieSecret), m.Issuer, m.ClientID, m.CookieName); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	m.provider = newProvider(m.Issuer, endpoints{
-		Authorization: m.AuthorizationEndpoint,
-		Token:         m.TokenEndpoint,
-		JWKS:          m.JWKSURI,
-		EndSession:    m.EndSessionEndpoint,
-	}, nil, nil)
+	m.provider = p
 	m.logger = zap.NewNop()
 	id := store.AppID(m.Issuer, m.ClientID)
-	m.app = newAppState(id, newTestStore(t, id, t.TempDir(), nil))
-	t.Cleanup(func() { _ = m.app.Destruct() })
+	m.app = newAppState(id, newTestStore(tb, id, dir, storeClock))
+	tb.Cleanup(func() { _ = m.app.Destruct() })
 	if m.now == nil {
 		m.now = time.Now
 	}
-	m.newClient()
-	return m
+	m.wire()
 }
 
 // withOverrides makes discovery unnecessary, so a login can start without
@@ -657,8 +667,8 @@ func TestFrontchannelLogout(t *testing.T) {
 	s := unitSession(now)
 	other := unitSession(now)
 	other.SID = "another-idp-session"
-	m.recordSID(t.Context(), s.SID)
-	m.recordSID(t.Context(), other.SID)
+	m.tokens.recordSID(t.Context(), s.SID)
+	m.tokens.recordSID(t.Context(), other.SID)
 
 	for _, bad := range []string{
 		"/auth/frontchannel-logout?sid=" + s.SID,

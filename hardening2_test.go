@@ -123,7 +123,7 @@ func TestTokenHeaderStrippedInEverySpelling(t *testing.T) {
 		// The token endpoint is unreachable: the handler sets no header.
 		m.ManagementAPI = &ManagementAPI{BaseURL: "http://127.0.0.1:1", TokenURL: "http://127.0.0.1:1/token", TokenHeader: "X-Scalekit-Token"}
 	})
-	m.mgmt = m.newManagement()
+	m.wire()
 	r := apiRequest(http.MethodGet, "/app")
 	r.Header["X-Scalekit-Token"] = []string{"Bearer forged-1"}
 	r.Header["x-scalekit-token"] = []string{"Bearer forged-2"}
@@ -195,13 +195,13 @@ func TestRequireEmailNeedsVerifiedEmail(t *testing.T) {
 				raw += `,"email_verified":` + tt.verified
 			}
 			id := &identity{claims: decodeClaims(t, raw+`}`)}
-			m := &OIDCAuth{Require: rules, AllowUnverifiedEmail: tt.allow}
-			if got := m.allowed(id); got != tt.want {
+			m := accessRules{rules: rules, allowUnverifiedEmail: tt.allow}
+			if got := m.allow(id); got != tt.want {
 				t.Errorf("allowed = %v, want %v", got, tt.want)
 			}
 			// Rules on other claims do not look at email_verified.
-			other := &OIDCAuth{Require: []Rule{{Claim: "sub", Values: []string{"u1"}}}}
-			if !other.allowed(id) {
+			other := accessRules{rules: []Rule{{Claim: "sub", Values: []string{"u1"}}}}
+			if !other.allow(id) {
 				t.Error("a rule on sub failed")
 			}
 		})

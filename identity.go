@@ -1,7 +1,6 @@
 package oidcauth
 
 import (
-	"bytes"
 	"encoding/json"
 	"sort"
 	"strconv"
@@ -32,21 +31,6 @@ func (id *identity) replace(key string) (any, bool) {
 	// A claim this user lacks is empty rather than left as literal text
 	// (header_up and other ReplaceKnown users would pass "{...}" on).
 	return id.values[key], true
-}
-
-// identityFor builds the identity once per access token; the result is
-// cached with the verified token, so the hot path only copies strings.
-// The cached identity serves only a session with the same user, sid and
-// ID token claims as the one it was built for; any other gets its own.
-func (v *verifiedToken) identityFor(s *session) *identity {
-	v.once.Do(func() {
-		v.id = buildIdentity(v.claims, s)
-		v.idSub, v.idSID, v.idClaims = s.Subject, s.SID, s.Claims
-	})
-	if s.Subject != v.idSub || s.SID != v.idSID || !bytes.Equal(s.Claims, v.idClaims) {
-		return buildIdentity(v.claims, s)
-	}
-	return v.id
 }
 
 // buildIdentity merges the access token's claims with the session's.
@@ -168,10 +152,16 @@ func lookupClaim(claims map[string]any, name string) (any, bool) {
 	return nil, false
 }
 
-// allowed reports whether every require rule holds for the identity. A
+// accessRules are the require rules, and how they read email.
+type accessRules struct {
+	rules                []Rule
+	allowUnverifiedEmail bool
+}
+
+// allow reports whether every require rule holds for the identity. A
 // rule on email also needs email_verified, unless allow_unverified_email.
-func (m *OIDCAuth) allowed(id *identity) bool {
-	for _, rule := range m.Require {
+func (a accessRules) allow(id *identity) bool {
+	for _, rule := range a.rules {
 		if rule.Claim == "acr" {
 			continue // a step-up, not a refusal: see stepUpNeeded
 		}
@@ -185,7 +175,7 @@ func (m *OIDCAuth) allowed(id *identity) bool {
 		if !ok || !ruleMatches(rule.Values, v) {
 			return false
 		}
-		if rule.Claim == "email" && !m.AllowUnverifiedEmail && !emailVerified(id.claims) {
+		if rule.Claim == "email" && !a.allowUnverifiedEmail && !emailVerified(id.claims) {
 			return false
 		}
 	}
@@ -246,4 +236,75 @@ func globMatch(pattern, s string) bool {
 		s = s[i+len(p):]
 	}
 	return len(s) >= len(last) && strings.HasSuffix(s, last)
+}
+
+func claimInt(claims map[string]any, name string) int64 {
+	f, _ := claims[name].(float64)
+	return int64(f)
+}
+
+// principal is a request's authenticated user.
+type principal struct {
+	session     *session // nil for a bearer token
+	id          *identity
+	accessToken string
+	expiry      int64 // access token expiry, unix seconds
+
+	refused refusal // why there is no user, when resolve says so
+}
+
+func (p *principal) subject() string {
+	sub, _ := p.id.claims["sub"].(string)
+	return sub
+}
+
+// Rule is one access rule: the claim must equal one of the values (or, for
+// an array claim, contain one). Values may use `*` as a wildcard.
+type Rule struct {
+	// The claim's name; a dotted name reaches into nested objects.
+	Claim string `json:"claim"`
+	// The accepted values; at least one.
+	Values []string `json:"values"`
+}
+
+// refusal says why a request has no user, and so how it is answered. It
+// is one byte, so that a principal stays as small as it was: one is made
+// for every request.
+type refusal uint8
+
+const (
+	// noSession: neither a session cookie nor (in bearer mode) a bearer
+	// token. A browser is sent to log in; an API call gets a 401.
+	noSession refusal = iota
+	// sessionEnded: the session cookie's session has ended (lifetime,
+	// logout, expiry, refresh refused, invalid token); its cookies are
+	// cleared, then as noSession.
+	sessionEnded
+	// forbidden: signed in, but the require rules turn the user away (403).
+	forbidden
+	// bearerInvalid, bearerEnded, bearerForbidden: a bearer token is
+	// invalid or expired, its session has ended, or its user fails the
+	// require rules: 401 (403) with an RFC 6750 challenge.
+	bearerInvalid
+	bearerEnded
+	bearerForbidden
+	// bearerScope: a bearer token lacks a scope of `require scope` (403
+	// insufficient_scope naming the scopes).
+	bearerScope
+	// stepUp: the user's authentication is weaker or older than `require
+	// acr` / max_age ask: a browser logs in again asking for them, anything
+	// else gets 401 insufficient_user_authentication (RFC 9470).
+	stepUp
+	// dpopInvalidToken, dpopInvalidProof: a DPoP refusal (RFC 9449): the
+	// token (its binding, or its scheme) or the proof is wrong.
+	dpopInvalidToken
+	dpopInvalidProof
+)
+
+// signIn reports whether logging in can help: no session, or an ended one.
+func (why refusal) signIn() bool { return why == noSession || why == sessionEnded }
+
+// deny is resolve's answer for a request without an acceptable user.
+func deny(why refusal) (*principal, bool, error) {
+	return &principal{refused: why}, false, nil
 }

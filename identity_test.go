@@ -231,8 +231,7 @@ func TestAllowed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := &OIDCAuth{Require: tt.rules}
-			if got := m.allowed(id); got != tt.want {
+			if got := (accessRules{rules: tt.rules}).allow(id); got != tt.want {
 				t.Errorf("allowed = %v, want %v", got, tt.want)
 			}
 		})

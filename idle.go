@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
 
 // checkIdleTimeout checks idle_timeout.
-func (m *OIDCAuth) checkIdleTimeout() error {
-	d := time.Duration(m.IdleTimeout)
+func checkIdleTimeout(idle caddy.Duration) error {
+	d := time.Duration(idle)
 	if d < 0 || (d > 0 && d < time.Second) {
 		return fmt.Errorf("idle_timeout: must be at least 1s, got %s", d)
 	}
@@ -21,8 +22,8 @@ func (m *OIDCAuth) checkIdleTimeout() error {
 // request records it again (in the cookie and the registry): a minute, or
 // a quarter of a short idle_timeout, so that the timeout stays accurate
 // to within that and the cookie is not rewritten on every request.
-func (m *OIDCAuth) touchInterval() int64 {
-	return int64(min(time.Minute, max(time.Duration(m.IdleTimeout)/4, time.Second)) / time.Second)
+func (tk *tokens) touchInterval() int64 {
+	return int64(min(time.Minute, max(tk.idle/4, time.Second)) / time.Second)
 }
 
 // lastActive is the session's latest recorded activity, by its cookie.
@@ -34,14 +35,14 @@ func lastActive(s *session) int64 {
 // cookie answers on the hot path; only when it says the session is idle
 // is the registry asked, which holds activity recorded by every instance
 // (and by requests whose rewritten cookie the client never kept).
-func (m *OIDCAuth) idleOver(ctx context.Context, s *session, now int64) bool {
-	idle := int64(time.Duration(m.IdleTimeout) / time.Second)
+func (tk *tokens) idleOver(ctx context.Context, s *session, now int64) bool {
+	idle := int64(tk.idle / time.Second)
 	if now-lastActive(s) < idle {
 		return false
 	}
-	e, ok, err := m.app.store.Session(ctx, s.ID)
+	e, ok, err := tk.app.store.Session(ctx, s.ID)
 	if err != nil {
-		m.logger.Warn("session registry unreachable; idle timeout decided by the cookie", zap.Error(err))
+		tk.logger.Warn("session registry unreachable; idle timeout decided by the cookie", zap.Error(err))
 		return true
 	}
 	return !ok || e.Subject != s.Subject || now-e.LastSeen >= idle
@@ -49,13 +50,13 @@ func (m *OIDCAuth) idleOver(ctx context.Context, s *session, now int64) bool {
 
 // touch records activity of s at now in the registry, off the request's
 // path: it happens at most once per touchInterval per session.
-func (m *OIDCAuth) touch(s *session, now int64) {
-	st, id := m.app.store, s.ID
+func (tk *tokens) touch(s *session, now int64) {
+	st, id := tk.app.store, s.ID
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := st.TouchSession(ctx, id, now); err != nil {
-			m.logger.Debug("cannot record session activity", zap.Error(err))
+			tk.logger.Debug("cannot record session activity", zap.Error(err))
 		}
 	}()
 }

@@ -18,11 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func refused(t *testing.T) error {
-	t.Helper()
-	return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
-}
-
 func TestIdPTrackerGauges(t *testing.T) {
 	issuer := "https://gauges.example"
 	at := time.Unix(1_800_000_000, 0)
@@ -37,7 +32,7 @@ func TestIdPTrackerGauges(t *testing.T) {
 		t.Errorf("idp_last_success_timestamp_seconds = %v, want %d", v, 1_800_000_000)
 	}
 	now = at.Add(time.Minute)
-	tr.Record("token", refused(t))
+	tr.Record("token", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")})
 	if v := testutil.ToFloat64(metrics.idpUp.WithLabelValues(issuer)); v != 0 {
 		t.Errorf("idp_up after a failure = %v, want 0", v)
 	}
@@ -182,17 +177,17 @@ func TestRevocationRecorded(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(int(status.Load())) }))
 	m := newUnitHandler(t, withOverrides)
 	meta := &metadata{Endpoints: endpoints{Revocation: srv.URL + "/revoke", Token: srv.URL + "/token"}}
-	m.revokeToken(context.Background(), meta, "rt-1")
+	m.tokens.revokeToken(context.Background(), meta, "rt-1")
 	if st := m.provider.Tracker().State(); !st.Down() || st.LastFailure.Endpoint != "revocation" {
 		t.Fatalf("after a 503: %+v, want the revocation endpoint failing", st)
 	}
 	status.Store(http.StatusBadRequest)
-	m.revokeToken(context.Background(), meta, "rt-1")
+	m.tokens.revokeToken(context.Background(), meta, "rt-1")
 	if st := m.provider.Tracker().State(); st.Down() {
 		t.Fatalf("after a 400: %+v, want up", st)
 	}
 	srv.Close()
-	m.revokeToken(context.Background(), meta, "rt-1")
+	m.tokens.revokeToken(context.Background(), meta, "rt-1")
 	if st := m.provider.Tracker().State(); !st.Down() || !strings.Contains(st.LastFailure.Error, "connect") {
 		t.Fatalf("with the endpoint gone: %+v, want a connection failure", st)
 	}

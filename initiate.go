@@ -26,27 +26,27 @@ const maxInitiateBody = 64 << 10
 func (m *OIDCAuth) handleInitiateLogin(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
-		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET or POST.", "")
+		return m.answer.fail(w, r, http.StatusMethodNotAllowed, "Use GET or POST.", "")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxInitiateBody)
 	if err := r.ParseForm(); err != nil {
 		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
-			return m.fail(w, r, http.StatusRequestEntityTooLarge, "The login request is too large.", m.LoginPath)
+			return m.answer.fail(w, r, http.StatusRequestEntityTooLarge, "The login request is too large.", m.LoginPath)
 		}
-		return m.fail(w, r, http.StatusBadRequest, "The login request is malformed.", m.LoginPath)
+		return m.answer.fail(w, r, http.StatusBadRequest, "The login request is malformed.", m.LoginPath)
 	}
 	hints := map[string]string{}
 	returnTo := "/"
 
 	if raw := r.Form.Get("idp_initiated_login"); raw != "" {
-		claims, err := m.verifyInitiation(r, raw)
+		claims, err := m.client.VerifyInitiation(r.Context(), raw)
 		if err != nil {
 			if errors.Is(err, errIdPUnavailable) {
-				return m.unavailable(w, r)
+				return m.answer.unavailable(w, r)
 			}
 			m.logger.Warn("IdP-initiated login refused", zap.Error(err))
 			countLogin("failed", "initiation")
-			return m.fail(w, r, http.StatusBadRequest, "This sign-in link is invalid or has expired.", m.LoginPath)
+			return m.answer.fail(w, r, http.StatusBadRequest, "This sign-in link is invalid or has expired.", m.LoginPath)
 		}
 		for _, name := range []string{"organization_id", "connection_id", "login_hint"} {
 			if v, ok := claims[name].(string); ok && v != "" {
@@ -61,7 +61,7 @@ func (m *OIDCAuth) handleInitiateLogin(w http.ResponseWriter, r *http.Request) e
 	} else {
 		if iss := r.Form.Get("iss"); iss != m.Issuer {
 			m.logger.Warn("third-party initiated login refused", zap.String("reason", "iss is not this site's issuer"))
-			return m.fail(w, r, http.StatusBadRequest, "This sign-in request names another identity provider.", m.LoginPath)
+			return m.answer.fail(w, r, http.StatusBadRequest, "This sign-in request names another identity provider.", m.LoginPath)
 		}
 		if hint := r.Form.Get("login_hint"); hint != "" && len(hint) <= 512 {
 			hints["login_hint"] = hint
@@ -70,18 +70,12 @@ func (m *OIDCAuth) handleInitiateLogin(w http.ResponseWriter, r *http.Request) e
 			path, ok := sameSitePath(r, target)
 			if !ok {
 				m.logger.Warn("third-party initiated login refused", zap.String("reason", "target_link_uri is not on this site"))
-				return m.fail(w, r, http.StatusBadRequest, "This sign-in request points to another site.", m.LoginPath)
+				return m.answer.fail(w, r, http.StatusBadRequest, "This sign-in request points to another site.", m.LoginPath)
 			}
 			returnTo = path
 		}
 	}
-	return m.beginLogin(w, r, returnTo, hints)
-}
-
-// verifyInitiation checks an idp_initiated_login token (see
-// oidc.Client.VerifyInitiation).
-func (m *OIDCAuth) verifyInitiation(r *http.Request, raw string) (map[string]any, error) {
-	return m.client.VerifyInitiation(r.Context(), raw)
+	return m.login.begin(w, r, returnTo, hints)
 }
 
 // sameSitePath turns a URL on this site (same scheme and host as the

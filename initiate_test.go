@@ -88,7 +88,7 @@ func initiationClaims(e *itEnv) map[string]any {
 
 func verifyInitiationOf(e *itEnv, raw string) (map[string]any, error) {
 	r := httptest.NewRequest(http.MethodGet, "http://"+itHost+"/auth/initiate", nil)
-	return e.h.verifyInitiation(r, raw)
+	return e.h.client.VerifyInitiation(r.Context(), raw)
 }
 
 func TestVerifyInitiation(t *testing.T) {
@@ -159,7 +159,7 @@ func TestVerifyInitiation(t *testing.T) {
 func TestVerifyInitiationIdPDown(t *testing.T) {
 	m := newUnitHandler(t, nil) // its issuer does not answer
 	r := navRequest(http.MethodGet, "/auth/initiate?idp_initiated_login=a.b.c")
-	if _, err := m.verifyInitiation(r, "a.b.c"); !errors.Is(err, errIdPUnavailable) {
+	if _, err := m.client.VerifyInitiation(r.Context(), "a.b.c"); !errors.Is(err, errIdPUnavailable) {
 		t.Errorf("err = %v, want errIdPUnavailable", err)
 	}
 	rec, next := serve(t, m, r)

@@ -433,7 +433,7 @@ func TestSelfCheckStopsRefresher(t *testing.T) {
 	t.Parallel()
 	op := oidctest.New(t, oidctest.NewClock())
 	m := &OIDCAuth{Issuer: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret, CookieSecret: itCookieSecret}
-	for _, line := range m.selfCheck(context.Background()) {
+	for _, line := range selfCheck(context.Background(), m) {
 		if !line.ok {
 			t.Fatalf("check: %s", line)
 		}

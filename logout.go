@@ -22,7 +22,7 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		// HEAD included: link checkers and previews must not log anyone out.
 		w.Header().Set("Allow", "GET, POST")
-		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET or POST to sign out.", "")
+		return m.answer.fail(w, r, http.StatusMethodNotAllowed, "Use GET or POST to sign out.", "")
 	}
 	if isPrefetch(r) {
 		w.WriteHeader(http.StatusNoContent)
@@ -32,7 +32,7 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	now := m.now()
 	idToken := m.cookies.ReadIDToken(r, m.LogoutPath)
 	s, err := m.cookies.ReadSession(r)
-	if err == nil && !m.sessionAlive(s, now) {
+	if err == nil && !m.tokens.alive(s, now) {
 		// A revoked or expired session (a stale cookie, which can be
 		// replayed at will): nothing to revoke, here or at the IdP.
 		m.logger.Debug("logout of a session that has already ended", zap.String("sub", s.Subject))
@@ -57,7 +57,7 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		if release, ok := m.provider.RevocationSlot(); ok {
 			go func() {
 				defer release()
-				m.revokeToken(context.WithoutCancel(r.Context()), meta, s.RefreshToken)
+				m.tokens.revokeToken(context.WithoutCancel(r.Context()), meta, s.RefreshToken)
 			}()
 		} else {
 			m.logger.Warn("too many token revocations under way; the refresh token is not revoked at the identity provider")
@@ -93,16 +93,6 @@ func (m *OIDCAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// sessionAlive reports whether s could still serve a request: within its
-// lifetime, not revoked, and with a refresh token or an unexpired access
-// token.
-func (m *OIDCAuth) sessionAlive(s *session, now time.Time) bool {
-	if now.Unix() >= s.Created+int64(m.sessionLifetime/time.Second) || m.app.revoked(s) {
-		return false
-	}
-	return s.RefreshToken != "" || now.Unix() < s.Expiry
-}
-
 // isPrefetch recognises speculative loads (link prefetch, prerender,
 // previews), which must not have side effects.
 func isPrefetch(r *http.Request) bool {
@@ -117,15 +107,61 @@ func isPrefetch(r *http.Request) bool {
 
 // revokeToken revokes a refresh token at the IdP (RFC 7009), so that a copy
 // of it is worthless after logout.
-func (m *OIDCAuth) revokeToken(ctx context.Context, meta *metadata, token string) {
-	err := m.client.RevokeRefreshToken(ctx, meta, token)
+func (tk *tokens) revokeToken(ctx context.Context, meta *metadata, token string) {
+	err := tk.client.RevokeRefreshToken(ctx, meta, token)
 	var se *oidc.StatusError
 	switch {
 	case errors.As(err, &se):
-		m.logger.Warn("token revocation refused", zap.Int("status", se.Code))
+		tk.logger.Warn("token revocation refused", zap.Int("status", se.Code))
 	case err != nil:
-		m.logger.Warn("token revocation failed", zap.Error(err))
+		tk.logger.Warn("token revocation failed", zap.Error(err))
 	default:
-		m.logger.Debug("refresh token revoked at the identity provider")
+		tk.logger.Debug("refresh token revoked at the identity provider")
 	}
+}
+
+// handleFrontchannelLogout serves OIDC Front-Channel Logout 1.0: the IdP's
+// logout page loads this path in an iframe with iss and sid. Browsers do
+// not send SameSite cookies to such an iframe, so the sid alone names the
+// sessions to end; iss must be ours. Anyone can send such a request, so
+// it only ends sessions whose sid this deployment issued (recorded at
+// login), and writes each revocation once: what an anonymous request can
+// make the store hold is bounded by the logins it had.
+func (m *OIDCAuth) handleFrontchannelLogout(w http.ResponseWriter, r *http.Request) error {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	if r.Method != http.MethodGet {
+		h.Set("Allow", "GET")
+		return m.answer.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
+	}
+	q := r.URL.Query()
+	iss, sid := q.Get("iss"), q.Get("sid")
+	if iss != m.Issuer || sid == "" || len(sid) > 512 {
+		m.logger.Warn("front-channel logout refused", zap.String("reason", "iss and sid required, iss must be the issuer"))
+		countLogout("frontchannel", "refused", "bad_request")
+		return m.answer.fail(w, r, http.StatusBadRequest, "A front-channel logout needs this site's iss and a sid.", "")
+	}
+	switch known, err := m.app.store.KnownSID(r.Context(), sid); {
+	case err != nil:
+		m.logger.Error("front-channel logout: store unavailable", zap.Error(err))
+		countLogout("frontchannel", "refused", "store_unavailable")
+		return m.answer.fail(w, r, http.StatusServiceUnavailable, "The logout cannot be recorded now.", "")
+	case !known:
+		// The same answer as for a logout, without its write.
+		m.logger.Info("front-channel logout of a sid not issued here; ignored")
+		countLogout("frontchannel", "refused", "unknown_sid")
+	case m.app.store.SIDRevoked(sid):
+		countLogout("frontchannel", "accepted", "")
+	default:
+		rev := store.Revocation{Kind: store.RevokeSID, Value: sid, Until: m.now().Add(m.sessionLifetime).Unix()}
+		if err := m.app.store.Revoke(r.Context(), rev); err != nil {
+			m.logger.Error("front-channel logout not recorded in the store", zap.Error(err))
+		}
+		m.logger.Info("front-channel logout", zap.String("sid", sid))
+		countLogout("frontchannel", "accepted", "")
+	}
+	m.cookies.ClearSession(w, r, m.LogoutPath)
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	_, err := w.Write([]byte("<!doctype html><title>Signed out</title>"))
+	return err
 }

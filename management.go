@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -38,7 +39,7 @@ type ManagementAPI struct {
 
 	// How long a user's memberships are kept before they are looked up
 	// again. Default: `1m`.
-	CacheTTL string `json:"cache_ttl,omitempty"`
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
 }
 
 const defaultMembershipTTL = time.Minute
@@ -75,8 +76,8 @@ type membershipEntry struct {
 	fetched time.Time
 }
 
-func (m *OIDCAuth) checkManagement() error {
-	mc := m.ManagementAPI
+// check checks the settings of the Management API; nil is off, and valid.
+func (mc *ManagementAPI) check() error {
 	if mc == nil {
 		return nil
 	}
@@ -90,10 +91,8 @@ func (m *OIDCAuth) checkManagement() error {
 	if mc.TokenHeader != "" && strings.ContainsAny(mc.TokenHeader, " :\t\r\n") {
 		return fmt.Errorf("management_api: token_header %q is not a header name", mc.TokenHeader)
 	}
-	if mc.CacheTTL != "" {
-		if d, err := time.ParseDuration(mc.CacheTTL); err != nil || d <= 0 {
-			return fmt.Errorf("management_api: cache_ttl %q is not a positive duration", mc.CacheTTL)
-		}
+	if mc.CacheTTL < 0 {
+		return fmt.Errorf("management_api: cache_ttl %s is not a positive duration", time.Duration(mc.CacheTTL))
 	}
 	return nil
 }
@@ -101,18 +100,17 @@ func (m *OIDCAuth) checkManagement() error {
 // newManagement makes the Management API client. It makes no request:
 // the token source is set up on first use, when discovery has told the
 // token endpoint.
-func (m *OIDCAuth) newManagement() *management {
-	mc := m.ManagementAPI
+func newManagement(mc *ManagementAPI, issuer string, client *oidc.Client, p *provider, logger *zap.Logger) *management {
 	ttl := defaultMembershipTTL
-	if mc.CacheTTL != "" {
-		ttl, _ = time.ParseDuration(mc.CacheTTL)
+	if mc.CacheTTL > 0 {
+		ttl = time.Duration(mc.CacheTTL)
 	}
 	return &management{
-		cfg: mc, baseURL: strings.TrimSuffix(firstNonEmpty(mc.BaseURL, m.Issuer), "/"),
-		ttl: ttl, client: m.provider.HTTPClient(), logger: m.logger, tracker: m.provider.Tracker(),
+		cfg: mc, baseURL: strings.TrimSuffix(firstNonEmpty(mc.BaseURL, issuer), "/"),
+		ttl: ttl, client: p.HTTPClient(), logger: logger, tracker: p.Tracker(),
 		users: map[string]*membershipEntry{},
 		newTokens: func(ctx context.Context) (oauth2.TokenSource, error) {
-			meta, err := m.provider.Metadata(ctx)
+			meta, err := p.Metadata(ctx)
 			tokenURL := mc.TokenURL
 			if tokenURL == "" {
 				if err != nil {
@@ -122,13 +120,13 @@ func (m *OIDCAuth) newManagement() *management {
 			}
 			style := oauth2.AuthStyleInParams
 			if err == nil {
-				style = m.oauthConfig(meta, "").Endpoint.AuthStyle
+				style = client.OAuthConfig(meta, "").Endpoint.AuthStyle
 			}
-			cc := &clientcredentials.Config{ClientID: m.ClientID, ClientSecret: m.ClientSecret, TokenURL: tokenURL, AuthStyle: style}
+			cc := &clientcredentials.Config{ClientID: client.ID, ClientSecret: client.Secret, TokenURL: tokenURL, AuthStyle: style}
 			// Cached until shortly before it expires; requests go through
 			// the provider's bounded, non-redirecting client.
-			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, m.provider.HTTPClient())
-			return oauth2.ReuseTokenSource(nil, m.provider.Tracker().RecordedTokenSource(cc.TokenSource(tctx))), nil
+			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, p.HTTPClient())
+			return oauth2.ReuseTokenSource(nil, p.Tracker().RecordedTokenSource(cc.TokenSource(tctx))), nil
 		},
 	}
 }
@@ -246,8 +244,8 @@ func (mg *management) fetch(ctx context.Context, sub string) ([]membership, erro
 // {http.auth.user.organization_names}, and
 // {http.auth.user.organization_roles} ("org_1:admin org_1:viewer org_2:member"),
 // and, when configured, the Management API token in a request header.
-func (m *OIDCAuth) enrich(r *http.Request, sub string) []membership {
-	mg := m.mgmt
+// A nil management (the API off) adds nothing.
+func (mg *management) enrich(r *http.Request, sub string) []membership {
 	if mg == nil {
 		return nil
 	}

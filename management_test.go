@@ -75,9 +75,9 @@ func TestManagementAPIEnrichment(t *testing.T) {
 	api := newMgmtStandIn(t)
 	m := newUnitHandler(t, func(m *OIDCAuth) {
 		withOverrides(m)
-		m.ManagementAPI = &ManagementAPI{BaseURL: api.srv.URL, TokenURL: api.srv.URL + "/oauth/token", TokenHeader: "X-Scalekit-Token", CacheTTL: "1h"}
+		m.ManagementAPI = &ManagementAPI{BaseURL: api.srv.URL, TokenURL: api.srv.URL + "/oauth/token", TokenHeader: "X-Scalekit-Token", CacheTTL: caddy.Duration(time.Hour)}
 	})
-	m.mgmt = m.newManagement()
+	m.wire()
 
 	r := apiRequest(http.MethodGet, "/app")
 	r.Header.Set("X-Scalekit-Token", "Bearer forged")
@@ -135,7 +135,7 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 		withOverrides(m)
 		m.ManagementAPI = &ManagementAPI{BaseURL: api.srv.URL, TokenURL: api.srv.URL + "/oauth/token"}
 	})
-	m.mgmt = m.newManagement()
+	m.wire()
 	r := apiRequest(http.MethodGet, "/app")
 	addSession(t, m, r, unitSession(time.Now()))
 	rec, next := serve(t, m, r)
@@ -159,7 +159,7 @@ func TestManagementAPIFailureDoesNotBlock(t *testing.T) {
 		m.ClientSecret = "wrong"
 		m.ManagementAPI = &ManagementAPI{BaseURL: api.srv.URL, TokenURL: api.srv.URL + "/oauth/token"}
 	})
-	m2.mgmt = m2.newManagement()
+	m2.wire()
 	r = apiRequest(http.MethodGet, "/app")
 	addSession(t, m2, r, unitSession(time.Now()))
 	if rec, next := serve(t, m2, r); !next.called {
@@ -179,6 +179,7 @@ func TestManagementAPIConfig(t *testing.T) {
 		{"management_api https://env.scalekit.dev {\ntoken_header X-Mgmt\ncache_ttl 30s\n}", ""},
 		{"management_api {\nbogus 1\n}", "management_api: unrecognized option"},
 		{"management_api {\ncache_ttl\n}", "management_api: cache_ttl needs a value"},
+		{"management_api {\ncache_ttl soon\n}", "management_api: cache_ttl \"soon\" is not a duration"},
 	} {
 		m, err := parseOIDCAuth("oidc_auth {\nissuer https://idp.example.com\nclient_id a\nclient_secret s\n" + tt.in + "\n}")
 		if tt.err != "" {
@@ -194,10 +195,22 @@ func TestManagementAPIConfig(t *testing.T) {
 			t.Errorf("%q: Validate: %v", tt.in, err)
 		}
 	}
-	for _, bad := range []ManagementAPI{{BaseURL: "http://api.example.com"}, {CacheTTL: "soon"}, {TokenHeader: "X Bad"}} {
+	for _, bad := range []ManagementAPI{{BaseURL: "http://api.example.com"}, {CacheTTL: caddy.Duration(-time.Minute)}, {TokenHeader: "X Bad"}} {
 		m := &OIDCAuth{Issuer: "https://idp.example.com", ClientID: "a", ClientSecret: "s", ManagementAPI: &bad}
 		if err := m.Validate(); err == nil || !strings.HasPrefix(err.Error(), "management_api") {
 			t.Errorf("%+v: error %v, want one naming management_api", bad, err)
 		}
+	}
+	// In JSON, cache_ttl is a caddy.Duration: a duration string, or
+	// nanoseconds.
+	for raw, want := range map[string]time.Duration{`{"cache_ttl": "90s"}`: 90 * time.Second, `{"cache_ttl": 60000000000}`: time.Minute} {
+		var mc ManagementAPI
+		if err := json.Unmarshal([]byte(raw), &mc); err != nil || time.Duration(mc.CacheTTL) != want {
+			t.Errorf("%s: cache_ttl = %v, %v; want %v", raw, time.Duration(mc.CacheTTL), err, want)
+		}
+	}
+	var mc ManagementAPI
+	if err := json.Unmarshal([]byte(`{"cache_ttl": "soon"}`), &mc); err == nil {
+		t.Error(`cache_ttl "soon" was accepted`)
 	}
 }

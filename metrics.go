@@ -26,54 +26,37 @@ var metrics struct {
 	sessionsEnded  *prometheus.CounterVec // reason: logout, backchannel, frontchannel, idle, lifetime, admin, webhook
 }
 
+// The metrics' namespace: caddy_oidc_auth_*.
+const metricsNamespace, metricsSubsystem = "caddy", "oidc_auth"
+
+func counter(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help}, labels)
+}
+
+func gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help}, labels)
+}
+
 func initMetrics(registry *prometheus.Registry) error {
-	const ns, sub = "caddy", "oidc_auth"
 	metrics.once.Do(func() {
-		metrics.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "logins_total",
-			Help: "Logins started, completed and failed (by reason).",
-		}, []string{"result", "reason"})
-		metrics.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "refreshes_total",
-			Help: "Token refreshes: ok, refused by the IdP, IdP unavailable, or coalesced with another request's refresh.",
-		}, []string{"result"})
-		metrics.logouts = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "logouts_total",
-			Help: "Logouts by kind (rp, backchannel, frontchannel), accepted or refused (by reason).",
-		}, []string{"kind", "result", "reason"})
-		metrics.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "sessions_rejected_total",
-			Help: "Sessions refused on a request, by reason.",
-		}, []string{"reason"})
+		metrics.logins = counter("logins_total", "Logins started, completed and failed (by reason).", "result", "reason")
+		metrics.refreshes = counter("refreshes_total", "Token refreshes: ok, refused by the IdP, IdP unavailable, or coalesced with another request's refresh.", "result")
+		metrics.logouts = counter("logouts_total", "Logouts by kind (rp, backchannel, frontchannel), accepted or refused (by reason).", "kind", "result", "reason")
+		metrics.rejected = counter("sessions_rejected_total", "Sessions refused on a request, by reason.", "reason")
 		metrics.idpLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: ns, Subsystem: sub, Name: "idp_request_duration_seconds",
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "idp_request_duration_seconds",
 			Help:    "Latency of requests to the identity provider, by endpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}, []string{"endpoint"})
-		metrics.jwksFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "jwks_fetches_total",
-			Help: "Fetches of the provider's JWKS, by reason (startup, unknown_kid, max_age) and result (ok, error).",
-		}, []string{"reason", "result"})
-		metrics.bearerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "bearer_requests_total",
-			Help: "Requests authenticated by bearer token, accepted or refused.",
-		}, []string{"result"})
-		metrics.idpUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Subsystem: sub, Name: "idp_up",
-			Help: "1 when the latest call to the identity provider succeeded (or was refused with a 4xx), 0 when it failed.",
-		}, []string{"issuer"})
-		metrics.idpLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Subsystem: sub, Name: "idp_last_success_timestamp_seconds",
-			Help: "Unix time of the latest successful call to the identity provider.",
-		}, []string{"issuer"})
+		metrics.jwksFetches = counter("jwks_fetches_total", "Fetches of the provider's JWKS, by reason (startup, unknown_kid, max_age) and result (ok, error).", "reason", "result")
+		metrics.bearerRequests = counter("bearer_requests_total", "Requests authenticated by bearer token, accepted or refused.", "result")
+		metrics.idpUp = gauge("idp_up", "1 when the latest call to the identity provider succeeded (or was refused with a 4xx), 0 when it failed.", "issuer")
+		metrics.idpLastSuccess = gauge("idp_last_success_timestamp_seconds", "Unix time of the latest successful call to the identity provider.", "issuer")
 		metrics.sessionsBegun = prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "sessions_started_total",
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "sessions_started_total",
 			Help: "Sessions begun by a completed login.",
 		})
-		metrics.sessionsEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "sessions_ended_total",
-			Help: "Sessions ended, by reason: logout, backchannel, frontchannel, idle, lifetime, admin, webhook.",
-		}, []string{"reason"})
+		metrics.sessionsEnded = counter("sessions_ended_total", "Sessions ended, by reason: logout, backchannel, frontchannel, idle, lifetime, admin, webhook.", "reason")
 	})
 	if registry == nil {
 		return nil

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -39,8 +38,6 @@ const (
 	defaultSessionInfoPath       = "/session"
 	defaultInitiateLoginPath     = "/initiate"
 	defaultWebhookPath           = "/webhook"
-	defaultSessionLifetime       = 24 * time.Hour
-	minCookieSecretLen           = 32
 )
 
 var defaultScopes = []string{"openid", "profile", "email", "offline_access"}
@@ -175,13 +172,26 @@ type OIDCAuth struct {
 	// social sign-up cannot claim an address of your domain. Default: off.
 	AllowUnverifiedEmail bool `json:"allow_unverified_email,omitempty"`
 
-	// Overrides of the discovered endpoints, for providers without
-	// discovery. When the authorization, token and JWKS endpoints are all
-	// set, discovery is skipped. Default: discovered.
+	// The authorization endpoint, for a provider without discovery (or to
+	// override what it publishes). When the authorization, token and JWKS
+	// endpoints are all set, discovery is skipped. https (http only for
+	// loopback hosts). Default: discovered.
 	AuthorizationEndpoint string `json:"authorization_endpoint,omitempty"`
-	TokenEndpoint         string `json:"token_endpoint,omitempty"`
-	JWKSURI               string `json:"jwks_uri,omitempty"`
-	EndSessionEndpoint    string `json:"end_session_endpoint,omitempty"`
+
+	// The token endpoint, where codes and refresh tokens are exchanged,
+	// for a provider without discovery (or to override what it publishes).
+	// Default: discovered.
+	TokenEndpoint string `json:"token_endpoint,omitempty"`
+
+	// The URL of the provider's JSON Web Key Set, whose keys sign its
+	// tokens, for a provider without discovery (or to override what it
+	// publishes). Default: discovered.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+
+	// The provider's end-session endpoint, where logout sends the user
+	// after ending the session here. Without one (set or discovered),
+	// logout is local only. Default: discovered.
+	EndSessionEndpoint string `json:"end_session_endpoint,omitempty"`
 
 	// Audiences accepted in access tokens besides the client ID, for IdPs
 	// whose access tokens name an API rather than the client (Keycloak
@@ -265,7 +275,12 @@ type OIDCAuth struct {
 
 	ujwt            *upstreamJWTState
 	webhookKey      []byte
-	mgmt            *management
+	mgmt            *management // nil: the Management API is off
+	answer          responder   // error pages and refusals
+	rules           accessRules
+	tokens          *tokens
+	login           *logins
+	bearer          *bearerAuth // nil: bearer mode off
 	callbackPath    string
 	redirectURL     *url.URL // absolute when configured so; else only a path
 	resourceURL     *url.URL // protected_resource's resource, when set
@@ -280,15 +295,6 @@ type OIDCAuth struct {
 	appKey          string
 	logger          *zap.Logger
 	now             func() time.Time
-}
-
-// Rule is one access rule: the claim must equal one of the values (or, for
-// an array claim, contain one). Values may use `*` as a wildcard.
-type Rule struct {
-	// The claim's name; a dotted name reaches into nested objects.
-	Claim string `json:"claim"`
-	// The accepted values; at least one.
-	Values []string `json:"values"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -329,10 +335,12 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	if err := m.expandUpstreamJWT(repl); err != nil {
+	if err := m.UpstreamJWT.expand(repl); err != nil {
 		return err
 	}
-	if err := m.checkConfig(); err != nil {
+	// The state built below depends on the settings: they are checked
+	// first (Caddy calls Validate again afterwards, which changes nothing).
+	if err := m.configure(); err != nil {
 		return err
 	}
 
@@ -373,7 +381,6 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	}
 	m.provider = val.(*provider)
 	m.provider.UseProbeInterval(m.probeInterval)
-	m.newClient()
 
 	m.appKey = m.Issuer + "\x00" + m.ClientID + "\x00" + m.Store
 	if m.StoreOptions != nil {
@@ -383,7 +390,7 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 	}
 	val, _, err = apps.LoadOrNew(m.appKey, func() (caddy.Destructor, error) {
 		id := store.AppID(m.Issuer, m.ClientID)
-		st, err := store.Open(ctx, m.Store, ctx.Storage(), id, store.Options{Logger: m.logger, Redis: m.redisOptions()})
+		st, err := store.Open(ctx, m.Store, ctx.Storage(), id, store.Options{Logger: m.logger, Redis: m.StoreOptions.redis()})
 		if err != nil {
 			return nil, err
 		}
@@ -393,22 +400,49 @@ func (m *OIDCAuth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	m.app = val.(*appState)
-	if m.ManagementAPI != nil {
-		m.mgmt = m.newManagement()
+	m.wire()
+	if m.mgmt != nil {
 		m.app.mgmt.Store(m.mgmt)
 	}
 	m.app.noteLifetime(m.sessionLifetime)
-	return m.provisionUpstreamJWT(ctx)
+	return m.ujwt.acquire(ctx, m.UpstreamJWT, m.logger, m.now)
 }
 
-// Validate checks the configuration; every message names the setting.
-func (m *OIDCAuth) Validate() error {
-	return m.checkConfig()
+// wire builds the handler's parts from its settings and its state
+// (cookies, provider, app, logger and clock): the last step of Provision.
+func (m *OIDCAuth) wire() {
+	m.client = &oidc.Client{
+		Provider:   m.provider.Provider,
+		ID:         m.ClientID,
+		Secret:     m.ClientSecret,
+		Scopes:     m.Scopes,
+		AuthMethod: m.TokenAuthMethod,
+		Audiences:  m.AccessTokenAudiences,
+		Now:        m.now,
+	}
+	m.answer = responder{loginPath: m.LoginPath, logoutPath: m.LogoutPath, cookies: m.cookies, srv: m}
+	m.rules = accessRules{rules: m.Require, allowUnverifiedEmail: m.AllowUnverifiedEmail}
+	m.tokens = &tokens{
+		client: m.client, provider: m.provider, app: m.app, cookies: m.cookies, logger: m.logger, now: m.now,
+		lifetime: m.sessionLifetime, idle: time.Duration(m.IdleTimeout), clientID: m.ClientID, recordSIDs: m.FrontchannelLogoutPath != "",
+	}
+	m.login = &logins{
+		answer: m.answer, cookies: m.cookies, provider: m.provider, client: m.client, logger: m.logger, now: m.now,
+		authParams: m.AuthParams, redirectURL: m.redirectURL, loginPath: m.LoginPath,
+	}
+	m.bearer = nil
+	if m.Bearer != nil {
+		m.bearer = &bearerAuth{cfg: m.Bearer, clientID: m.ClientID, audiences: m.AccessTokenAudiences, tokens: m.tokens, rules: m.rules, srv: m}
+	}
+	m.mgmt = nil
+	if m.ManagementAPI != nil {
+		m.mgmt = newManagement(m.ManagementAPI, m.Issuer, m.client, m.provider, m.logger)
+	}
 }
 
 // Cleanup releases the pooled provider and app state.
 func (m *OIDCAuth) Cleanup() error {
-	if err := m.cleanupUpstreamJWT(); err != nil {
+	if err := m.ujwt.release(); err != nil {
 		return err
 	}
 	if m.provider != nil {
@@ -425,9 +459,91 @@ func (m *OIDCAuth) Cleanup() error {
 	return nil
 }
 
-// checkConfig validates the settings and fills in defaults and derived
-// values. It is idempotent, so Provision and Validate can both call it.
-func (m *OIDCAuth) checkConfig() error {
+// configure fills in the defaults and checks the result: what Provision
+// (and the check command) needs before building any state from the
+// settings.
+func (m *OIDCAuth) configure() error {
+	m.setDefaults()
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	// upstream_jwt's state is made from its checked settings.
+	return m.checkUpstreamJWT(pathPrefix(m.PathPrefix))
+}
+
+// setDefaults fills in the settings left out, and the values derived from
+// the settings. It checks nothing (Validate does): a setting that does not
+// parse leaves its derived value empty. It is idempotent.
+func (m *OIDCAuth) setDefaults() {
+	prefix := pathPrefix(m.PathPrefix)
+	if m.RedirectURI == "" {
+		m.RedirectURI = prefix + defaultCallbackPath
+	}
+	if u, err := checkPathOrURL("redirect_uri", m.RedirectURI); err == nil {
+		m.redirectURL, m.callbackPath = u, u.Path
+	}
+	m.resourceURL = nil
+	if pr := m.ProtectedResource; pr != nil && pr.Resource != "" {
+		m.resourceURL, _ = checkResourceURL(pr.Resource)
+	}
+	m.postLogoutURL = nil
+	if m.PostLogoutRedirectURI != "" {
+		m.postLogoutURL, _ = checkPathOrURL("post_logout_redirect_uri", m.PostLogoutRedirectURI)
+	}
+	if len(m.Scopes) == 0 {
+		m.Scopes = append([]string(nil), defaultScopes...)
+	}
+	if !containsString(m.Scopes, "openid") {
+		m.Scopes = append([]string{"openid"}, m.Scopes...)
+	}
+	for _, p := range []struct {
+		field *string
+		def   string
+	}{
+		{&m.LoginPath, defaultLoginPath},
+		{&m.LogoutPath, defaultLogoutPath},
+		{&m.BackchannelLogoutPath, defaultBackchannelLogoutPath},
+		{&m.SessionInfoPath, defaultSessionInfoPath},
+		{&m.InitiateLoginPath, defaultInitiateLoginPath},
+		{&m.WebhookPath, defaultWebhookPath},
+	} {
+		if *p.field == "" {
+			*p.field = prefix + p.def
+		}
+	}
+	m.webhookKey = nil
+	if m.WebhookSecret != "" {
+		m.webhookKey, _ = parseWebhookSecret(m.WebhookSecret)
+	}
+	m.sessionLifetime = time.Duration(m.SessionLifetime)
+	if m.sessionLifetime <= 0 {
+		m.sessionLifetime = defaultSessionLifetime
+	}
+	m.probeInterval = time.Duration(m.HealthProbeInterval)
+	if m.probeInterval == 0 {
+		m.probeInterval = oidc.DefaultProbeInterval
+	}
+}
+
+// pathPrefix is path_prefix, or its default.
+func pathPrefix(configured string) string {
+	if configured == "" {
+		return defaultPathPrefix
+	}
+	return configured
+}
+
+// Validate checks the configuration; every message names the setting. It
+// changes nothing, and needs no Provision: it checks the settings as the
+// defaults complete them, so JSON and Caddyfile users get the same errors.
+func (m *OIDCAuth) Validate() error {
+	return checkSettings(m)
+}
+
+// checkSettings checks a copy of c whose defaults are filled in.
+func checkSettings(c *OIDCAuth) error {
+	m := *c
+	m.setDefaults()
 	if m.Issuer == "" {
 		return errors.New("issuer: required")
 	}
@@ -472,15 +588,9 @@ func (m *OIDCAuth) checkConfig() error {
 		return fmt.Errorf("token_auth_method: must be client_secret_basic or client_secret_post, got %q", m.TokenAuthMethod)
 	}
 
-	prefix := m.PathPrefix
-	if prefix == "" {
-		prefix = defaultPathPrefix
-	}
+	prefix := pathPrefix(m.PathPrefix)
 	if !strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "?#*") {
 		return fmt.Errorf("path_prefix: must be a path like /auth (a leading '/', no trailing '/'), got %q", prefix)
-	}
-	if m.RedirectURI == "" {
-		m.RedirectURI = prefix + defaultCallbackPath
 	}
 	u, err := checkPathOrURL("redirect_uri", m.RedirectURI)
 	if err != nil {
@@ -489,18 +599,10 @@ func (m *OIDCAuth) checkConfig() error {
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("redirect_uri: must not have a query or fragment: %q", m.RedirectURI)
 	}
-	m.redirectURL, m.callbackPath = u, u.Path
 	if m.PostLogoutRedirectURI != "" {
-		if m.postLogoutURL, err = checkPathOrURL("post_logout_redirect_uri", m.PostLogoutRedirectURI); err != nil {
+		if _, err = checkPathOrURL("post_logout_redirect_uri", m.PostLogoutRedirectURI); err != nil {
 			return err
 		}
-	}
-
-	if len(m.Scopes) == 0 {
-		m.Scopes = append([]string(nil), defaultScopes...)
-	}
-	if !containsString(m.Scopes, "openid") {
-		m.Scopes = append([]string{"openid"}, m.Scopes...)
 	}
 	for name := range m.AuthParams {
 		switch name {
@@ -510,32 +612,13 @@ func (m *OIDCAuth) checkConfig() error {
 			return fmt.Errorf("auth_param: %q is set by the handler and cannot be overridden", name)
 		}
 	}
-
-	for _, p := range []struct {
-		field *string
-		def   string
-	}{
-		{&m.LoginPath, defaultLoginPath},
-		{&m.LogoutPath, defaultLogoutPath},
-		{&m.BackchannelLogoutPath, defaultBackchannelLogoutPath},
-		{&m.SessionInfoPath, defaultSessionInfoPath},
-		{&m.InitiateLoginPath, defaultInitiateLoginPath},
-		{&m.WebhookPath, defaultWebhookPath},
-	} {
-		if *p.field == "" {
-			*p.field = prefix + p.def
-		}
-	}
-	if err := m.checkUpstreamJWT(prefix); err != nil {
+	if err := m.checkUpstreamJWT(pathPrefix(m.PathPrefix)); err != nil {
 		return err
 	}
-	m.webhookKey = nil
 	if m.WebhookSecret != "" {
-		key, err := parseWebhookSecret(m.WebhookSecret)
-		if err != nil {
+		if _, err := parseWebhookSecret(m.WebhookSecret); err != nil {
 			return err
 		}
-		m.webhookKey = key
 	}
 	paths := map[string]string{
 		"login_path":               m.LoginPath,
@@ -546,7 +629,7 @@ func (m *OIDCAuth) checkConfig() error {
 		"initiate_login_path":      m.InitiateLoginPath,
 		"webhook_path":             m.WebhookPath,
 		"jwks_path":                m.JWKSPath,
-		"redirect_uri":             m.callbackPath,
+		"redirect_uri":             u.Path,
 	}
 	seen := map[string]string{}
 	for _, field := range []string{"redirect_uri", "login_path", "logout_path", "backchannel_logout_path", "frontchannel_logout_path", "session_info_path", "initiate_login_path", "webhook_path", "jwks_path"} {
@@ -574,25 +657,16 @@ func (m *OIDCAuth) checkConfig() error {
 	if m.SessionLifetime < 0 {
 		return fmt.Errorf("session_lifetime: must be positive, got %s", time.Duration(m.SessionLifetime))
 	}
-	m.sessionLifetime = time.Duration(m.SessionLifetime)
-	if m.sessionLifetime == 0 {
-		m.sessionLifetime = defaultSessionLifetime
-	}
-	if err := m.checkIdleTimeout(); err != nil {
+	if err := checkIdleTimeout(m.IdleTimeout); err != nil {
 		return err
 	}
-	switch d := time.Duration(m.HealthProbeInterval); {
-	case d == 0:
-		m.probeInterval = oidc.DefaultProbeInterval
-	case d < oidc.MinProbeInterval:
+	if d := time.Duration(m.HealthProbeInterval); d != 0 && d < oidc.MinProbeInterval {
 		return fmt.Errorf("health_probe_interval: must be at least %s, got %s", oidc.MinProbeInterval, d)
-	default:
-		m.probeInterval = d
 	}
-	if err := m.checkStore(); err != nil {
+	if err := checkStore(m.Store, m.StoreOptions); err != nil {
 		return err
 	}
-	if err := m.checkManagement(); err != nil {
+	if err := m.ManagementAPI.check(); err != nil {
 		return err
 	}
 	if m.Bearer != nil {
@@ -622,47 +696,6 @@ func (m *OIDCAuth) checkConfig() error {
 	return nil
 }
 
-// expandSecret expands `{env.*}` and `{file.*}` placeholders, and refuses a
-// setting that was given but expands to nothing (an unset variable, say).
-func expandSecret(repl *caddy.Replacer, field, v string) (string, error) {
-	if v == "" {
-		return "", nil
-	}
-	// Any unknown or empty placeholder is an error, even inside other
-	// text: "pre-{env.UNSET}" is not the secret that was meant.
-	out, err := repl.ReplaceOrErr(v, true, true)
-	if err != nil {
-		return "", fmt.Errorf("%s: %q: %v", field, v, err)
-	}
-	out = strings.TrimRight(out, "\r\n")
-	if out == "" {
-		return "", fmt.Errorf("%s: %q expands to an empty value", field, v)
-	}
-	return out, nil
-}
-
-// checkProviderURL accepts https URLs, and http only for loopback hosts.
-func checkProviderURL(field, raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("%s: %v", field, err)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("%s: must be an absolute URL, got %q", field, raw)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopback(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%s: must use https (http is allowed only for loopback hosts), got %q", field, raw)
-	default:
-		return fmt.Errorf("%s: must be an https URL, got %q", field, raw)
-	}
-}
-
 // checkPathOrURL accepts an absolute path or an http(s) URL.
 func checkPathOrURL(field, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
@@ -684,14 +717,6 @@ func checkPathOrURL(field, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func defaultCookieName(issuer, clientID string) string {
 	sum := sha256.Sum256([]byte(issuer + "\x00" + clientID))
 	return "oidc_" + hex.EncodeToString(sum[:4])
@@ -704,15 +729,6 @@ func validCookieName(name string) bool {
 		}
 	}
 	return name != ""
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Interface guards

@@ -172,7 +172,7 @@ func TestValidateAccepts(t *testing.T) {
 func TestCheckConfigDefaults(t *testing.T) {
 	m := validConfig()
 	m.Issuer = "https://idp.example.com/tenant/"
-	if err := m.checkConfig(); err != nil {
+	if err := m.configure(); err != nil {
 		t.Fatal(err)
 	}
 	if m.Issuer != "https://idp.example.com/tenant/" {
@@ -208,7 +208,7 @@ func TestCheckConfigDefaults(t *testing.T) {
 	// not change the next one's.
 	m.Scopes[1] = "changed"
 	m2 := validConfig()
-	if err := m2.checkConfig(); err != nil {
+	if err := m2.configure(); err != nil {
 		t.Fatal(err)
 	}
 	if m2.Scopes[1] != "profile" {
@@ -260,7 +260,7 @@ func TestCheckConfigDerived(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := validConfig()
 			tt.mutate(m)
-			if err := m.checkConfig(); err != nil {
+			if err := m.configure(); err != nil {
 				t.Fatal(err)
 			}
 			tt.check(t, m)
@@ -268,19 +268,19 @@ func TestCheckConfigDerived(t *testing.T) {
 	}
 }
 
-// Provision and Validate both run checkConfig; running it twice must give
+// Provision and Validate both check the settings; running it twice must give
 // the same configuration.
 func TestCheckConfigIdempotent(t *testing.T) {
 	m := validConfig()
 	m.Scopes = []string{"email"}
 	m.Issuer = "https://idp.example.com/"
-	if err := m.checkConfig(); err != nil {
+	if err := m.configure(); err != nil {
 		t.Fatal(err)
 	}
 	first := *m
 	first.Scopes = append([]string(nil), m.Scopes...)
-	if err := m.checkConfig(); err != nil {
-		t.Fatalf("second checkConfig: %v", err)
+	if err := m.configure(); err != nil {
+		t.Fatalf("second configure: %v", err)
 	}
 	if !reflect.DeepEqual(m.Scopes, first.Scopes) || m.Issuer != first.Issuer || m.callbackPath != first.callbackPath {
 		t.Errorf("second run changed the config: scopes %v -> %v, issuer %q -> %q", first.Scopes, m.Scopes, first.Issuer, m.Issuer)
@@ -451,7 +451,7 @@ func TestExpandSecretUnsetInsideText(t *testing.T) {
 // own stays where it is.
 func TestPathPrefix(t *testing.T) {
 	m := &OIDCAuth{Issuer: "https://idp.example.com", ClientID: "a", ClientSecret: "s", PathPrefix: "/sso", LogoutPath: "/bye"}
-	if err := m.checkConfig(); err != nil {
+	if err := m.configure(); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]string{
@@ -471,8 +471,26 @@ func TestPathPrefix(t *testing.T) {
 	}
 	for _, bad := range []string{"sso", "/sso/", "/s?x", "/a*"} {
 		m := &OIDCAuth{Issuer: "https://idp.example.com", ClientID: "a", ClientSecret: "s", PathPrefix: bad}
-		if err := m.checkConfig(); err == nil || !strings.HasPrefix(err.Error(), "path_prefix:") {
+		if err := m.configure(); err == nil || !strings.HasPrefix(err.Error(), "path_prefix:") {
 			t.Errorf("path_prefix %q: got %v, want an error naming path_prefix", bad, err)
 		}
+	}
+}
+
+// Validate only checks: the defaults are filled in by Provision, and a
+// configuration that Validate accepts or refuses is left as it was.
+func TestValidateChangesNothing(t *testing.T) {
+	m := validConfig()
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if m.LoginPath != "" || m.RedirectURI != "" || m.Scopes != nil || m.callbackPath != "" || m.sessionLifetime != 0 {
+		t.Errorf("Validate filled in defaults: %+v", m)
+	}
+	// The defaults still take part in the checks: a path that collides
+	// with a default one is refused by Validate alone.
+	m.SessionInfoPath = "/auth/login"
+	if err := m.Validate(); err == nil || !strings.HasPrefix(err.Error(), "session_info_path:") {
+		t.Errorf("Validate() = %v, want an error naming session_info_path", err)
 	}
 }

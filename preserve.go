@@ -18,29 +18,29 @@ const maxPreservedPost = 64 << 10
 // same URL. Nothing is stored on the server or in cookies. Bodies that are
 // not plain forms, or larger than maxPreservedPost, cannot be kept: a page
 // says so instead of dropping them silently.
-func (m *OIDCAuth) preservePost(w http.ResponseWriter, r *http.Request) error {
+func (lg *logins) preservePost(w http.ResponseWriter, r *http.Request) error {
 	if !sameOrigin(r) {
 		// Re-sending another site's post from our own page after login
 		// would help a cross-site request forgery past the app's origin
 		// checks. Such a post just leads to the login.
-		return m.beginLogin(w, r, r.URL.RequestURI(), nil)
+		return lg.begin(w, r, r.URL.RequestURI(), nil)
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "application/x-www-form-urlencoded" {
-		return m.page(w, r, http.StatusUnauthorized, "Your session has ended, and this kind of form cannot be kept while you sign in again. Sign in, then submit it again.", m.LoginPath+"?return_to="+url.QueryEscape(r.URL.RequestURI()), "Sign in")
+		return lg.answer.page(w, r, http.StatusUnauthorized, "Your session has ended, and this kind of form cannot be kept while you sign in again. Sign in, then submit it again.", lg.loginPath+"?return_to="+url.QueryEscape(r.URL.RequestURI()), "Sign in")
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxPreservedPost+1))
 	if err != nil {
-		return m.fail(w, r, http.StatusBadRequest, "The form could not be read.", "")
+		return lg.answer.fail(w, r, http.StatusBadRequest, "The form could not be read.", "")
 	}
 	if len(body) > maxPreservedPost {
-		return m.page(w, r, http.StatusRequestEntityTooLarge, "Your session has ended, and the form is too large to keep while you sign in again. Copy what you typed, sign in, then submit it again.", m.LoginPath+"?return_to="+url.QueryEscape(r.URL.RequestURI()), "Sign in")
+		return lg.answer.page(w, r, http.StatusRequestEntityTooLarge, "Your session has ended, and the form is too large to keep while you sign in again. Copy what you typed, sign in, then submit it again.", lg.loginPath+"?return_to="+url.QueryEscape(r.URL.RequestURI()), "Sign in")
 	}
 	fields, err := formFields(string(body))
 	if err != nil {
-		return m.fail(w, r, http.StatusBadRequest, "The form is malformed.", "")
+		return lg.answer.fail(w, r, http.StatusBadRequest, "The form is malformed.", "")
 	}
-	target, st, err := m.startLogin(w, r, r.URL.RequestURI(), true, nil)
+	target, st, err := lg.start(w, r, r.URL.RequestURI(), true, nil)
 	if st == nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func postStorageKey(state string) string { return "oidc_auth_post_" + state[:12]
 // resubmitPost answers a completed login whose attempt began with a form
 // post: a page that posts the kept fields to the original URL. The
 // session cookies are set on this response already.
-func (m *OIDCAuth) resubmitPost(w http.ResponseWriter, st *loginState, target string) error {
+func resubmitPost(w http.ResponseWriter, st *loginState, target string) error {
 	return writeScriptPage(w, http.StatusOK, resubmitTemplate, map[string]any{
 		"Key":    postStorageKey(st.State),
 		"Target": target,

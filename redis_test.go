@@ -3,8 +3,6 @@ package oidcauth
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -13,41 +11,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
+	"github.com/caddy-oidc-auth/oidcauth/internal/store/storetest"
 	"github.com/caddy-oidc-auth/oidcauth/oidctest"
 )
 
-// startTestRedis runs a redis-server on a free loopback port for one test
-// and returns its URL. scripts/setup.sh installs redis-server.
-func startTestRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (scripts/setup.sh installs it)")
-	}
-	addr := freeLoopbackAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	url := "redis://" + addr + "/0"
-	opts, _ := redis.ParseURL(url)
-	c := redis.NewClient(opts)
-	defer c.Close()
-	for i := 0; ; i++ {
-		if c.Ping(context.Background()).Err() == nil {
-			return url
-		}
-		if i == 200 {
-			t.Fatalf("redis-server on %s did not answer", addr)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
+// startTestRedis runs a redis-server for one test and returns its URL.
+func startTestRedis(t *testing.T) string { return storetest.Redis(t) }
 
 // newTestStore is an embedded store kept in dir, on the clock now
 // (time.Now when nil), closed when the test ends.
@@ -122,16 +91,16 @@ func TestAttackRedisOutcomeSwap(t *testing.T) {
 // user it was sealed for.
 func TestRefreshOutcomeBound(t *testing.T) {
 	m := newUnitHandler(t, nil)
-	sealed := m.cookies.Seal(m.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
-	if m.openOutcome(sealed, "key-a", "alice") == nil {
+	sealed := m.cookies.Seal(m.tokens.outcomePurpose("key-a", "alice"), []byte(`{"t":{"AccessToken":"x","Subject":"alice"}}`))
+	if m.tokens.openOutcome(sealed, "key-a", "alice") == nil {
 		t.Fatal("outcome does not open under its own key and user")
 	}
 	for _, c := range [][2]string{{"key-m", "alice"}, {"key-a", "mallory"}, {"key-m", "mallory"}} {
-		if m.openOutcome(sealed, c[0], c[1]) != nil {
+		if m.tokens.openOutcome(sealed, c[0], c[1]) != nil {
 			t.Errorf("outcome sealed for key-a/alice opens under %s/%s", c[0], c[1])
 		}
 	}
-	if m.openOutcome(m.cookies.Seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
+	if m.tokens.openOutcome(m.cookies.Seal(purposeRefresh, []byte(`{}`)), "key-a", "alice") != nil {
 		t.Error("an outcome sealed with the bare purpose opens")
 	}
 }

@@ -13,21 +13,21 @@ import (
 // registerSession records a new session in the registry, for the admin
 // API, idle timeouts across instances and organization webhooks. A store
 // that fails is logged: the login goes on.
-func (m *OIDCAuth) registerSession(r *http.Request, s *session) {
+func (tk *tokens) registerSession(r *http.Request, s *session) {
 	countSessionStarted()
 	e := store.SessionEntry{
 		ID:        s.ID,
-		App:       m.ClientID,
+		App:       tk.clientID,
 		Subject:   s.Subject,
 		SID:       s.SID,
 		OID:       sessionClaim(s.Claims, "oid"),
 		Created:   s.Created,
 		LastSeen:  s.Created,
-		Until:     time.Unix(s.Created, 0).Add(m.sessionLifetime).Unix(),
+		Until:     time.Unix(s.Created, 0).Add(tk.lifetime).Unix(),
 		UserAgent: r.UserAgent(),
 	}
-	if err := m.app.store.RecordSession(r.Context(), e); err != nil {
-		m.logger.Warn("cannot record the session in the registry", zap.Error(err))
+	if err := tk.app.store.RecordSession(r.Context(), e); err != nil {
+		tk.logger.Warn("cannot record the session in the registry", zap.Error(err))
 	}
 }
 

@@ -100,7 +100,7 @@ func (m *OIDCAuth) resourceMetadataURL(r *http.Request) string {
 func (m *OIDCAuth) handleResourceMetadata(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
+		return m.answer.fail(w, r, http.StatusMethodNotAllowed, "Use GET.", "")
 	}
 	pr := m.ProtectedResource
 	if pr == nil {
@@ -142,19 +142,16 @@ func (m *OIDCAuth) handleResourceMetadata(w http.ResponseWriter, r *http.Request
 	return json.NewEncoder(w).Encode(md)
 }
 
-// bearerChallenge sets the RFC 6750 challenge of a 401 or 403; code may be
-// empty. With bearer mode on it names the resource metadata (RFC 9728
-// section 5.1); params are further auth-params, name then value.
-func (m *OIDCAuth) bearerChallenge(w http.ResponseWriter, r *http.Request, code string, params ...string) {
-	m.challenge(w, r, "Bearer", code, params...)
-	if code == "" && m.DPoP != nil {
-		// A request without a token learns that DPoP is accepted too,
-		// and with which algorithms (RFC 9449 section 7.1).
-		m.challenge(w, r, "DPoP", "", "algs", strings.Join(dpop.AlgNames(), " "))
+// challenge adds a WWW-Authenticate challenge of scheme (Bearer, RFC
+// 6750, or DPoP, RFC 9449); code may be empty; params are further
+// auth-params, name then value. With bearer mode on it names the resource
+// metadata (RFC 9728 section 5.1), and a Bearer challenge without an error
+// is joined by a DPoP one when dpop is set.
+func (a responder) challenge(w http.ResponseWriter, r *http.Request, scheme, code string, params ...string) {
+	m := a.srv
+	if scheme == "DPoP" {
+		params = append(params, "algs", strings.Join(dpop.AlgNames(), " "))
 	}
-}
-
-func (m *OIDCAuth) challenge(w http.ResponseWriter, r *http.Request, scheme, code string, params ...string) {
 	var b strings.Builder
 	b.WriteString(scheme + ` realm="` + sanitizeRealm(r.Host) + `"`)
 	if code != "" {
@@ -163,15 +160,36 @@ func (m *OIDCAuth) challenge(w http.ResponseWriter, r *http.Request, scheme, cod
 	for i := 0; i+1 < len(params); i += 2 {
 		b.WriteString(", " + params[i] + `="` + sanitizeRealm(params[i+1]) + `"`)
 	}
-	if m.Bearer != nil {
+	if m != nil && m.Bearer != nil {
 		b.WriteString(`, resource_metadata="` + sanitizeRealm(m.resourceMetadataURL(r)) + `"`)
 	}
 	w.Header().Add("WWW-Authenticate", b.String())
+	if scheme == "Bearer" && code == "" && m != nil && m.DPoP != nil {
+		// A request without a token learns that DPoP is accepted too,
+		// and with which algorithms (RFC 9449 section 7.1).
+		a.challenge(w, r, "DPoP", "")
+	}
+}
+
+// refuseResource answers the refusals of the resource-server checks.
+func (a responder) refuseResource(w http.ResponseWriter, r *http.Request, why refusal) error {
+	switch why {
+	case bearerScope:
+		a.challenge(w, r, "Bearer", "insufficient_scope", "scope", strings.Join(a.srv.requiredScopes(), " "))
+		return a.forbidden(w, r)
+	case stepUp:
+		a.challenge(w, r, "Bearer", "insufficient_user_authentication", stepUpChallengeParams(a.srv.requiredACR(), a.srv.maxAgeSeconds())...)
+		return a.fail(w, r, http.StatusUnauthorized, "A stronger or more recent sign-in is required.", a.loginPath+"?return_to="+url.QueryEscape(r.URL.RequestURI()))
+	case dpopInvalidProof:
+		a.challenge(w, r, "DPoP", "invalid_dpop_proof")
+	default:
+		a.challenge(w, r, "DPoP", "invalid_token")
+	}
+	return a.fail(w, r, http.StatusUnauthorized, "The access token or its DPoP proof is invalid.", "")
 }
 
 // checkResourceServer checks protected_resource.
 func (m *OIDCAuth) checkResourceServer() error {
-	m.resourceURL = nil
 	pr := m.ProtectedResource
 	if pr == nil {
 		return nil
@@ -180,11 +198,9 @@ func (m *OIDCAuth) checkResourceServer() error {
 		return errors.New("protected_resource: needs bearer")
 	}
 	if pr.Resource != "" {
-		u, err := checkResourceURL(pr.Resource)
-		if err != nil {
+		if _, err := checkResourceURL(pr.Resource); err != nil {
 			return fmt.Errorf("protected_resource: resource: %w", err)
 		}
-		m.resourceURL = u
 	}
 	for _, as := range pr.AuthorizationServers {
 		if _, err := checkResourceURL(as); err != nil {

@@ -1,9 +1,6 @@
 package oidcauth
 
-import (
-	"net/http"
-	"strings"
-)
+import "strings"
 
 // grantedScopes reads the scopes an access token grants: the `scope`
 // claim (space-separated, RFC 9068 and RFC 8693) or `scp` (an array, as
@@ -55,16 +52,4 @@ func (m *OIDCAuth) requiredScopes() []string {
 		}
 	}
 	return out
-}
-
-// scopeChallenge answers a bearer token that lacks a required scope with
-// RFC 6750's insufficient_scope, naming every scope the resource needs,
-// and reports whether that was the reason.
-func (m *OIDCAuth) scopeChallenge(w http.ResponseWriter, r *http.Request, id *identity) bool {
-	need := m.requiredScopes()
-	if len(missingScopes(id.access, need)) == 0 {
-		return false
-	}
-	m.bearerChallenge(w, r, "insufficient_scope", "scope", strings.Join(need, " "))
-	return true
 }

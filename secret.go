@@ -43,3 +43,6 @@ func loadOrCreateSecret(ctx context.Context, storage certmagic.Storage) ([]byte,
 	}
 	return b, nil
 }
+
+// minCookieSecretLen is the shortest cookie_secret accepted.
+const minCookieSecretLen = 32

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -61,20 +59,6 @@ func (m *OIDCAuth) stepUpNeeded(claims map[string]any, now time.Time) ([]string,
 	return m.requiredACR(), maxAge, true
 }
 
-// stepUp answers a signed-in user whose authentication is too weak: a
-// page load goes through a new login that asks the IdP for acr and
-// max_age and then comes back here; anything else gets 401
-// insufficient_user_authentication (RFC 9470). The session stays, so the
-// rest of the site keeps working if the user does not step up.
-func (m *OIDCAuth) stepUp(w http.ResponseWriter, r *http.Request, api bool, acr []string, maxAge int64) error {
-	countRejected("step_up")
-	if api || isAPIRequest(r) || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-		m.bearerChallenge(w, r, "insufficient_user_authentication", stepUpChallengeParams(acr, maxAge)...)
-		return m.fail(w, r, http.StatusUnauthorized, "A stronger or more recent sign-in is required.", m.LoginPath+"?return_to="+url.QueryEscape(r.URL.RequestURI()))
-	}
-	return m.beginLogin(w, r, r.URL.RequestURI(), m.stepUpHints(acr, maxAge))
-}
-
 // stepUpChallengeParams are RFC 9470's auth-params of a challenge.
 func stepUpChallengeParams(acr []string, maxAge int64) []string {
 	var p []string
@@ -107,14 +91,14 @@ func isStepUpParam(name string) bool { return name == "acr_values" || name == "m
 // stepUpParams adds a step-up's acr_values and max_age to an authorization
 // request, over any auth_param of the same name, and records in st what
 // was asked for (from either source), for checkAuthentication.
-func (m *OIDCAuth) stepUpParams(st *loginState, hints map[string]string) []oauth2.AuthCodeOption {
+func stepUpParams(st *loginState, hints, authParams map[string]string) []oauth2.AuthCodeOption {
 	var opts []oauth2.AuthCodeOption
 	value := func(name string) string {
 		if v := hints[name]; v != "" {
 			opts = append(opts, oauth2.SetAuthURLParam(name, v))
 			return v
 		}
-		return m.AuthParams[name]
+		return authParams[name]
 	}
 	st.ACRValues = value("acr_values")
 	if n, err := strconv.ParseInt(value("max_age"), 10, 64); err == nil && n > 0 {

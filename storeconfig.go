@@ -49,8 +49,8 @@ type StoreOptions struct {
 	KeyPrefix string `json:"key_prefix,omitempty"`
 }
 
-// unmarshalStore parses `store <url> [{ ... }]`.
-func (m *OIDCAuth) unmarshalStore(d *caddyfile.Dispenser) error {
+// unmarshalStore parses `store <url> [{ ... }]` into m.
+func unmarshalStore(d *caddyfile.Dispenser, m *OIDCAuth) error {
 	if m.Store != "" {
 		return d.Err("store: given more than once")
 	}
@@ -104,9 +104,8 @@ func (m *OIDCAuth) unmarshalStore(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// redisOptions is the store package's view of the settings.
-func (m *OIDCAuth) redisOptions() store.RedisOptions {
-	o := m.StoreOptions
+// redis is the store package's view of the settings; nil has none.
+func (o *StoreOptions) redis() store.RedisOptions {
 	if o == nil {
 		return store.RedisOptions{}
 	}
@@ -124,14 +123,14 @@ func (m *OIDCAuth) redisOptions() store.RedisOptions {
 
 // checkStore validates store and its options as Redis would read them
 // (go-redis's own URL parsers, the TLS files), without connecting.
-func (m *OIDCAuth) checkStore() error {
-	if m.Store == "" {
-		if m.StoreOptions != nil {
+func checkStore(url string, opts *StoreOptions) error {
+	if url == "" {
+		if opts != nil {
 			return errors.New("store_options: need a store URL")
 		}
 		return nil
 	}
-	if o := m.StoreOptions; o != nil {
+	if o := opts; o != nil {
 		for name, d := range map[string]caddy.Duration{"dial_timeout": o.DialTimeout, "read_timeout": o.ReadTimeout, "write_timeout": o.WriteTimeout} {
 			if d < 0 {
 				return fmt.Errorf("store: %s: must be positive, got %s", name, time.Duration(d))
@@ -142,8 +141,8 @@ func (m *OIDCAuth) checkStore() error {
 			return fmt.Errorf("store: key_prefix: %q must not contain spaces or braces", o.KeyPrefix)
 		}
 	}
-	if err := store.CheckRedis(m.Store, m.redisOptions()); err != nil {
-		return fmt.Errorf("store: %v", redactURL(err.Error(), m.Store))
+	if err := store.CheckRedis(url, opts.redis()); err != nil {
+		return fmt.Errorf("store: %v", redactURL(err.Error(), url))
 	}
 	return nil
 }

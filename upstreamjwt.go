@@ -102,9 +102,9 @@ type upstreamJWTState struct {
 	publish  []*ecdsa.PublicKey
 }
 
-// expandUpstreamJWT expands the placeholders of the operator's keys.
-func (m *OIDCAuth) expandUpstreamJWT(repl *caddy.Replacer) error {
-	u := m.UpstreamJWT
+// expand expands the placeholders of the operator's keys; nil (off) has
+// none.
+func (u *UpstreamJWT) expand(repl *caddy.Replacer) error {
 	if u == nil {
 		return nil
 	}
@@ -202,15 +202,14 @@ func (m *OIDCAuth) checkUpstreamJWT(prefix string) error {
 	return nil
 }
 
-// provisionUpstreamJWT acquires the handler's key ring from the pool. A
-// generated ring is loaded from (or made in) storage on first use only.
-func (m *OIDCAuth) provisionUpstreamJWT(ctx caddy.Context) error {
-	st := m.ujwt
+// acquire acquires the handler's key ring from the pool (u's settings,
+// logger and clock); nil (off) has none. A generated ring is loaded from
+// (or made in) storage on first use only.
+func (st *upstreamJWTState) acquire(ctx caddy.Context, u *UpstreamJWT, logger *zap.Logger, now func() time.Time) error {
 	if st == nil {
 		return nil
 	}
 	st.cache = assert.NewCache(maxCachedAssertions)
-	u := m.UpstreamJWT
 	if st.signing != nil {
 		sum := sha256.Sum256([]byte(strings.Join(append([]string{u.SigningKey}, u.PublishedKeys...), "\x00")))
 		st.ringKey = "static\x00" + hex.EncodeToString(sum[:])
@@ -225,14 +224,13 @@ func (m *OIDCAuth) provisionUpstreamJWT(ctx caddy.Context) error {
 		// One ring per rotation period, shared by every handler (and
 		// every instance) on this storage.
 		name := "oidc_auth/upstream_jwt/keys_" + strconv.FormatInt(int64(st.rotation/time.Second), 10) + "s.json"
-		logger := m.logger
 		r, err := assert.NewRotating(ctx.Storage(), name, assert.Options{
 			Period: st.rotation,
 			// Past its last signature a key stays published while its
 			// assertions can still be presented, with time to spare for
 			// clock skew.
 			Retain:  st.lifetime + min(time.Minute, st.rotation/4),
-			Now:     m.now,
+			Now:     now,
 			OnError: func(err error) { logger.Error("rotating upstream_jwt signing keys", zap.Error(err)) },
 		})
 		return pooledKeyring{r}, err
@@ -244,11 +242,12 @@ func (m *OIDCAuth) provisionUpstreamJWT(ctx caddy.Context) error {
 	return nil
 }
 
-func (m *OIDCAuth) cleanupUpstreamJWT() error {
-	if m.ujwt == nil || m.ujwt.ring == nil {
+// release gives the key ring back to the pool; nil (off) has none.
+func (st *upstreamJWTState) release() error {
+	if st == nil || st.ring == nil {
 		return nil
 	}
-	_, err := keyrings.Delete(m.ujwt.ringKey)
+	_, err := keyrings.Delete(st.ringKey)
 	return err
 }
 
@@ -331,12 +330,12 @@ func siteOrigin(r *http.Request) string {
 func (m *OIDCAuth) serveJWKS(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		return m.fail(w, r, http.StatusMethodNotAllowed, "Use GET to fetch the keys.", "")
+		return m.answer.fail(w, r, http.StatusMethodNotAllowed, "Use GET to fetch the keys.", "")
 	}
 	doc, etag, maxAge, err := m.ujwt.ring.JWKS(r.Context())
 	if err != nil {
 		m.logger.Error("cannot load the upstream_jwt keys", zap.Error(err))
-		return m.fail(w, r, http.StatusServiceUnavailable, "The signing keys are unavailable. Please try again in a moment.", "")
+		return m.answer.fail(w, r, http.StatusServiceUnavailable, "The signing keys are unavailable. Please try again in a moment.", "")
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/jwk-set+json")

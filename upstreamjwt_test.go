@@ -353,7 +353,7 @@ func must(b []byte, err error) []byte {
 func benchUpstreamJWT(b *testing.B, fresh bool) {
 	h := newBenchHandler(b)
 	h.m.UpstreamJWT = &UpstreamJWT{SigningKey: testECKeyPEM(b)}
-	if err := h.m.checkConfig(); err != nil {
+	if err := h.m.configure(); err != nil {
 		b.Fatal(err)
 	}
 	startUpstreamJWT(b, h.m)

@@ -30,7 +30,7 @@ const (
 // answers 404 unless webhook_secret is configured.
 func (m *OIDCAuth) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 	if m.webhookKey == nil {
-		return m.fail(w, r, http.StatusNotFound, "Not found.", "")
+		return m.answer.fail(w, r, http.StatusNotFound, "Not found.", "")
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	if r.Method != http.MethodPost {
@@ -42,7 +42,7 @@ func (m *OIDCAuth) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 		return backchannelError(w, http.StatusBadRequest, "invalid_request", "unreadable or too large body")
 	}
 	id := r.Header.Get("webhook-id")
-	if err := m.verifyWebhook(id, r.Header.Get("webhook-timestamp"), r.Header.Get("webhook-signature"), body); err != nil {
+	if err := verifyWebhook(m.webhookKey, m.now(), id, r.Header.Get("webhook-timestamp"), r.Header.Get("webhook-signature"), body); err != nil {
 		m.logger.Warn("webhook refused", zap.String("reason", err.Error()))
 		countLogout("webhook", "refused", "signature")
 		return backchannelError(w, http.StatusUnauthorized, "invalid_signature", err.Error())
@@ -91,7 +91,7 @@ func (m *OIDCAuth) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 // verifyWebhook checks a Standard Webhooks signature: the timestamp within
 // the tolerance, and one of the v1 signatures equal to the HMAC-SHA256 of
 // "<id>.<timestamp>.<body>".
-func (m *OIDCAuth) verifyWebhook(id, timestamp, signatures string, body []byte) error {
+func verifyWebhook(key []byte, now time.Time, id, timestamp, signatures string, body []byte) error {
 	if id == "" || timestamp == "" || signatures == "" {
 		return errors.New("missing webhook-id, webhook-timestamp or webhook-signature")
 	}
@@ -99,10 +99,10 @@ func (m *OIDCAuth) verifyWebhook(id, timestamp, signatures string, body []byte) 
 	if err != nil {
 		return errors.New("malformed webhook-timestamp")
 	}
-	if d := m.now().Sub(time.Unix(ts, 0)); d > webhookTolerance || d < -webhookTolerance {
+	if d := now.Sub(time.Unix(ts, 0)); d > webhookTolerance || d < -webhookTolerance {
 		return fmt.Errorf("webhook-timestamp is %s away from now", d.Round(time.Second))
 	}
-	mac := hmac.New(sha256.New, m.webhookKey)
+	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte(id + "." + timestamp + "."))
 	mac.Write(body)
 	want := mac.Sum(nil)

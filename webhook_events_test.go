@@ -24,7 +24,7 @@ func TestWebhookMembershipDeleted(t *testing.T) {
 		s := unitSession(now)
 		s.Subject = sub
 		s.Claims = json.RawMessage(fmt.Sprintf(`{"oid":%q}`, oid))
-		m.registerSession(apiRequest(http.MethodGet, "/"), s)
+		m.tokens.registerSession(apiRequest(http.MethodGet, "/"), s)
 		return s
 	}
 	inOrg, otherOrg, otherUser := mk("usr_1", "org_1"), mk("usr_1", "org_2"), mk("usr_2", "org_1")

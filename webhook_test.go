@@ -380,7 +380,7 @@ func TestWebhookSecretConfig(t *testing.T) {
 		{"whsec_", false},
 	} {
 		m := &OIDCAuth{Issuer: unreachableIssuer, ClientID: "a", ClientSecret: "b", CookieSecret: testCookieSecret, WebhookSecret: c.secret}
-		err := m.checkConfig()
+		err := m.configure()
 		if c.ok && err != nil {
 			t.Errorf("%q: %v", c.secret, err)
 		}

@@ -2,47 +2,17 @@ package store
 
 import (
 	"context"
-	"net"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-oidc-auth/oidcauth/internal/store/storetest"
 )
 
-// redisForTest runs a redis-server on a free loopback port for one test.
-func redisForTest(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (scripts/setup.sh installs it)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	url := "redis://" + addr + "/0"
-	opts, _ := redis.ParseURL(url)
-	c := redis.NewClient(opts)
-	defer c.Close()
-	for i := 0; c.Ping(context.Background()).Err() != nil; i++ {
-		if i == 200 {
-			t.Fatal("redis-server did not answer")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return url
-}
+// redisForTest runs a redis-server for one test and returns its URL.
+func redisForTest(t *testing.T) string { return storetest.Redis(t) }
 
 // TestSessionRegistry: both backends record, list (per user and per IdP
 // session), touch and forget sessions; expired sessions are not listed;

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/oidc"
@@ -15,8 +14,9 @@ import (
 	"golang.org/x/oauth2"
 )
 
+// init registers `caddy oidc-auth check`, which checks the identity
+// provider of every oidc_auth handler in a config from the command line.
 func init() {
-	caddy.RegisterModule(adminHealth{})
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "oidc-auth",
 		Usage: "check --config <path> [--adapter <name>] | sessions list|revoke ...",
@@ -38,117 +38,6 @@ what it found in plain words and exits 1 if anything is wrong.`,
 			cmd.AddCommand(check, sessionsCommand())
 		},
 	})
-}
-
-// adminHealth serves GET /oidc_auth/health on Caddy's admin endpoint: the
-// state of every provider and store in use, for readiness checks.
-type adminHealth struct{}
-
-// CaddyModule returns the Caddy module information.
-func (adminHealth) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  "admin.api.oidc_auth",
-		New: func() caddy.Module { return new(adminHealth) },
-	}
-}
-
-// Routes implements caddy.AdminRouter.
-func (adminHealth) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: "/oidc_auth/health", Handler: caddy.AdminHandlerFunc(serveHealth)}}
-}
-
-type providerHealth struct {
-	Issuer     string `json:"issuer"`
-	Discovered bool   `json:"discovered"`
-	// Reachable: the latest call to the provider succeeded.
-	Reachable bool   `json:"reachable"`
-	Error     string `json:"error,omitempty"`
-	// FailingEndpoint names the endpoint whose call failed last, while no
-	// call has succeeded since.
-	FailingEndpoint     string     `json:"failing_endpoint,omitempty"`
-	ConsecutiveFailures int        `json:"consecutive_failures"`
-	LastSuccess         *oidc.Call `json:"last_success,omitempty"`
-	LastFailure         *oidc.Call `json:"last_failure,omitempty"`
-	JWKSKeys            int        `json:"jwks_keys"`
-	JWKSAgeSecond       int64      `json:"jwks_age_seconds,omitempty"`
-}
-
-type storeHealth struct {
-	App       string `json:"app"`
-	Kind      string `json:"kind"`
-	Reachable bool   `json:"reachable"`
-	Error     string `json:"error,omitempty"`
-}
-
-func serveHealth(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
-	}
-	report := struct {
-		Ready     bool             `json:"ready"`
-		Providers []providerHealth `json:"providers"`
-		Stores    []storeHealth    `json:"stores"`
-	}{Ready: true, Providers: []providerHealth{}, Stores: []storeHealth{}}
-
-	providers.Range(func(_, v any) bool {
-		p := v.(*provider)
-		// A readiness probe must not wait for a user's request to make the
-		// provider known: the probe itself discovers it (with the usual
-		// backoff) and loads its keys.
-		if _, err := p.Metadata(r.Context()); err == nil {
-			if n, _ := p.Keys().Size(); n == 0 {
-				_ = p.Keys().Refetch(r.Context())
-			}
-		}
-		h := p.health()
-		if !h.Discovered || h.JWKSKeys == 0 || !h.Reachable {
-			report.Ready = false
-		}
-		if h.FailingEndpoint != "" {
-			// Whatever the probe's backoff, a watched provider is checked
-			// again once an interval.
-			p.Recheck()
-		}
-		report.Providers = append(report.Providers, h)
-		return true
-	})
-	apps.Range(func(_, v any) bool {
-		a := v.(*appState)
-		h := storeHealth{App: a.id, Kind: a.store.Kind(), Reachable: true}
-		if err := a.store.Ping(r.Context()); err != nil {
-			h.Reachable, h.Error = false, err.Error()
-			report.Ready = false
-		}
-		report.Stores = append(report.Stores, h)
-		return true
-	})
-	w.Header().Set("Content-Type", "application/json")
-	if !report.Ready {
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}
-	return json.NewEncoder(w).Encode(report)
-}
-
-func (p *provider) health() providerHealth {
-	st := p.Status()
-	h := providerHealth{Issuer: p.Issuer(), Discovered: st.Discovered}
-	if st.DiscoveryError != nil {
-		h.Error = st.DiscoveryError.Error()
-	}
-	s := st.Calls
-	h.Reachable = s.LastSuccess != nil && !s.Down()
-	h.ConsecutiveFailures, h.LastSuccess, h.LastFailure = s.ConsecutiveFailures, s.LastSuccess, s.LastFailure
-	if s.Down() {
-		h.FailingEndpoint = s.LastFailure.Endpoint
-		if h.Error == "" {
-			h.Error = fmt.Sprintf("%v: %s endpoint: %s", errIdPUnavailable, s.LastFailure.Endpoint, s.LastFailure.Error)
-		}
-	}
-	h.JWKSKeys = st.JWKSKeys
-	if !st.JWKSFetched.IsZero() {
-		h.JWKSAgeSecond = int64(time.Since(st.JWKSFetched) / time.Second)
-	}
-	return h
 }
 
 // cmdCheck implements `caddy oidc-auth check`.
@@ -177,7 +66,7 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 			return caddy.ExitCodeFailedStartup, err
 		}
 		fmt.Printf("oidc_auth #%d: issuer %s, client_id %s\n", i+1, m.Issuer, m.ClientID)
-		for _, line := range m.selfCheck(context.Background()) {
+		for _, line := range selfCheck(context.Background(), &m) {
 			fmt.Println("  " + line.String())
 			if !line.ok {
 				problems++
@@ -224,7 +113,7 @@ func (c checkLine) String() string {
 
 // selfCheck validates the settings and talks to the provider the way the
 // handler will: discovery, JWKS, and client authentication.
-func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
+func selfCheck(ctx context.Context, m *OIDCAuth) []checkLine {
 	var lines []checkLine
 	add := func(ok bool, format string, args ...any) {
 		lines = append(lines, checkLine{ok, fmt.Sprintf(format, args...)})
@@ -239,7 +128,7 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 		add(false, "%v", err)
 		return lines
 	}
-	if err := m.checkConfig(); err != nil {
+	if err := m.configure(); err != nil {
 		add(false, "configuration: %v", err)
 		return lines
 	}
@@ -249,7 +138,7 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 		Authorization: m.AuthorizationEndpoint, Token: m.TokenEndpoint,
 		JWKS: m.JWKSURI, EndSession: m.EndSessionEndpoint,
 	}, time.Now, nil)
-	m.newClient()
+	m.wire()
 	// Not pooled: stop its key set's refresher when the check is done.
 	defer m.provider.Destruct() //nolint:errcheck
 	meta, err := m.provider.Metadata(ctx)
@@ -274,7 +163,7 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 	// the client answers invalid_grant; a wrong secret gets invalid_client.
 	cctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, m.provider.HTTPClient()), idpTimeout)
 	defer cancel()
-	_, err = m.oauthConfig(meta, "").TokenSource(cctx, &oauth2.Token{RefreshToken: "oidc-auth-check-" + randomString(8), Expiry: time.Unix(1, 0)}).Token()
+	_, err = m.client.OAuthConfig(meta, "").TokenSource(cctx, &oauth2.Token{RefreshToken: "oidc-auth-check-" + randomString(8), Expiry: time.Unix(1, 0)}).Token()
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
@@ -288,6 +177,3 @@ func (m *OIDCAuth) selfCheck(ctx context.Context) []checkLine {
 	}
 	return lines
 }
-
-// Interface guard
-var _ caddy.AdminRouter = adminHealth{}
