@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -120,8 +121,11 @@ func (m *OIDCAuth) dpopRequestURL(r *http.Request) string {
 func (m *OIDCAuth) dpopRefusal(err error) (*principal, bool, error) {
 	var de *dpopError
 	if !errors.As(err, &de) {
+		// The store could not record the proof's jti: without that record
+		// a replay could pass, so the request waits for the store (503,
+		// like every other store outage), never a 500.
 		m.logger.Error("cannot check a DPoP proof", zap.Error(err))
-		return nil, false, err
+		return nil, false, caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("recording a DPoP proof: %w", err))
 	}
 	m.logger.Info("DPoP refused", zap.Error(err))
 	metrics.bearerRequests.WithLabelValues("refused").Inc()

@@ -8,13 +8,16 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
 )
 
 // dpopKey is a client's DPoP key in tests.
@@ -157,5 +160,16 @@ func TestDPoPBehindProxy(t *testing.T) {
 		if res.reachedNext != ok {
 			t.Errorf("htu %s: status %d, served %v, want served %v", htu, res.StatusCode, res.reachedNext, ok)
 		}
+	}
+}
+
+// TestDPoPStoreDown: when the store cannot record a proof's jti, the
+// request gets 503 (a replay could otherwise pass), never a 500.
+func TestDPoPStoreDown(t *testing.T) {
+	m := &OIDCAuth{logger: zap.NewNop()}
+	_, ok, err := m.dpopRefusal(errors.New("dial tcp 127.0.0.1:6379: connection refused"))
+	var he caddyhttp.HandlerError
+	if ok || !errors.As(err, &he) || he.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("ok %v, err %#v; want a 503 handler error", ok, err)
 	}
 }
