@@ -83,7 +83,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		// http.auth.user.* name.
 		repl.Map(membershipPlaceholders(m.mgmt.enrich(r, p.subject())))
 	}
-	repl.Map(p.id.replace)
+	repl.Map(p.id.provide)
 	if !m.AllowSharedCache {
 		w = &privateResponse{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	}

@@ -16,6 +16,9 @@ type identity struct {
 	placeholders [][2]string       // sorted by name
 	values       map[string]string // the same, for lookups
 	access       map[string]any    // the access token's own claims
+	// provide is replace as a func value, made once: a method value made
+	// on every request would be an allocation there.
+	provide func(key string) (any, bool)
 }
 
 // placeholderPrefix is the namespace of the identity placeholders.
@@ -54,6 +57,7 @@ func buildIdentity(accessClaims map[string]any, s *session) *identity {
 		}
 	}
 	id := &identity{claims: claims, access: accessClaims}
+	id.provide = id.replace
 	id.placeholders = append(id.placeholders, [2]string{placeholderPrefix + "id", cleanPlaceholder(s.Subject)})
 	flattenClaims(placeholderPrefix, claims, &id.placeholders)
 	sort.Slice(id.placeholders, func(i, j int) bool { return id.placeholders[i][0] < id.placeholders[j][0] })

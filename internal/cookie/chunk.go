@@ -3,6 +3,7 @@ package cookie
 import (
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 )
@@ -47,6 +48,25 @@ func readChunked(r *http.Request, name string) (string, int, bool) {
 		b.WriteString(c.Value)
 	}
 	return b.String(), n, true
+}
+
+// firstCookieValue returns the value of the first cookie named name in
+// h's Cookie lines, split and trimmed as net/http does, without parsing the
+// other cookies or checking the value's bytes: the caller must accept only
+// a value it knows. ok is false when there is no such cookie.
+func firstCookieValue(h http.Header, name string) (string, bool) {
+	for _, line := range h["Cookie"] {
+		for more := true; more; {
+			var part string
+			part, line, more = strings.Cut(line, ";")
+			part = textproto.TrimString(part)
+			n, v, _ := strings.Cut(part, "=")
+			if textproto.TrimString(n) == name {
+				return v, true
+			}
+		}
+	}
+	return "", false
 }
 
 // writeChunked sets value under name, split into chunks when it is large,

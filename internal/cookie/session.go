@@ -48,21 +48,28 @@ func (c *Codec) IDTokenCookieName(r *http.Request, logoutPath string) string {
 // never says which check failed. The returned session may be shared with
 // other requests and must not be modified.
 func (c *Codec) ReadSession(r *http.Request) (*Session, error) {
-	v, _, ok := readChunked(r, c.SessionCookieName(r))
+	name := c.SessionCookieName(r)
+	// A session seen before is found without parsing every cookie of the
+	// request (net/http's Cookie allocates and checks each byte of all of
+	// them): only a value that once opened is in the cache, and such a
+	// value is a strict base64url token that r.Cookie would return too.
+	if v, ok := firstCookieValue(r.Header, name); ok {
+		if s := c.cached(v); s != nil {
+			return s, nil
+		}
+	}
+	v, _, ok := readChunked(r, name)
 	if !ok {
 		return nil, ErrInvalid
 	}
-	key := [2]uint64{maphash.String(c.seeds[0], v), maphash.String(c.seeds[1], v)}
-	c.cacheMu.RLock()
-	s, hit := c.cache[key]
-	c.cacheMu.RUnlock()
-	if hit {
+	if s := c.cached(v); s != nil {
 		return s, nil
 	}
 	s, err := c.decodeSession(v)
 	if err != nil {
 		return nil, err
 	}
+	key := c.cacheKey(v)
 	c.cacheMu.Lock()
 	if len(c.cache) >= maxCachedSessions {
 		for k := range c.cache { // map order is random: drops about half
@@ -75,6 +82,20 @@ func (c *Codec) ReadSession(r *http.Request) (*Session, error) {
 	c.cache[key] = s
 	c.cacheMu.Unlock()
 	return s, nil
+}
+
+func (c *Codec) cacheKey(v string) [2]uint64 {
+	return [2]uint64{maphash.String(c.seeds[0], v), maphash.String(c.seeds[1], v)}
+}
+
+// cached returns the decoded session of the sealed value v, when it was
+// decoded before.
+func (c *Codec) cached(v string) *Session {
+	key := c.cacheKey(v)
+	c.cacheMu.RLock()
+	s := c.cache[key]
+	c.cacheMu.RUnlock()
+	return s
 }
 
 func (c *Codec) decodeSession(v string) (*Session, error) {
