@@ -21,9 +21,7 @@
 # Environment knobs:
 #   BENCH_ROUNDS       rounds of runs (default 5)
 #   BENCH_DURATION     wrk duration of one run (default 10s)
-#   BENCH_THREADS      wrk threads (default 1: wrk then leaves the second CPU to
-#                      Caddy, as a remote client would; 2 made wrk compete with
-#                      Caddy for both CPUs and narrowed every gap)
+#   BENCH_THREADS      wrk threads (default 1, as the project issue measures)
 #   BENCH_CONNECTIONS  wrk connections (default 32)
 #   BENCH_WARMUP       unmeasured wrk run per configuration first (default 3s)
 #   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f needs b;
