@@ -76,7 +76,7 @@ func (b *bearerAuth) resolve(r *http.Request, scheme, raw string) (*principal, b
 		return deny(stepUp)
 	}
 	if !b.rules.allow(id) {
-		if len(missingScopes(id.access, b.srv.requiredScopes())) > 0 {
+		if len(missingScopes(id.access, b.srv.requiredValues("scope"))) > 0 {
 			return deny(bearerScope)
 		}
 		return deny(bearerForbidden)

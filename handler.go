@@ -48,7 +48,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		return m.answer.failed(w, r, err)
 	case !ok && p.refused == stepUp && !isAPIRequest(r) && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		// A stronger login, back to this page; the session stays.
-		return m.login.begin(w, r, r.URL.RequestURI(), m.stepUpHints(m.requiredACR(), m.maxAgeSeconds()))
+		return m.login.begin(w, r, r.URL.RequestURI(), m.stepUpHints(m.requiredValues("acr"), m.maxAgeSeconds()))
 	case !ok && p.refused.signIn() && !isAPIRequest(r) && browserNavigationMethod(r.Method):
 		// A browser without a session: to the IdP, keeping a posted form.
 		if p.refused == sessionEnded {
@@ -57,7 +57,7 @@ func (m *OIDCAuth) authenticate(w http.ResponseWriter, r *http.Request, next cad
 		if r.Method == http.MethodPost {
 			return m.login.preservePost(w, r)
 		}
-		return m.login.begin(w, r, r.URL.RequestURI(), m.stepUpHints(m.requiredACR(), m.maxAgeSeconds()))
+		return m.login.begin(w, r, r.URL.RequestURI(), m.stepUpHints(m.requiredValues("acr"), m.maxAgeSeconds()))
 	case !ok:
 		return m.answer.refuse(w, r, p.refused)
 	}

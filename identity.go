@@ -312,3 +312,21 @@ func (why refusal) signIn() bool { return why == noSession || why == sessionEnde
 func deny(why refusal) (*principal, bool, error) {
 	return &principal{refused: why}, false, nil
 }
+
+// requiredValues is every value that the `require <claim>` rules ask for,
+// in the order they are written, each once: the scopes of `require scope`,
+// the acr values of `require acr`.
+func (m *OIDCAuth) requiredValues(claim string) []string {
+	var out []string
+	for _, r := range m.Require {
+		if r.Claim != claim {
+			continue
+		}
+		for _, v := range r.Values {
+			if !containsString(out, v) {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/dpop"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -118,7 +120,7 @@ func (m *OIDCAuth) handleResourceMetadata(w http.ResponseWriter, r *http.Request
 		md.AuthorizationServers = []string{m.Issuer}
 	}
 	if len(md.ScopesSupported) == 0 {
-		md.ScopesSupported = m.requiredScopes()
+		md.ScopesSupported = m.requiredValues("scope")
 	}
 	if len(md.ScopesSupported) == 0 {
 		md.ScopesSupported = m.Scopes
@@ -175,10 +177,10 @@ func (a responder) challenge(w http.ResponseWriter, r *http.Request, scheme, cod
 func (a responder) refuseResource(w http.ResponseWriter, r *http.Request, why refusal) error {
 	switch why {
 	case bearerScope:
-		a.challenge(w, r, "Bearer", "insufficient_scope", "scope", strings.Join(a.srv.requiredScopes(), " "))
+		a.challenge(w, r, "Bearer", "insufficient_scope", "scope", strings.Join(a.srv.requiredValues("scope"), " "))
 		return a.forbidden(w, r)
 	case stepUp:
-		a.challenge(w, r, "Bearer", "insufficient_user_authentication", stepUpChallengeParams(a.srv.requiredACR(), a.srv.maxAgeSeconds())...)
+		a.challenge(w, r, "Bearer", "insufficient_user_authentication", stepUpChallengeParams(a.srv.requiredValues("acr"), a.srv.maxAgeSeconds())...)
 		return a.fail(w, r, http.StatusUnauthorized, "A stronger or more recent sign-in is required.", a.loginPath+"?return_to="+url.QueryEscape(r.URL.RequestURI()))
 	case dpopInvalidProof:
 		a.challenge(w, r, "DPoP", "invalid_dpop_proof")
@@ -286,3 +288,19 @@ func unmarshalProtectedResource(d *caddyfile.Dispenser) (*ProtectedResourceConfi
 	}
 	return pr, nil
 }
+
+// stepUpChallengeParams are RFC 9470's auth-params of a challenge.
+func stepUpChallengeParams(acr []string, maxAge int64) []string {
+	var p []string
+	if len(acr) > 0 {
+		p = append(p, "acr_values", strings.Join(acr, " "))
+	}
+	if maxAge > 0 {
+		p = append(p, "max_age", strconv.FormatInt(maxAge, 10))
+	}
+	return p
+}
+
+// maxAgeSeconds is `max_age` in whole seconds, as authorization requests
+// and challenges carry it.
+func (m *OIDCAuth) maxAgeSeconds() int64 { return int64(time.Duration(m.MaxAge) / time.Second) }

@@ -36,20 +36,3 @@ func missingScopes(claims map[string]any, want []string) []string {
 	}
 	return missing
 }
-
-// requiredScopes is every scope that `require scope` rules ask for, in
-// the order they are written.
-func (m *OIDCAuth) requiredScopes() []string {
-	var out []string
-	for _, r := range m.Require {
-		if r.Claim != "scope" {
-			continue
-		}
-		for _, s := range r.Values {
-			if !containsString(out, s) {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}

@@ -16,24 +16,6 @@ import (
 // little, and the user takes a moment to come back.
 const authTimeSkew = time.Minute
 
-// requiredACR is every value of the `require acr` rules, in order.
-func (m *OIDCAuth) requiredACR() []string {
-	var out []string
-	for _, r := range m.Require {
-		if r.Claim != "acr" {
-			continue
-		}
-		for _, v := range r.Values {
-			if !containsString(out, v) {
-				out = append(out, v)
-			}
-		}
-	}
-	return out
-}
-
-func (m *OIDCAuth) maxAgeSeconds() int64 { return int64(time.Duration(m.MaxAge) / time.Second) }
-
 // stepUpNeeded reports whether the authentication behind claims (an ID
 // token's for a session, the access token's for a bearer token) is too
 // weak for this handler: an `acr` outside a `require acr` rule, or an
@@ -56,19 +38,7 @@ func (m *OIDCAuth) stepUpNeeded(claims map[string]any, now time.Time) ([]string,
 	if !need {
 		return nil, 0, false
 	}
-	return m.requiredACR(), maxAge, true
-}
-
-// stepUpChallengeParams are RFC 9470's auth-params of a challenge.
-func stepUpChallengeParams(acr []string, maxAge int64) []string {
-	var p []string
-	if len(acr) > 0 {
-		p = append(p, "acr_values", strings.Join(acr, " "))
-	}
-	if maxAge > 0 {
-		p = append(p, "max_age", strconv.FormatInt(maxAge, 10))
-	}
-	return p
+	return m.requiredValues("acr"), maxAge, true
 }
 
 // stepUpHints carries acr_values and max_age to startLogin.
@@ -146,12 +116,12 @@ func (m *OIDCAuth) checkStepUp() error {
 	if d := time.Duration(m.MaxAge); d < 0 || (d > 0 && d < time.Second) {
 		return fmt.Errorf("max_age: must be at least 1s, got %s", d)
 	}
-	for _, v := range m.requiredACR() {
+	for _, v := range m.requiredValues("acr") {
 		if v == "" || strings.ContainsAny(v, " \"\\*") {
 			return fmt.Errorf("require: acr value %q must be a single value without spaces, quotes or *", v)
 		}
 	}
-	if len(m.requiredACR()) > 0 || m.MaxAge > 0 {
+	if len(m.requiredValues("acr")) > 0 || m.MaxAge > 0 {
 		for _, name := range []string{"acr_values", "max_age"} {
 			if _, ok := m.AuthParams[name]; ok {
 				return errors.New("auth_param: " + name + " conflicts with require acr / max_age, which ask for it themselves")

@@ -313,13 +313,21 @@ func tail(s string, n int) string {
 // waitFor polls ok until it returns true or the timeout passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
+	if !waitUntil(timeout, ok) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// waitUntil polls ok until it returns true (true) or the timeout passes
+// (false).
+func waitUntil(timeout time.Duration, ok func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if ok() {
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

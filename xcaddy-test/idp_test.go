@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -64,9 +66,7 @@ func startIdP(t *testing.T, opts idpOptions) *idp {
 	if ttl == 0 {
 		ttl = time.Hour
 	}
-	cmd := exec.Command("node", filepath.Join(rigDir, "idp", "idp.mjs"))
-	cmd.Dir = filepath.Join(rigDir, "idp")
-	cmd.Env = append(os.Environ(),
+	env := append(os.Environ(),
 		"IDP_PORT="+strconv.Itoa(port),
 		"IDP_CLIENTS="+clientsFile,
 		"IDP_AT_TTL="+strconv.Itoa(int(ttl/time.Second)),
@@ -75,26 +75,71 @@ func startIdP(t *testing.T, opts idpOptions) *idp {
 	if keys == "" {
 		keys = sharedKeysFile
 	}
-	cmd.Env = append(cmd.Env, "IDP_KEYS_FILE="+keys)
+	env = append(env, "IDP_KEYS_FILE="+keys)
 	if opts.profile != "" {
-		cmd.Env = append(cmd.Env, "IDP_PROFILE="+opts.profile)
+		env = append(env, "IDP_PROFILE="+opts.profile)
 	}
-	p := startProcess(t, "idp", cmd)
-	i := &idp{Port: port, Issuer: fmt.Sprintf("http://127.0.0.1:%d", port), proc: p}
-	// Generous: a profile that makes its own RSA keys can take most of a
-	// minute to start when both cores are busy.
-	waitFor(t, "the IdP's discovery document", 2*time.Minute, func() bool {
-		if p.exited() {
-			t.Fatalf("the IdP exited: %v\n%s", p.err, p.log.String())
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	// A start normally takes a second or two. Rarely, a node process has
+	// been seen to stay silent before listening for minutes: such a start is
+	// abandoned after a while (with node's diagnostic report, which shows
+	// where it stood) and the IdP started again on the same port.
+	const attempts, perAttempt = 3, 40 * time.Second
+	for attempt := 1; ; attempt++ {
+		reports := filepath.Join(dir, fmt.Sprintf("report-%d", attempt))
+		if err := os.MkdirAll(reports, 0o700); err != nil {
+			t.Fatal(err)
 		}
-		resp, err := http.Get(i.Issuer + "/.well-known/openid-configuration")
+		cmd := exec.Command("node", "--report-on-signal", "--report-signal=SIGUSR2", "--report-directory="+reports,
+			filepath.Join(rigDir, "idp", "idp.mjs"))
+		cmd.Dir = filepath.Join(rigDir, "idp")
+		cmd.Env = env
+		p := startProcess(t, "idp", cmd)
+		i := &idp{Port: port, Issuer: issuer, proc: p}
+		if waitUntil(perAttempt, func() bool {
+			if p.exited() {
+				t.Fatalf("the IdP exited: %v\n%s", p.err, p.log.String())
+			}
+			resp, err := http.Get(issuer + "/.well-known/openid-configuration")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}) {
+			return i
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGUSR2)
+		time.Sleep(2 * time.Second)
+		stack := nodeReportStack(reports)
+		p.stop()
+		if attempt == attempts {
+			t.Fatalf("the IdP served no discovery document in %d starts of %s each; last output:\n%s\nnode's JavaScript stack:\n%s", attempts, perAttempt, p.log.String(), stack)
+		}
+		t.Logf("the IdP served no discovery document within %s (start %d); starting it again. Output:\n%s\nnode's JavaScript stack:\n%s", perAttempt, attempt, p.log.String(), stack)
+	}
+}
+
+// nodeReportStack returns the JavaScript stack of the diagnostic report
+// node wrote into dir (empty when there is none).
+func nodeReportStack(dir string) string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
 		if err != nil {
-			return false
+			continue
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return i
+		var r struct {
+			JavaScriptStack struct {
+				Message string   `json:"message"`
+				Stack   []string `json:"stack"`
+			} `json:"javascriptStack"`
+		}
+		if json.Unmarshal(b, &r) == nil {
+			return r.JavaScriptStack.Message + "\n" + strings.Join(r.JavaScriptStack.Stack, "\n")
+		}
+	}
+	return ""
 }
 
 // idpStats mirrors GET /__test/stats of the test IdP.
