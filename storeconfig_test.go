@@ -1,14 +1,6 @@
 package oidcauth
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-oidc-auth/oidcauth/internal/store"
+	"github.com/caddy-oidc-auth/oidcauth/internal/store/storetest"
 )
 
 func TestUnmarshalStoreBlock(t *testing.T) {
@@ -70,18 +63,11 @@ func TestUnmarshalStoreBlockErrors(t *testing.T) {
 	}
 }
 
-// writePEMs writes a CA certificate and a client key pair made in the test.
+// writeTestPEMs writes a CA certificate and a key pair it signs, made in
+// the test.
 func writeTestPEMs(t *testing.T) (ca, cert, key string) {
 	t.Helper()
-	dir := t.TempDir()
-	caPEM, certPEM, keyPEM := testCertificates(t)
-	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for p, b := range map[string][]byte{ca: caPEM, cert: certPEM, key: keyPEM} {
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ca, cert, key
+	return storetest.WritePKI(t, t.TempDir())
 }
 
 func TestValidateStore(t *testing.T) {
@@ -186,45 +172,4 @@ func TestStoreURLFromEnv(t *testing.T) {
 	if _, err := expandSecret(caddy.NewReplacer(), "store", "rediss://app:{env.OIDC_TEST_UNSET_X}@r:6380/0"); err == nil || !strings.HasPrefix(err.Error(), "store:") {
 		t.Fatalf("an unset variable in the store URL: %v", err)
 	}
-}
-
-// testCertificates makes a CA and a certificate it signs for 127.0.0.1 and
-// localhost, good for a server and a client.
-func testCertificates(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"localhost", "redis.internal"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, caTmpl, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }

@@ -1,5 +1,6 @@
 // Package storetest helps tests of the store's users: it runs a real
-// redis-server for a test. It is for tests only.
+// redis-server for a test and makes the certificates of a TLS one. It is
+// for tests only.
 package storetest
 
 import (
