@@ -10,6 +10,8 @@
 #   f  a, with wrk sending b's session cookie anyway (plain file_server does
 #      not read it): what the cookie's bytes alone cost, without the module
 #   g  b with `upstream_jwt` (a signed identity assertion on every request)
+#   t  e over TLS: `store rediss://...` to a redis-server with a TLS port only,
+#      its certificate from a CA made by this script (openssl)
 #
 # Everything runs on 127.0.0.1: the test IdP (xcaddy-test/idp), Redis,
 # oauth2-proxy, one Caddy process per configuration and wrk. Runs are
@@ -25,7 +27,7 @@
 #   BENCH_CONNECTIONS  wrk connections (default 32)
 #   BENCH_WARMUP       unmeasured wrk run per configuration first (default 3s)
 #   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f needs b;
-#                      g, upstream_jwt, only when named)
+#                      g, upstream_jwt, and t, TLS Redis store, only when named)
 #   BENCH_OUT          file for the report (default bench/.build/report-<time>.txt)
 #   BENCH_KEEP=1       keep the temporary directory (configs and logs)
 #   BENCH_PROFILE      configurations to profile (e.g. "a b"): their Caddy gets an
@@ -142,6 +144,7 @@ need_apt wrk wrk
 need_apt redis-server redis-server
 need_apt curl curl
 need_apt ss iproute2
+need_apt openssl openssl
 command -v go >/dev/null || die "go is not installed"
 command -v node >/dev/null || die "node is not installed"
 
@@ -199,10 +202,11 @@ FILE_PATH=/bench-1k.txt
 
 IDP_PORT=$(free_port)
 REDIS_PORT=$(free_port)
+REDIS_TLS_PORT=$(free_port)
 O2P_PORT=$(free_port)
 declare -A PORT
 declare -A ADMIN_PORT
-for c in a b c d e f g; do
+for c in a b c d e f g t; do
 	PORT[$c]=$(free_port)
 	ADMIN_PORT[$c]=$(free_port)
 done
@@ -216,6 +220,8 @@ cat >"$WORK/clients.json" <<EOF
    "redirect_uris": ["http://127.0.0.1:${PORT[b]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oidc-redis", "client_secret": "bench-oidc-redis-secret",
    "redirect_uris": ["http://127.0.0.1:${PORT[e]}/auth/callback"], "post_logout_redirect_uris": []},
+  {"client_id": "bench-oidc-redistls", "client_secret": "bench-oidc-redistls-secret",
+   "redirect_uris": ["http://127.0.0.1:${PORT[t]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oidc-ujwt", "client_secret": "bench-oidc-ujwt-secret",
    "redirect_uris": ["http://127.0.0.1:${PORT[g]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oauth2-proxy", "client_secret": "bench-oauth2-proxy-secret",
@@ -245,6 +251,35 @@ if [[ " $CONFIGS " == *" e "* ]]; then
 		sleep 0.1
 	done
 	[[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || die "redis-server does not answer"
+fi
+
+if [[ " $CONFIGS " == *" t "* ]]; then
+	# A CA and a server certificate for 127.0.0.1, made here; Redis listens
+	# on its TLS port only and does not ask for client certificates.
+	TLS=$WORK/tls
+	mkdir -p "$TLS"
+	(
+		cd "$TLS"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+			-subj "/CN=bench Redis CA" -keyout ca-key.pem -out ca.pem
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-subj "/CN=127.0.0.1" -keyout redis-key.pem -out redis.csr
+		printf 'subjectAltName=IP:127.0.0.1\n' >ext.cnf
+		openssl x509 -req -in redis.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+			-extfile ext.cnf -out redis.pem
+	) >"$WORK/tls.log" 2>&1 || { cat "$WORK/tls.log" >&2; die "making the test CA with openssl"; }
+	log "starting redis-server with TLS on 127.0.0.1:$REDIS_TLS_PORT"
+	start redis-tls redis-server --port 0 --tls-port "$REDIS_TLS_PORT" --bind 127.0.0.1 \
+		--tls-cert-file "$TLS/redis.pem" --tls-key-file "$TLS/redis-key.pem" \
+		--tls-ca-cert-file "$TLS/ca.pem" --tls-auth-clients no \
+		--save '' --appendonly no --dir "$WORK"
+	REDIS_TLS_PID=$LAST_PID
+	rping() { redis-cli --tls --cacert "$TLS/ca.pem" -h 127.0.0.1 -p "$REDIS_TLS_PORT" ping 2>/dev/null; }
+	for _ in $(seq 100); do
+		[[ $(rping) == PONG ]] && break
+		sleep 0.1
+	done
+	[[ $(rping) == PONG ]] || { tail -n 20 "$WORK/redis-tls.log" >&2; die "redis-server (TLS) does not answer"; }
 fi
 
 if [[ " $CONFIGS " == *" c "* ]]; then
@@ -306,7 +341,7 @@ caddyfile() {
 }
 EOF
 		;;
-	b | e | g)
+	b | e | g | t)
 		global_options "$c"
 		echo "}"
 		site_head "$c"
@@ -315,6 +350,12 @@ EOF
 		if [[ $c == e ]]; then
 			id=bench-oidc-redis
 			store="store redis://127.0.0.1:$REDIS_PORT/0"
+		fi
+		if [[ $c == t ]]; then
+			id=bench-oidc-redistls
+			store="store rediss://127.0.0.1:$REDIS_TLS_PORT/0 {
+			tls_ca $TLS/ca.pem
+		}"
 		fi
 		if [[ $c == g ]]; then
 			id=bench-oidc-ujwt
@@ -419,6 +460,7 @@ for c in $CONFIGS; do
 	AUX_PID[$c]=""
 	[[ $c == c ]] && AUX_PID[$c]=$O2P_PID
 	[[ $c == e ]] && AUX_PID[$c]=$REDIS_PID
+	[[ $c == t ]] && AUX_PID[$c]=$REDIS_TLS_PID
 done
 
 # ------------------------------------------------------------ sign in and check
@@ -440,6 +482,19 @@ for c in $CONFIGS; do
 	COOKIE_NAMES+="$c: $(tr ';' '\n' <<<"${COOKIE[$c]}" | awk -F= '{ gsub(/^ +/, "", $1); printf "%s%s(%d B)", sep, $1, length($0) - length($1) - 1; sep = " " }'); "
 	[[ ${COOKIE[$c]} != *_lg=* ]] || log "  ($c) the login-loop counter cookie is still sent after login"
 done
+# The Redis configurations must really use their Redis: the login wrote to it
+# and Caddy holds connections (the revocation channel among them).
+redis_check() { # redis_check C REDIS-CLI-ARGS...
+	local c=$1 clients keys
+	shift
+	clients=$(redis-cli "$@" info clients 2>/dev/null | awk -F: '/^connected_clients:/ { print $2 + 0 }')
+	keys=$(redis-cli "$@" dbsize 2>/dev/null)
+	# connected_clients counts this redis-cli too.
+	[[ ${clients:-0} -ge 2 && ${keys:-0} -ge 1 ]] || die "($c) is not using its Redis (clients=${clients:-?}, keys=${keys:-?})"
+	log "  ($c) Redis: $((clients - 1)) connections from Caddy, $keys keys"
+}
+[[ " $CONFIGS " == *" e "* ]] && redis_check e -h 127.0.0.1 -p "$REDIS_PORT"
+[[ " $CONFIGS " == *" t "* ]] && redis_check t --tls --cacert "$TLS/ca.pem" -h 127.0.0.1 -p "$REDIS_TLS_PORT"
 if [[ " $CONFIGS " == *" f "* ]]; then
 	[[ -n ${COOKIE[b]:-} ]] || die "configuration f needs b (it sends b's session cookie)"
 	COOKIE[f]=${COOKIE[b]}
@@ -558,7 +613,7 @@ for c in $CONFIGS; do check_file "$c"; done
 
 # ------------------------------------------------------------ report
 
-NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;g=oidc_auth + upstream_jwt"
+NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;g=oidc_auth + upstream_jwt;t=oidc_auth + TLS redis store"
 {
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
@@ -572,7 +627,7 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 	echo
 	column -t -s $'\t' "$RAW"
 	echo
-	echo "## medians (cpu: utime+stime of the process per request; aux: oauth2-proxy for c, redis-server for e)"
+	echo "## medians (cpu: utime+stime of the process per request; aux: oauth2-proxy for c, redis-server for e and t)"
 	echo
 	awk -F'\t' -v names="$NAMES" -v order="$CONFIGS" '
 	function median(key,   n, i, j, t, a) {
@@ -615,6 +670,7 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 			t("(b) cpu/req below (d) caddy-security", m["b",7] / m["d",7], m["b",7] < m["d",7])
 		}
 		if (("e", 3) in m) t("(e) req/s >= 0.95x (a)", m["e",3] / m["a",3], m["e",3] / m["a",3] >= 0.95)
+		if (("t", 3) in m) t("(t) req/s >= 0.95x (a), as for e", m["t",3] / m["a",3], m["t",3] / m["a",3] >= 0.95)
 	}
 	function t(what, ratio, ok) { printf "%-42s %7.3fx  %s\n", what, ratio, ok ? "met" : "NOT met" }
 	' "$RAW"
