@@ -50,6 +50,7 @@ type Codec struct {
 	aead     cipher.AEAD   // from the current secret: seals and opens
 	previous []cipher.AEAD // from older secrets: only open, during a rotation
 	name     string        // base name, without a __Host-/__Secure- prefix
+	packer   *packer       // the session payload's format
 
 	// Decoded sessions by a keyed 128-bit hash of their sealed value, so
 	// a session seen before costs no decryption or parsing. The entries are
@@ -71,9 +72,10 @@ const maxCachedSessions = 20_000
 // configuration.
 func New(secret []byte, issuer, clientID, name string, previous ...[]byte) (*Codec, error) {
 	c := &Codec{
-		name:  name,
-		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
-		cache: map[[2]uint64]*Session{},
+		name:   name,
+		packer: newPacker(issuer, clientID),
+		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		cache:  map[[2]uint64]*Session{},
 	}
 	var err error
 	if c.aead, err = deriveAEAD(secret, issuer, clientID); err != nil {

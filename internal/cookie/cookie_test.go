@@ -1,12 +1,9 @@
 package cookie
 
 import (
-	"bytes"
-	"compress/flate"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -663,39 +660,6 @@ func TestCookieKeyRotation(t *testing.T) {
 	// The old secret still may not open another purpose.
 	if _, err := rotated.Open(PurposeState, oldCodec.Seal(PurposeSession, []byte("x"))); err != ErrInvalid {
 		t.Errorf("old-key value opened for another purpose: %v", err)
-	}
-}
-
-// Session cookies are deflated before sealing; values sealed as plain JSON
-// (by earlier versions) still open, and a deflate bomb does not.
-func TestSessionCompression(t *testing.T) {
-	c := newTestCodec(t)
-	s := &Session{ID: "id1", Subject: "usr_1", Created: 1, AccessToken: strings.Repeat("eyJhbGciOiJSUzI1NiJ9.", 40), Expiry: 2, RefreshAt: 2}
-	plain, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deflated := deflateSession(plain)
-	if deflated[0] != sessionDeflated || len(deflated) >= len(plain) {
-		t.Fatalf("deflateSession: %d bytes from %d, first byte %#x", len(deflated), len(plain), deflated[0])
-	}
-	for name, sealed := range map[string]string{
-		"deflated":   c.Seal(PurposeSession, deflated),
-		"plain JSON": c.Seal(PurposeSession, plain),
-	} {
-		got, err := c.decodeSession(sealed)
-		if err != nil || got.AccessToken != s.AccessToken || got.Subject != "usr_1" {
-			t.Errorf("%s: decodeSession = %+v, %v", name, got, err)
-		}
-	}
-
-	var bomb bytes.Buffer
-	bomb.WriteByte(sessionDeflated)
-	fw, _ := flate.NewWriter(&bomb, flate.BestCompression)
-	_, _ = fw.Write(bytes.Repeat([]byte{' '}, maxSessionInflate+10))
-	_ = fw.Close()
-	if _, err := c.decodeSession(c.Seal(PurposeSession, bomb.Bytes())); err == nil {
-		t.Error("a session that inflates past the limit was accepted")
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -270,4 +271,59 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	write("FuzzReadChunked", "session-in-two-chunks", fuzzCookieName+"=2."+big[:len(big)/2]+"; "+fuzzCookieName+"_1="+big[len(big)/2:], big)
 	write("FuzzReadChunked", "count-without-chunks", fuzzCookieName+"=8.AAAA", strings.Repeat("B", 5*maxChunkLen))
 	write("FuzzReadChunked", "duplicate-first", fuzzCookieName+"=AAAA; "+fuzzCookieName+"=2.BB; "+fuzzCookieName+"_1=CC", "D")
+}
+
+// FuzzSessionUnpack: any session payload (as if sealed by this codec)
+// unpacks to a session or ErrInvalid without panicking, and a session that
+// unpacks packs again into a payload that gives the same session back.
+func FuzzSessionUnpack(f *testing.F) {
+	c, _, _ := fuzzCodecs(f)
+	for _, p := range append(fuzzPlaintexts[PurposeSession],
+		`{"i":"sess-3","s":"user-3","c":1800000000,"a":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTMifQ.c2lnbmF0dXJl","e":1800003600,"f":1800003000}`) {
+		f.Add([]byte(p))
+		var s Session
+		if err := json.Unmarshal([]byte(p), &s); err != nil {
+			f.Fatal(err)
+		}
+		packed, err := c.packer.pack(&s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(packed)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		s, err := c.packer.unpack(payload)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("unpack: %v", err)
+			}
+			return
+		}
+		again, err := c.packer.pack(s)
+		if err != nil {
+			t.Fatalf("pack of an unpacked session: %v", err)
+		}
+		s2, err := c.packer.unpack(again)
+		if err != nil {
+			t.Fatalf("a packed session does not unpack: %v", err)
+		}
+		if !reflect.DeepEqual(decodedForm(t, s), decodedForm(t, s2)) {
+			t.Fatalf("round trip changed the session:\n%+v\n%+v", s, s2)
+		}
+	})
+}
+
+// decodedForm returns s with its claims decoded: json.Marshal writes a
+// RawMessage again compacted and with <, >, & and invalid UTF-8 escaped.
+func decodedForm(t *testing.T, s *Session) any {
+	t.Helper()
+	cp := *s
+	var claims any
+	if len(cp.Claims) > 0 {
+		if err := json.Unmarshal(cp.Claims, &claims); err != nil {
+			t.Fatalf("claims: %v", err)
+		}
+	}
+	cp.Claims = nil
+	return []any{cp, claims}
 }

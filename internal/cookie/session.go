@@ -1,13 +1,9 @@
 package cookie
 
 import (
-	"bytes"
-	"compress/flate"
 	"encoding/json"
 	"hash/maphash"
-	"io"
 	"net/http"
-	"sync"
 )
 
 // Session is what the session cookie holds. The codec checks only that ID,
@@ -103,12 +99,8 @@ func (c *Codec) decodeSession(v string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := inflateSession(sealed)
-	if err != nil {
-		return nil, ErrInvalid
-	}
-	s := new(Session)
-	if err := json.Unmarshal(plain, s); err != nil || s.ID == "" || s.Subject == "" || s.AccessToken == "" {
+	s, err := c.packer.unpack(sealed)
+	if err != nil || s.ID == "" || s.Subject == "" || s.AccessToken == "" {
 		return nil, ErrInvalid
 	}
 	s.OldKey = old
@@ -120,54 +112,11 @@ func (c *Codec) decodeSession(v string) (*Session, error) {
 // that r carried are expired. It fails when the session needs more chunks
 // than browsers are asked to keep.
 func (c *Codec) WriteSession(w http.ResponseWriter, r *http.Request, s *Session, maxAge int) error {
-	plain, err := json.Marshal(s)
+	packed, err := c.packer.pack(s)
 	if err != nil {
 		return err
 	}
-	return writeChunked(w, r, c.SessionCookieName(r), "/", c.Seal(PurposeSession, deflateSession(plain)), maxAge)
-}
-
-// The session cookie rides on every request, and its size is most of what
-// the handler costs there (the server parses every byte of it). Its JSON
-// is deflated before sealing: a JWT's base64 text and the claims shrink by
-// about a third. A sealed value that starts with '{' is uncompressed JSON,
-// as older versions wrote it. Compressing before encrypting leaks nothing
-// across users: only the IdP and the user's own claims go in.
-const (
-	sessionDeflated   = 0x01
-	maxSessionInflate = 64 << 10
-)
-
-var deflaters = sync.Pool{New: func() any {
-	w, _ := flate.NewWriter(nil, flate.BestCompression)
-	return w
-}}
-
-func deflateSession(plain []byte) []byte {
-	var buf bytes.Buffer
-	buf.WriteByte(sessionDeflated)
-	fw := deflaters.Get().(*flate.Writer)
-	fw.Reset(&buf)
-	_, _ = fw.Write(plain)
-	_ = fw.Close()
-	deflaters.Put(fw)
-	if buf.Len() >= len(plain) {
-		return plain
-	}
-	return buf.Bytes()
-}
-
-func inflateSession(sealed []byte) ([]byte, error) {
-	if len(sealed) == 0 || sealed[0] != sessionDeflated {
-		return sealed, nil
-	}
-	fr := flate.NewReader(bytes.NewReader(sealed[1:]))
-	defer fr.Close()
-	out, err := io.ReadAll(io.LimitReader(fr, maxSessionInflate+1))
-	if err != nil || len(out) > maxSessionInflate {
-		return nil, ErrInvalid
-	}
-	return out, nil
+	return writeChunked(w, r, c.SessionCookieName(r), "/", c.Seal(PurposeSession, packed), maxAge)
 }
 
 // WriteIDToken seals the ID token into a cookie that only logoutPath
