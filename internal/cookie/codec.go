@@ -19,7 +19,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
-	"hash/maphash"
 	"net/http"
 	"sync"
 )
@@ -52,13 +51,19 @@ type Codec struct {
 	name     string        // base name, without a __Host-/__Secure- prefix
 	packer   *packer       // the session payload's format
 
-	// Decoded sessions by a keyed 128-bit hash of their sealed value, so
-	// a session seen before costs no decryption or parsing. The entries are
-	// shared and must not be modified. The cache lives and dies with the
-	// codec, so a reload that changes the secrets starts it afresh.
-	seeds   [2]maphash.Seed
+	// Decoded sessions by the end of their sealed value (the GCM tag,
+	// different for every value sealed), so a session seen before costs no
+	// decryption or parsing; a hit is one whose whole value is the same.
+	// The entries are shared and must not be modified. The cache lives and
+	// dies with the codec, so a reload that changes the secrets starts it
+	// afresh.
 	cacheMu sync.RWMutex
-	cache   map[[2]uint64]*Session
+	cache   map[string]cachedSession
+}
+
+type cachedSession struct {
+	value string // the whole sealed value
+	s     *Session
 }
 
 // maxCachedSessions bounds the decoded-session cache (a few KB each).
@@ -74,8 +79,7 @@ func New(secret []byte, issuer, clientID, name string, previous ...[]byte) (*Cod
 	c := &Codec{
 		name:   name,
 		packer: newPacker(issuer, clientID),
-		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
-		cache:  map[[2]uint64]*Session{},
+		cache:  map[string]cachedSession{},
 	}
 	var err error
 	if c.aead, err = deriveAEAD(secret, issuer, clientID); err != nil {

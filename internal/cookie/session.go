@@ -2,8 +2,8 @@ package cookie
 
 import (
 	"encoding/json"
-	"hash/maphash"
 	"net/http"
+	"strings"
 )
 
 // Session is what the session cookie holds. The codec checks only that ID,
@@ -65,7 +65,7 @@ func (c *Codec) ReadSession(r *http.Request) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := c.cacheKey(v)
+	v = strings.Clone(v) // not the request's header, which the cache would keep
 	c.cacheMu.Lock()
 	if len(c.cache) >= maxCachedSessions {
 		for k := range c.cache { // map order is random: drops about half
@@ -75,23 +75,26 @@ func (c *Codec) ReadSession(r *http.Request) (*Session, error) {
 			delete(c.cache, k)
 		}
 	}
-	c.cache[key] = s
+	c.cache[cacheKey(v)] = cachedSession{value: v, s: s}
 	c.cacheMu.Unlock()
 	return s, nil
 }
 
-func (c *Codec) cacheKey(v string) [2]uint64 {
-	return [2]uint64{maphash.String(c.seeds[0], v), maphash.String(c.seeds[1], v)}
+// cacheKey is the end of a sealed value: its GCM tag, in base64url.
+func cacheKey(v string) string {
+	return v[max(0, len(v)-22):]
 }
 
 // cached returns the decoded session of the sealed value v, when it was
 // decoded before.
 func (c *Codec) cached(v string) *Session {
-	key := c.cacheKey(v)
 	c.cacheMu.RLock()
-	s := c.cache[key]
+	e, ok := c.cache[cacheKey(v)]
 	c.cacheMu.RUnlock()
-	return s
+	if !ok || e.value != v {
+		return nil
+	}
+	return e.s
 }
 
 func (c *Codec) decodeSession(v string) (*Session, error) {

@@ -194,7 +194,7 @@ func (c *Codec) LoginLoop(w http.ResponseWriter, r *http.Request) bool {
 // on no more requests.
 func (c *Codec) EndLoginLoop(w http.ResponseWriter, r *http.Request) {
 	// Most requests have no such cookie: look for it without parsing.
-	if !hasCookieNamed(r.Header, c.name, "_lg=") {
+	if !c.hasLoopCookie(r.Header) {
 		return
 	}
 	c.ClearLoginLoop(w, r)

@@ -2,6 +2,7 @@ package cookie
 
 import (
 	"net/http"
+	"net/textproto"
 	"strings"
 )
 
@@ -47,36 +48,44 @@ func (c *Codec) isOwnCookie(name string) bool {
 // allocation.
 func (c *Codec) StripOwnCookies(h http.Header) {
 	lines := h["Cookie"]
-	mine := false
-	for _, line := range lines {
-		mine = mine || strings.Contains(line, c.name)
-	}
-	if !mine {
-		return
-	}
 	var kept []string
-	for _, line := range lines {
-		if out := c.withoutOwnCookies(line); out != "" {
+	changed := false
+	for i, line := range lines {
+		out := c.withoutOwnCookies(line)
+		if !changed {
+			if out == line {
+				continue
+			}
+			// The lines before are kept as they are; the capacity limit
+			// keeps appends off the request's own slice.
+			changed, kept = true, lines[:i:i]
+		}
+		if out != "" {
 			kept = append(kept, out)
 		}
 	}
-	if len(kept) == 0 {
+	switch {
+	case !changed:
+	case len(kept) == 0:
 		delete(h, "Cookie")
-		return
+	default:
+		h["Cookie"] = kept
 	}
-	h["Cookie"] = kept
 }
 
 // withoutOwnCookies returns a Cookie header line without this codec's
 // cookies ("" when none is left).
 func (c *Codec) withoutOwnCookies(line string) string {
+	if !c.hasOwnCookie(line) {
+		return line
+	}
 	var b strings.Builder
 	removed := false
 	for rest, more := line, true; more; {
 		var part string
-		part, rest, more = strings.Cut(rest, ";")
+		part, rest, more = cutByte(rest, ';')
 		part = strings.TrimSpace(part)
-		name, _, _ := strings.Cut(part, "=")
+		name, _, _ := cutByte(part, '=')
 		if part == "" || c.isOwnCookie(strings.TrimSpace(name)) {
 			removed = true
 			continue
@@ -92,20 +101,42 @@ func (c *Codec) withoutOwnCookies(line string) string {
 	return b.String()
 }
 
-// hasCookieNamed reports whether a Cookie header may hold a cookie whose
-// name ends in base+suffix ("=" included), without allocating.
-func hasCookieNamed(h http.Header, base, suffix string) bool {
+// hasOwnCookie reports whether a Cookie header line holds one of this
+// codec's cookies (or an empty part), reading only the names.
+func (c *Codec) hasOwnCookie(line string) bool {
+	for more := true; more; {
+		var part string
+		part, line, more = cutByte(line, ';')
+		name, _, _ := cutByte(part, '=')
+		if name = strings.TrimSpace(name); name == "" || c.isOwnCookie(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasLoopCookie reports whether a Cookie header may hold the login loop
+// counter (in any spelling), without allocating: it reads only the names,
+// jumping over each value.
+func (c *Codec) hasLoopCookie(h http.Header) bool {
 	for _, line := range h["Cookie"] {
-		for i := 0; ; {
-			j := strings.Index(line[i:], base)
-			if j < 0 {
-				break
-			}
-			i += j + len(base)
-			if strings.HasPrefix(line[i:], suffix) {
+		for more := true; more; {
+			var part string
+			part, line, more = cutByte(line, ';')
+			name, _, _ := cutByte(part, '=')
+			if name = textproto.TrimString(name); strings.HasSuffix(name, "_lg") && strings.HasPrefix(strings.TrimPrefix(strings.TrimPrefix(name, "__Host-"), "__Secure-"), c.name) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// cutByte is strings.Cut for a single byte, which it finds with
+// strings.IndexByte (fast over a long cookie value).
+func cutByte(s string, sep byte) (before, after string, found bool) {
+	if i := strings.IndexByte(s, sep); i >= 0 {
+		return s[:i], s[i+1:], true
+	}
+	return s, "", false
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -79,10 +80,12 @@ type KeySet struct {
 	tracker *Tracker
 	report  Reporter // outcome of every fetch, for health
 
-	mu        sync.RWMutex // keys, lastFetch, removals
+	mu        sync.RWMutex // keys, lastFetch
 	keys      []jose.JSONWebKey
 	lastFetch time.Time
-	removals  uint64 // fetches that dropped a key
+	// Read by every request, so without a lock.
+	removals atomic.Uint64 // fetches that dropped a key
+	staleAt  atomic.Int64  // expires in unix nanoseconds; 0 before the first fetch
 
 	fmu       sync.Mutex // the fetch bookkeeping below
 	inflight  *jwksCall
@@ -279,7 +282,7 @@ func (k *KeySet) run(call *jwksCall, reason string) {
 	if err == nil {
 		k.mu.Lock()
 		if dropsKey(k.keys, keys) {
-			k.removals++
+			k.removals.Add(1)
 		}
 		k.keys, k.lastFetch = keys, now
 		k.mu.Unlock()
@@ -304,6 +307,9 @@ func (k *KeySet) run(call *jwksCall, reason string) {
 		// Keep the last good set and ask again later.
 		k.retry = min(max(2*k.retry, jwksRetryMin), jwksRetryMax)
 		k.expires = now.Add(k.retry)
+	}
+	if !k.expires.IsZero() {
+		k.staleAt.Store(k.expires.UnixNano())
 	}
 	call.err = err
 	k.inflight, k.last = nil, call
@@ -372,10 +378,7 @@ func (k *KeySet) stop() {
 // wakeIfStale wakes the refresher when the set is past its maximum age (a
 // clock that jumped, or a refresher still waiting for its timer).
 func (k *KeySet) wakeIfStale() {
-	k.fmu.Lock()
-	stale := !k.expires.IsZero() && !k.now().Before(k.expires)
-	k.fmu.Unlock()
-	if stale {
+	if at := k.staleAt.Load(); at != 0 && k.now().UnixNano() >= at {
 		select {
 		case k.kick <- struct{}{}:
 		default:
@@ -388,9 +391,7 @@ func (k *KeySet) wakeIfStale() {
 // also wakes the refresher of a stale set.
 func (k *KeySet) removalCount() uint64 {
 	k.wakeIfStale()
-	k.mu.RLock()
-	defer k.mu.RUnlock()
-	return k.removals
+	return k.removals.Load()
 }
 
 // dropsKey reports whether next lacks a key of prev (by kid and key).

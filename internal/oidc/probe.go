@@ -221,7 +221,7 @@ func (pr *prober) due() bool {
 // its outcome is recorded like any other call's.
 func (p *Provider) Probe(ctx context.Context) error {
 	p.mu.Lock()
-	meta, keys := p.meta, p.keys
+	meta, keys := p.meta, p.keys.Load()
 	p.mu.Unlock()
 	if meta == nil {
 		_, err := p.Metadata(ctx)

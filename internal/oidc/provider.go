@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -115,7 +116,7 @@ type Provider struct {
 	nextTry time.Time
 	backoff time.Duration
 	lastErr error
-	keys    *KeySet
+	keys    atomic.Pointer[KeySet] // set with meta, under mu; read by every request without it
 
 	revocationSlots chan struct{} // token revocations under way
 	tracker         *Tracker      // outcome of the latest calls, for health
@@ -171,10 +172,7 @@ func (p *Provider) Destruct() error {
 		p.prober.stop()
 	}
 	p.cancel()
-	p.mu.Lock()
-	keys := p.keys
-	p.mu.Unlock()
-	if keys != nil {
+	if keys := p.keys.Load(); keys != nil {
 		keys.stop()
 	}
 	return nil
@@ -206,15 +204,13 @@ func (p *Provider) Metadata(ctx context.Context) (*Metadata, error) {
 		return nil, p.lastErr
 	}
 	p.meta = meta
-	p.keys = newKeySet(p.ctx, meta.JWKS, p.client, meta.Algs, p.now, p.tracker, p.report)
+	p.keys.Store(newKeySet(p.ctx, meta.JWKS, p.client, meta.Algs, p.now, p.tracker, p.report))
 	return meta, nil
 }
 
 // Keys is the provider's key set; nil before discovery.
 func (p *Provider) Keys() *KeySet {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.keys
+	return p.keys.Load()
 }
 
 // KeyRemovals is the key set's removal count (0 before discovery): a
@@ -245,7 +241,7 @@ func (p *Provider) Status() Status {
 	if p.meta == nil {
 		s.DiscoveryError = p.lastErr
 	}
-	keys := p.keys
+	keys := p.keys.Load()
 	p.mu.Unlock()
 	s.Calls = p.tracker.State()
 	if keys != nil {
