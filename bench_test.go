@@ -71,8 +71,31 @@ func (h *benchHandler) session(b testing.TB) *session {
 // BenchmarkRequestWithSession is the hot path: an authenticated request
 // whose access token was verified before. It decrypts the session cookie,
 // checks lifetime and revocation, finds the verified token in the cache
-// and sets the placeholders.
+// and sets the placeholders. "bare" carries only the cookie, "browser" also
+// the headers a browser sends when it opens a page.
 func BenchmarkRequestWithSession(b *testing.B) {
+	b.Run("bare", func(b *testing.B) { benchRequestWithSession(b, nil) })
+	b.Run("browser", func(b *testing.B) { benchRequestWithSession(b, browserHeaders) })
+}
+
+// browserHeaders are what Chromium sends when it opens a page, less the
+// cookies (as bench/run.sh BENCH_HEADERS=browser sends them).
+var browserHeaders = http.Header{
+	"Sec-Ch-Ua":                 {`"Chromium";v="131", "Not_A Brand";v="24"`},
+	"Sec-Ch-Ua-Mobile":          {"?0"},
+	"Sec-Ch-Ua-Platform":        {`"Linux"`},
+	"Upgrade-Insecure-Requests": {"1"},
+	"User-Agent":                {"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"},
+	"Accept":                    {"text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"},
+	"Sec-Fetch-Site":            {"same-origin"},
+	"Sec-Fetch-Mode":            {"navigate"},
+	"Sec-Fetch-User":            {"?1"},
+	"Sec-Fetch-Dest":            {"document"},
+	"Accept-Encoding":           {"gzip, deflate, br, zstd"},
+	"Accept-Language":           {"en-US,en;q=0.9"},
+}
+
+func benchRequestWithSession(b *testing.B, extra http.Header) {
 	h := newBenchHandler(b)
 	s := h.session(b)
 	rec := httptest.NewRecorder()
@@ -87,6 +110,9 @@ func BenchmarkRequestWithSession(b *testing.B) {
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	repl := caddy.NewReplacer()
 	req = httptest.NewRequest(http.MethodGet, "/index.html", nil)
+	for k, v := range extra {
+		req.Header[k] = v
+	}
 	req.Header.Set("Cookie", cookieHeader)
 	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
 	w := httptest.NewRecorder()

@@ -150,6 +150,11 @@ var identityHeaderPrefixes = []string{
 
 func stripIdentityHeaders(h http.Header) {
 	for name := range h {
+		// Every prefix starts with x or r: most of a browser's headers
+		// (Accept, User-Agent, Sec-Fetch-*, ...) are passed at the first byte.
+		if name == "" || name[0]|0x20 != 'x' && name[0]|0x20 != 'r' {
+			continue
+		}
 		for _, p := range identityHeaderPrefixes {
 			if headerHasPrefix(name, p) {
 				delete(h, name)

@@ -1075,6 +1075,11 @@ func FuzzSafeReturnTo(f *testing.F) {
 }
 
 func TestStripIdentityHeaders(t *testing.T) {
+	for _, p := range identityHeaderPrefixes {
+		if p[0] != 'x' && p[0] != 'r' {
+			t.Errorf("prefix %q would pass stripIdentityHeaders's first-byte filter", p)
+		}
+	}
 	h := http.Header{}
 	strip := []string{
 		"X-Auth-User", "X-AUTH-EMAIL", "x-auth-request-user", "X-Forwarded-User", "X-Forwarded-Email",

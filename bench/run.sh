@@ -9,6 +9,9 @@
 #   e  b with `store redis://...` (a local redis-server)
 #   f  a, with wrk sending b's session cookie anyway (plain file_server does
 #      not read it): what the cookie's bytes alone cost, without the module
+#   h  control: a, but wrk sends a 3-byte cookie (x=1): what any Cookie
+#      header costs net/http and Caddy (a header map, Caddy's copy of it),
+#      whatever its size
 #   g  b with `upstream_jwt` (a signed identity assertion on every request)
 #   t  e over TLS: `store rediss://...` to a redis-server with a TLS port only,
 #      its certificate from a CA made by this script (openssl)
@@ -34,6 +37,10 @@
 #                      admin endpoint and a CPU profile is taken during the warm-up
 #                      run (make it long, e.g. BENCH_WARMUP=10s), into
 #                      bench/.build/profile-<config>.pb.gz (go tool pprof -top ...)
+#   BENCH_HEADERS      "bare" (default): wrk sends only Host (and the configuration's
+#                      cookies), as the project issue measures; "browser": every
+#                      request of every configuration also carries the headers a
+#                      browser sends when it opens a page (User-Agent, Accept, ...)
 #   BENCH_MAX_LOAD     if set (e.g. 1.0), wait before the warm-up until the 1-minute
 #                      load average is at most this (polled every 60 s, 30 min at most)
 set -euo pipefail
@@ -48,6 +55,7 @@ THREADS=${BENCH_THREADS:-1}
 CONNS=${BENCH_CONNECTIONS:-32}
 WARMUP=${BENCH_WARMUP:-3s}
 CONFIGS=${BENCH_CONFIGS:-"a b c d e f"}
+HEADERS=${BENCH_HEADERS:-bare}
 
 CADDY_VERSION=v2.11.9
 XCADDY_VERSION=v0.4.5
@@ -206,7 +214,7 @@ REDIS_TLS_PORT=$(free_port)
 O2P_PORT=$(free_port)
 declare -A PORT
 declare -A ADMIN_PORT
-for c in a b c d e f g t; do
+for c in a b c d e f g h t; do
 	PORT[$c]=$(free_port)
 	ADMIN_PORT[$c]=$(free_port)
 done
@@ -332,7 +340,7 @@ EOF
 caddyfile() {
 	local c=$1
 	case $c in
-	a | f)
+	a | f | h)
 		global_options "$c"
 		echo "}"
 		site_head "$c"
@@ -469,7 +477,7 @@ URL() { echo "http://127.0.0.1:${PORT[$1]}$FILE_PATH"; }
 
 for c in $CONFIGS; do
 	COOKIE[$c]=""
-	[[ $c == a || $c == f ]] && continue
+	[[ $c == a || $c == f || $c == h ]] && continue
 	log "signing in to ($c) as alice through the IdP's login form"
 	COOKIE[$c]=$("$LOGIN" -url "$(URL "$c")" -user alice -password alice-password 2>"$WORK/login-$c.log") ||
 		{ cat "$WORK/login-$c.log" >&2; tail -n 30 "$WORK/caddy-$c.log" >&2; die "login to ($c) failed"; }
@@ -499,6 +507,7 @@ if [[ " $CONFIGS " == *" f "* ]]; then
 	[[ -n ${COOKIE[b]:-} ]] || die "configuration f needs b (it sends b's session cookie)"
 	COOKIE[f]=${COOKIE[b]}
 fi
+[[ " $CONFIGS " == *" h "* ]] && COOKIE[h]="x=1"
 
 # check_file C: one request with the session must return the 1 KB file with 200
 check_file() {
@@ -539,9 +548,32 @@ to_bytes() { # wrk size (e.g. 150.23MB) in bytes
 RAW=$WORK/raw.tsv
 printf 'round\tconfig\treq_per_s\trequests\tp50_us\tp99_us\tcaddy_cpu_us_per_req\taux_cpu_us_per_req\tbytes_per_req\n' >"$RAW"
 
+# What Chromium sends when it opens a page (its client hints included),
+# less the cookies: the same for every configuration.
+BROWSER_HEADERS=(
+	-H 'sec-ch-ua: "Chromium";v="131", "Not_A Brand";v="24"'
+	-H 'sec-ch-ua-mobile: ?0'
+	-H 'sec-ch-ua-platform: "Linux"'
+	-H 'Upgrade-Insecure-Requests: 1'
+	-H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+	-H 'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7'
+	-H 'Sec-Fetch-Site: same-origin'
+	-H 'Sec-Fetch-Mode: navigate'
+	-H 'Sec-Fetch-User: ?1'
+	-H 'Sec-Fetch-Dest: document'
+	-H 'Accept-Encoding: gzip, deflate, br, zstd'
+	-H 'Accept-Language: en-US,en;q=0.9'
+)
+case $HEADERS in
+bare) EXTRA_HEADERS=() ;;
+browser) EXTRA_HEADERS=("${BROWSER_HEADERS[@]}") ;;
+*) die "BENCH_HEADERS must be bare or browser, not $HEADERS" ;;
+esac
+
 run_wrk() { # run_wrk C DURATION ROUND (ROUND 0: warm-up, not recorded)
 	local c=$1 dur=$2 round=$3 hdr=() out before after abefore aafter
-	[[ -n ${COOKIE[$c]} ]] && hdr=(-H "Cookie: ${COOKIE[$c]}")
+	hdr=("${EXTRA_HEADERS[@]}")
+	[[ -n ${COOKIE[$c]} ]] && hdr+=(-H "Cookie: ${COOKIE[$c]}")
 	local prof=""
 	if [[ $round == 0 && " ${BENCH_PROFILE:-} " == *" $c "* ]]; then
 		local secs=${dur%s}
@@ -613,12 +645,12 @@ for c in $CONFIGS; do check_file "$c"; done
 
 # ------------------------------------------------------------ report
 
-NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;g=oidc_auth + upstream_jwt;t=oidc_auth + TLS redis store"
+NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;t=oidc_auth + TLS redis store"
 {
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$BUILD/caddy.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
-	echo "run: $ROUNDS rounds x {$CONFIGS}, wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive"
+	echo "run: $ROUNDS rounds x {$CONFIGS}, wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS"
 	echo "load average (1/5/15 min): $LOAD_IDLE before the warm-up (harness idle), $LOAD_AT_START at the first run, $LOAD_AT_END at the end"
 	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]}}"
 	echo "cookies sent (as the login's cookie jar holds them after the first page): ${COOKIE_NAMES:-none}"
