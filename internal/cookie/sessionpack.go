@@ -43,7 +43,7 @@ const (
 const dictionaryNames = `{"alg":"ES256","typ":"JWT","kid":"{"alg":"RS256","typ":"at+jwt","kid":"` +
 	`"nbf":"auth_time":"acr":"amr":["pwd"],"azp":"at_hash":"nonce":"cid":"uid":"ver":1,"scp":["` +
 	`"jti":"","sub":"","iat":,"exp":,"scope":"openid profile email offline_access","client_id":"` +
-	`"org_id":"","oid":"","sid":"","roles":["admin"],"permissions":["read","write","admin"],"groups":["` +
+	`"org_id":"","oid":"","sid":"","roles":["","permissions":["","groups":["` +
 	`"email":"","email_verified":true,"family_name":"","given_name":"","name":"","preferred_username":"` +
 	`{"i":"","s":"","d":"","c":,"l":,"t":,"a":"","r":"","e":,"f":,"m":{"`
 
