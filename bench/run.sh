@@ -41,6 +41,9 @@
 #                      cookies), as the project issue measures; "browser": every
 #                      request of every configuration also carries the headers a
 #                      browser sends when it opens a page (User-Agent, Accept, ...)
+#   BENCH_ALTERNATE=1  run the configurations in reverse order in every second round
+#                      (a b c, c b a, a b c, ...), so a machine that slows down or
+#                      speeds up during the run favours none of them
 #   BENCH_MAX_LOAD     if set (e.g. 1.0), wait before the warm-up until the 1-minute
 #                      load average is at most this (polled every 60 s, 30 min at most)
 set -euo pipefail
@@ -633,8 +636,11 @@ if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
 fi
 log "measuring: $ROUNDS rounds of $CONFIGS, wrk -t$THREADS -c$CONNS -d$DURATION --latency"
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+REVERSED=$(tr ' ' '\n' <<<"$CONFIGS" | sed '/^$/d' | tac | tr '\n' ' ')
 for r in $(seq "$ROUNDS"); do
-	for c in $CONFIGS; do
+	order=$CONFIGS
+	[[ ${BENCH_ALTERNATE:-0} == 1 && $((r % 2)) == 0 ]] && order=$REVERSED
+	for c in $order; do
 		run_wrk "$c" "$DURATION" "$r"
 	done
 done
@@ -650,7 +656,7 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$BUILD/caddy.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
-	echo "run: $ROUNDS rounds x {$CONFIGS}, wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS"
+	echo "run: $ROUNDS rounds x {$CONFIGS}$([[ ${BENCH_ALTERNATE:-0} == 1 ]] && echo ' (every second round reversed)'), wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS"
 	echo "load average (1/5/15 min): $LOAD_IDLE before the warm-up (harness idle), $LOAD_AT_START at the first run, $LOAD_AT_END at the end"
 	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]}}"
 	echo "cookies sent (as the login's cookie jar holds them after the first page): ${COOKIE_NAMES:-none}"
@@ -710,11 +716,22 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 	echo "## per-round ratios (each configuration to (a) of the same round; b/d: to caddy-security)"
 	echo
 	awk -F'\t' -v order="$CONFIGS" '
-	function stats(list,   n, i, j, t, a, med) {
+	function stats(list,   n, i, j, t, a, med, k, p, cdf, ci) {
 		n = split(list, a, " ")
 		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 		med = n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-		return sprintf("min %.3f  median %.3f  max %.3f  spread %.3f", a[1], med, a[n], a[n] - a[1])
+		# A 95% confidence interval of the median, from order statistics:
+		# the k-th smallest and largest ratio, k the largest with
+		# P(Binomial(n, 1/2) < k) <= 0.025 (distribution-free).
+		k = 0; p = 0.5 ^ n; cdf = 0
+		for (i = 0; i < n; i++) {
+			cdf += p
+			if (cdf > 0.025) break
+			k = i + 1
+			p = p * (n - i) / (i + 1)
+		}
+		ci = k >= 1 ? sprintf("  median 95%% CI %.3f-%.3f", a[k], a[n - k + 1]) : "  (too few rounds for a 95% CI of the median)"
+		return sprintf("min %.3f  median %.3f  max %.3f  spread %.3f%s", a[1], med, a[n], a[n] - a[1], ci)
 	}
 	NR > 1 { rps[$1, $2] = $3; cpu[$1, $2] = $7; p99[$1, $2] = $6; if ($1 > rounds) rounds = $1 }
 	END {
