@@ -13,6 +13,8 @@
 #      header costs net/http and Caddy (a header map, Caddy's copy of it),
 #      whatever its size
 #   g  b with `upstream_jwt` (a signed identity assertion on every request)
+#   s  b with `allow_shared_cache` (no `Cache-Control: private` added): what
+#      that header costs
 #   t  e over TLS: `store rediss://...` to a redis-server with a TLS port only,
 #      its certificate from a CA made by this script (openssl)
 #
@@ -217,7 +219,7 @@ REDIS_TLS_PORT=$(free_port)
 O2P_PORT=$(free_port)
 declare -A PORT
 declare -A ADMIN_PORT
-for c in a b c d e f g h t; do
+for c in a b c d e f g h s t; do
 	PORT[$c]=$(free_port)
 	ADMIN_PORT[$c]=$(free_port)
 done
@@ -233,6 +235,8 @@ cat >"$WORK/clients.json" <<EOF
    "redirect_uris": ["http://127.0.0.1:${PORT[e]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oidc-redistls", "client_secret": "bench-oidc-redistls-secret",
    "redirect_uris": ["http://127.0.0.1:${PORT[t]}/auth/callback"], "post_logout_redirect_uris": []},
+  {"client_id": "bench-oidc-shared", "client_secret": "bench-oidc-shared-secret",
+   "redirect_uris": ["http://127.0.0.1:${PORT[s]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oidc-ujwt", "client_secret": "bench-oidc-ujwt-secret",
    "redirect_uris": ["http://127.0.0.1:${PORT[g]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oauth2-proxy", "client_secret": "bench-oauth2-proxy-secret",
@@ -352,7 +356,7 @@ caddyfile() {
 }
 EOF
 		;;
-	b | e | g | t)
+	b | e | g | s | t)
 		global_options "$c"
 		echo "}"
 		site_head "$c"
@@ -361,6 +365,10 @@ EOF
 		if [[ $c == e ]]; then
 			id=bench-oidc-redis
 			store="store redis://127.0.0.1:$REDIS_PORT/0"
+		fi
+		if [[ $c == s ]]; then
+			id=bench-oidc-shared
+			store="allow_shared_cache"
 		fi
 		if [[ $c == t ]]; then
 			id=bench-oidc-redistls
@@ -651,7 +659,7 @@ for c in $CONFIGS; do check_file "$c"; done
 
 # ------------------------------------------------------------ report
 
-NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;t=oidc_auth + TLS redis store"
+NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;s=oidc_auth, allow_shared_cache;t=oidc_auth + TLS redis store"
 {
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
