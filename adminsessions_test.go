@@ -181,3 +181,31 @@ func TestAdminRevokeAtIdP(t *testing.T) {
 		t.Fatalf("failing IdP call: %d %v", code, out)
 	}
 }
+
+// TestLoginInTheSecondOfARevocation: a revocation of every session of a
+// user ends those begun up to its second; a login completed after it in
+// that same second is a new session and works. (Sessions count whole
+// seconds: such a login used to be refused on its first request and sent
+// back through the IdP until the login-loop page.)
+func TestLoginInTheSecondOfARevocation(t *testing.T) {
+	t.Parallel()
+	e := newITEnv(t)
+	before := e.browser()
+	before.mustLogin("/private")
+
+	now := e.clock.Now() // the test clock stands still: everything below is in this second
+	rev := store.Revocation{Kind: store.RevokeSubject, Value: "user-1", At: now.Unix(), Until: now.Add(time.Hour).Unix()}
+	if err := e.h.app.store.Revoke(t.Context(), rev); err != nil {
+		t.Fatal(err)
+	}
+	if res := before.get("/private", nav); res.reachedNext {
+		t.Fatal("a session begun before the revocation still works")
+	}
+
+	after := e.browser()
+	after.mustLogin("/private")
+	expectServed(t, after.get("/private", nav), "a login in the second of the revocation, after it")
+	if res := before.get("/private", nav); res.reachedNext || res.StatusCode == http.StatusOK {
+		t.Fatalf("the revoked session came back: %d", res.StatusCode)
+	}
+}

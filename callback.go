@@ -113,11 +113,19 @@ func (m *OIDCAuth) handleCallback(w http.ResponseWriter, r *http.Request) error 
 		return m.answer.page(w, r, http.StatusForbidden, "The identity provider did not confirm the stronger sign-in this page needs ("+msg+").", retry, "Try again")
 	}
 
+	created := now.Unix()
+	if m.app.store.SubjectRevoked(ts.Subject, created) {
+		// The user's sessions were revoked in this same second, before this
+		// one began (the revocation is known here already): it counts from
+		// the next second, or its first request would find it revoked and
+		// sign in again, in a loop.
+		created++
+	}
 	s := &session{
 		ID:           randomString(16),
 		Subject:      ts.Subject,
 		SID:          ts.SID,
-		Created:      now.Unix(),
+		Created:      created,
 		AccessToken:  ts.AccessToken,
 		RefreshToken: ts.RefreshToken,
 		Expiry:       ts.Expiry.Unix(),
