@@ -46,6 +46,9 @@
 #   BENCH_ALTERNATE=1  run the configurations in reverse order in every second round
 #                      (a b c, c b a, a b c, ...), so a machine that slows down or
 #                      speeds up during the run favours none of them
+#   BENCH_MODULE_DIR   build the module from this directory instead (a git worktree of
+#                      an older commit, to measure it with today's harness); its
+#                      binary is kept apart, as bench/.build/caddy-<commit>
 #   BENCH_MAX_LOAD     if set (e.g. 1.0), wait before the warm-up until the 1-minute
 #                      load average is at most this (polled every 60 s, 30 min at most)
 set -euo pipefail
@@ -175,21 +178,25 @@ fi
 
 # One Caddy binary for every configuration: this module and caddy-security.
 # Rebuilt when a Go or module file of the module is newer, or the pins change.
+MODULE_DIR=$(cd "${BENCH_MODULE_DIR:-$ROOT}" && pwd)
 CADDY=$BUILD/caddy
+if [[ $MODULE_DIR != "$ROOT" ]]; then
+	CADDY=$BUILD/caddy-$(cd "$MODULE_DIR" && git rev-parse --short HEAD) || die "BENCH_MODULE_DIR is not a git checkout"
+fi
 STAMP="caddy=$CADDY_VERSION caddy-security=$CADDY_SECURITY_VERSION"
-if [[ ! -x $CADDY || $(cat "$BUILD/caddy.stamp" 2>/dev/null) != "$STAMP" ||
-	-n $(find "$ROOT" -maxdepth 1 \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -newer "$CADDY" | head -1) ||
-	-n $(find "$ROOT/internal" -name '*.go' ! -name '*_test.go' -newer "$CADDY" | head -1) ]]; then
+if [[ ! -x $CADDY || $(cat "$CADDY.stamp" 2>/dev/null) != "$STAMP" ||
+	-n $(find "$MODULE_DIR" -maxdepth 1 \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -newer "$CADDY" | head -1) ||
+	-n $(find "$MODULE_DIR/internal" -name '*.go' ! -name '*_test.go' -newer "$CADDY" 2>/dev/null | head -1) ]]; then
 	log "building Caddy $CADDY_VERSION with $MODULE and caddy-security $CADDY_SECURITY_VERSION (a few minutes)"
 	# go-authcrunch is served by the module proxy but not known to the
 	# checksum database that answers here, so it is not looked up there.
 	(cd "$BUILD" && GONOSUMDB=github.com/greenpau "$XCADDY" build "$CADDY_VERSION" \
-		--with "$MODULE@v0.0.0=$ROOT" \
+		--with "$MODULE@v0.0.0=$MODULE_DIR" \
 		--with "github.com/greenpau/caddy-security@$CADDY_SECURITY_VERSION" \
 		--output "$CADDY.tmp") >"$BUILD/build-caddy.log" 2>&1 || { tail -n 30 "$BUILD/build-caddy.log" >&2; die "xcaddy build"; }
 	mv "$CADDY.tmp" "$CADDY"
-	echo "$STAMP" >"$BUILD/caddy.stamp"
-	(cd "$ROOT" && echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ':!bench' ':!xcaddy-test' 2>/dev/null || echo '+local changes')") >"$BUILD/caddy.source"
+	echo "$STAMP" >"$CADDY.stamp"
+	(cd "$MODULE_DIR" && echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ':!bench' ':!xcaddy-test' 2>/dev/null || echo '+local changes')") >"$CADDY.source"
 fi
 
 OAUTH2_PROXY=$BUILD/oauth2-proxy-$OAUTH2_PROXY_VERSION
@@ -663,7 +670,7 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 {
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$BUILD/caddy.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
+	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$CADDY.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
 	echo "run: $ROUNDS rounds x {$CONFIGS}$([[ ${BENCH_ALTERNATE:-0} == 1 ]] && echo ' (every second round reversed)'), wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS"
 	echo "load average (1/5/15 min): $LOAD_IDLE before the warm-up (harness idle), $LOAD_AT_START at the first run, $LOAD_AT_END at the end"
 	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]}}"
