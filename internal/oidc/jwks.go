@@ -85,7 +85,9 @@ type KeySet struct {
 	lastFetch time.Time
 	// Read by every request, so without a lock.
 	removals atomic.Uint64 // fetches that dropped a key
-	staleAt  atomic.Int64  // expires in unix nanoseconds; 0 before the first fetch
+	// Due for a max-age refresh, in unix nanoseconds; 0 before the first
+	// fetch. Written under fmu.
+	expires atomic.Int64
 
 	fmu       sync.Mutex // the fetch bookkeeping below
 	inflight  *jwksCall
@@ -94,7 +96,6 @@ type KeySet struct {
 	lastStart time.Time
 	kidTried  map[string]kidMark // trusted refetches by kid
 	failed    time.Time          // when the last fetch failed; zero after a success
-	expires   time.Time          // due for a max-age refresh; zero before the first fetch
 	retry     time.Duration      // backoff of failed refreshes
 	ok        bool               // a fetch has succeeded
 	running   bool               // the refresher goroutine was started
@@ -302,14 +303,12 @@ func (k *KeySet) run(call *jwksCall, reason string) {
 	}
 	switch {
 	case err == nil:
-		k.expires, k.retry, k.ok = now.Add(maxAge), 0, true
-	case !k.expires.IsZero() && !now.Before(k.expires):
+		k.expires.Store(now.Add(maxAge).UnixNano())
+		k.retry, k.ok = 0, true
+	case k.expires.Load() != 0 && now.UnixNano() >= k.expires.Load():
 		// Keep the last good set and ask again later.
 		k.retry = min(max(2*k.retry, jwksRetryMin), jwksRetryMax)
-		k.expires = now.Add(k.retry)
-	}
-	if !k.expires.IsZero() {
-		k.staleAt.Store(k.expires.UnixNano())
+		k.expires.Store(now.Add(k.retry).UnixNano())
 	}
 	call.err = err
 	k.inflight, k.last = nil, call
@@ -323,11 +322,11 @@ func (k *KeySet) refresher() {
 	defer close(k.done)
 	for {
 		k.fmu.Lock()
-		expires, seq := k.expires, k.started
+		expires, seq := k.expires.Load(), k.started
 		k.fmu.Unlock()
 		wait := jwksWake
-		if !expires.IsZero() {
-			wait = min(expires.Sub(k.now()), jwksWake)
+		if expires != 0 {
+			wait = min(time.Duration(expires-k.now().UnixNano()), jwksWake)
 		}
 		if wait <= 0 {
 			_, _ = k.await(k.ctx, seq, FetchMaxAge, func(time.Time) bool { return true })
@@ -378,7 +377,7 @@ func (k *KeySet) stop() {
 // wakeIfStale wakes the refresher when the set is past its maximum age (a
 // clock that jumped, or a refresher still waiting for its timer).
 func (k *KeySet) wakeIfStale() {
-	if at := k.staleAt.Load(); at != 0 && k.now().UnixNano() >= at {
+	if at := k.expires.Load(); at != 0 && k.now().UnixNano() >= at {
 		select {
 		case k.kick <- struct{}{}:
 		default:
