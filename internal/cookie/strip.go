@@ -2,7 +2,6 @@ package cookie
 
 import (
 	"net/http"
-	"net/textproto"
 	"strings"
 )
 
@@ -11,12 +10,7 @@ import (
 // cookies and the login loop counter, with or without a __Host- or
 // __Secure- prefix.
 func (c *Codec) isOwnCookie(name string) bool {
-	if rest, ok := strings.CutPrefix(name, "__Host-"); ok {
-		name = rest
-	} else if rest, ok := strings.CutPrefix(name, "__Secure-"); ok {
-		name = rest
-	}
-	rest, ok := strings.CutPrefix(name, c.name)
+	rest, ok := strings.CutPrefix(unprefixed(name), c.name)
 	if !ok {
 		return false
 	}
@@ -82,11 +76,9 @@ func (c *Codec) withoutOwnCookies(line string) string {
 	var b strings.Builder
 	removed := false
 	for rest, more := line, true; more; {
-		var part string
-		part, rest, more = cutByte(rest, ';')
-		part = strings.TrimSpace(part)
-		name, _, _ := cutByte(part, '=')
-		if part == "" || c.isOwnCookie(strings.TrimSpace(name)) {
+		var part, name string
+		part, name, rest, more = nextCookie(rest)
+		if part == "" || c.isOwnCookie(name) {
 			removed = true
 			continue
 		}
@@ -105,10 +97,9 @@ func (c *Codec) withoutOwnCookies(line string) string {
 // codec's cookies (or an empty part), reading only the names.
 func (c *Codec) hasOwnCookie(line string) bool {
 	for more := true; more; {
-		var part string
-		part, line, more = cutByte(line, ';')
-		name, _, _ := cutByte(part, '=')
-		if name = strings.TrimSpace(name); name == "" || c.isOwnCookie(name) {
+		var part, name string
+		part, name, line, more = nextCookie(line)
+		if part == "" || c.isOwnCookie(name) {
 			return true
 		}
 	}
@@ -121,10 +112,10 @@ func (c *Codec) hasOwnCookie(line string) bool {
 func (c *Codec) hasLoopCookie(h http.Header) bool {
 	for _, line := range h["Cookie"] {
 		for more := true; more; {
-			var part string
-			part, line, more = cutByte(line, ';')
-			name, _, _ := cutByte(part, '=')
-			if name = textproto.TrimString(name); strings.HasSuffix(name, "_lg") && strings.HasPrefix(strings.TrimPrefix(strings.TrimPrefix(name, "__Host-"), "__Secure-"), c.name) {
+			var name string
+			_, name, line, more = nextCookie(line)
+			if name = unprefixed(name); len(name) == len(c.name)+len("_lg") &&
+				strings.HasPrefix(name, c.name) && strings.HasSuffix(name, "_lg") {
 				return true
 			}
 		}
@@ -132,11 +123,21 @@ func (c *Codec) hasLoopCookie(h http.Header) bool {
 	return false
 }
 
-// cutByte is strings.Cut for a single byte, which it finds with
-// strings.IndexByte (fast over a long cookie value).
-func cutByte(s string, sep byte) (before, after string, found bool) {
-	if i := strings.IndexByte(s, sep); i >= 0 {
-		return s[:i], s[i+1:], true
+// nextCookie splits the first cookie off a Cookie header line: the part
+// before the first ';' and its name, both trimmed, and the rest of the
+// line. It jumps over the value (strings.Cut finds a one-byte separator
+// with strings.IndexByte) and allocates nothing.
+func nextCookie(line string) (part, name, rest string, more bool) {
+	part, rest, more = strings.Cut(line, ";")
+	part = strings.TrimSpace(part)
+	name, _, _ = strings.Cut(part, "=")
+	return part, strings.TrimSpace(name), rest, more
+}
+
+// unprefixed is a cookie name without its __Host- or __Secure- prefix.
+func unprefixed(name string) string {
+	if rest, ok := strings.CutPrefix(name, "__Host-"); ok {
+		return rest
 	}
-	return s, "", false
+	return strings.TrimPrefix(name, "__Secure-")
 }
