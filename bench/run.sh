@@ -713,6 +713,9 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 		print ""
 		print "## targets"
 		print ""
+		print "(from the medians of this run only: a target counts as met when the 95% CI of its"
+		print "median per-round ratio, below, lies wholly on the right side of it)"
+		print ""
 		if (("b", 3) in m) {
 			t("(b) req/s >= 0.97x (a)", m["b",3] / m["a",3], m["b",3] / m["a",3] >= 0.97)
 			t("(b) server cpu/req <= 1.04x (a)", m["b",7] / m["a",7], m["b",7] / m["a",7] <= 1.04)
