@@ -51,6 +51,10 @@
 #                      binary is kept apart, as bench/.build/caddy-<commit>
 #   BENCH_MAX_LOAD     if set (e.g. 1.0), wait before the warm-up until the 1-minute
 #                      load average is at most this (polled every 60 s, 30 min at most)
+#   BENCH_PIN=1        pinned mode: every server process (Caddy, the IdP, Redis,
+#                      oauth2-proxy) runs on CPU 0 only (taskset; Go then uses one
+#                      thread for Go code, GOMAXPROCS=1) and wrk on CPU 1 only, so the
+#                      load generator never takes CPU time from the server measured
 set -euo pipefail
 
 # The Go release these scripts build and test with (see the README's "Go toolchain"):
@@ -58,6 +62,13 @@ set -euo pipefail
 export GOTOOLCHAIN="${OIDCAUTH_GOTOOLCHAIN:-go1.27.3}"
 
 ROUNDS=${BENCH_ROUNDS:-5}
+# Pinned mode: command prefixes for the server side and for wrk.
+SERVER_CPU=() CLIENT_CPU=() PINNING="unpinned"
+if [[ ${BENCH_PIN:-0} == 1 ]]; then
+	command -v taskset >/dev/null || { echo "bench: BENCH_PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+	(($(nproc) >= 2)) || { echo "bench: BENCH_PIN=1 needs 2 CPUs, this machine has $(nproc)" >&2; exit 1; }
+	SERVER_CPU=(taskset -c 0) CLIENT_CPU=(taskset -c 1) PINNING="pinned: servers on CPU 0, wrk on CPU 1"
+fi
 DURATION=${BENCH_DURATION:-10s}
 THREADS=${BENCH_THREADS:-1}
 CONNS=${BENCH_CONNECTIONS:-32}
@@ -112,7 +123,7 @@ trap 'exit 130' INT TERM
 start() {
 	local name=$1
 	shift
-	"$@" >"$WORK/$name.log" 2>&1 &
+	"${SERVER_CPU[@]}" "$@" >"$WORK/$name.log" 2>&1 &
 	PIDS+=("$!")
 	LAST_PID=$!
 }
@@ -503,6 +514,7 @@ for c in $CONFIGS; do
 	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$(URL "$c")")
 	[[ $code != 200 ]] || die "($c) serves the file without a session: authentication is not in the path"
 	log "  ($c) without a session: $code; cookie header of ${#COOKIE[$c]} bytes"
+	printf '%s\n' "${COOKIE[$c]}" >"$WORK/cookie-$c" # for BENCH_KEEP=1
 	COOKIE_SIZES+="$c=${#COOKIE[$c]} "
 	# What a browser sends from now on: names and value sizes.
 	COOKIE_NAMES+="$c: $(tr ';' '\n' <<<"${COOKIE[$c]}" | awk -F= '{ gsub(/^ +/, "", $1); printf "%s%s(%d B)", sep, $1, length($0) - length($1) - 1; sep = " " }'); "
@@ -602,7 +614,7 @@ run_wrk() { # run_wrk C DURATION ROUND (ROUND 0: warm-up, not recorded)
 	fi
 	before=$(cpu_ticks "${CADDY_PID[$c]}")
 	abefore=$(cpu_ticks "${AUX_PID[$c]}")
-	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$dur" --latency "${hdr[@]}" "$(URL "$c")") || die "wrk failed for ($c)"
+	out=$("${CLIENT_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$dur" --latency "${hdr[@]}" "$(URL "$c")") || die "wrk failed for ($c)"
 	after=$(cpu_ticks "${CADDY_PID[$c]}")
 	aafter=$(cpu_ticks "${AUX_PID[$c]}")
 	echo "$out" >"$WORK/wrk-$c-$round.txt"
@@ -671,7 +683,7 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$CADDY.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
-	echo "run: $ROUNDS rounds x {$CONFIGS}$([[ ${BENCH_ALTERNATE:-0} == 1 ]] && echo ' (every second round reversed)'), wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS"
+	echo "run: $ROUNDS rounds x {$CONFIGS}$([[ ${BENCH_ALTERNATE:-0} == 1 ]] && echo ' (every second round reversed)'), wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS, $PINNING"
 	echo "load average (1/5/15 min): $LOAD_IDLE before the warm-up (harness idle), $LOAD_AT_START at the first run, $LOAD_AT_END at the end"
 	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]}}"
 	echo "cookies sent (as the login's cookie jar holds them after the first page): ${COOKIE_NAMES:-none}"
