@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -135,6 +136,43 @@ func benchRequestWithSession(b *testing.B, extra http.Header) {
 	}
 	if w.Code != http.StatusOK {
 		b.Fatalf("status %d", w.Code)
+	}
+}
+
+// BenchmarkReadRequestCookie is a control, not the module: what net/http
+// spends reading a request line and its headers (http.ReadRequest, as its
+// server does for every request) without a Cookie header and with this
+// module's session cookie, before any handler runs. It reports the cookie
+// header's size as cookie-B.
+func BenchmarkReadRequestCookie(b *testing.B) {
+	h := newBenchHandler(b)
+	rec := httptest.NewRecorder()
+	if err := h.m.cookies.WriteSession(rec, httptest.NewRequest(http.MethodGet, "/", nil), h.session(b), 3600); err != nil {
+		b.Fatal(err)
+	}
+	cookieHeader := ""
+	for _, c := range rec.Result().Cookies() {
+		cookieHeader = c.Name + "=" + c.Value
+	}
+	for _, tc := range []struct{ name, cookie string }{{"none", ""}, {"session", cookieHeader}} {
+		b.Run(tc.name, func(b *testing.B) {
+			raw := "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+			if tc.cookie != "" {
+				raw += "Cookie: " + tc.cookie + "\r\n"
+			}
+			raw += "\r\n"
+			src := strings.NewReader(raw)
+			br := bufio.NewReader(src)
+			b.ReportAllocs()
+			for b.Loop() {
+				src.Reset(raw)
+				br.Reset(src)
+				if _, err := http.ReadRequest(br); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(tc.cookie)), "cookie-B")
+		})
 	}
 }
 
