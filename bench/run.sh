@@ -15,6 +15,12 @@
 #   g  b with `upstream_jwt` (a signed identity assertion on every request)
 #   s  b with `allow_shared_cache` (no `Cache-Control: private` added): what
 #      that header costs
+#   p  control: f, with the module loaded but only on another path (a route
+#      for /private/*): what its presence in the process costs, with no
+#      request going through it
+#   z  control: a again, in a Caddy process of its own (an A/A test): how far
+#      two processes running the same configuration differ, the floor under
+#      any comparison of two configurations
 #   t  e over TLS: `store rediss://...` to a redis-server with a TLS port only,
 #      its certificate from a CA made by this script (openssl)
 #
@@ -31,7 +37,7 @@
 #   BENCH_THREADS      wrk threads (default 1, as the project issue measures)
 #   BENCH_CONNECTIONS  wrk connections (default 32)
 #   BENCH_WARMUP       unmeasured wrk run per configuration first (default 3s)
-#   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f needs b;
+#   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f and p need b;
 #                      g, upstream_jwt, and t, TLS Redis store, only when named)
 #   BENCH_OUT          file for the report (default bench/.build/report-<time>.txt)
 #   BENCH_KEEP=1       keep the temporary directory (configs and logs)
@@ -237,7 +243,7 @@ REDIS_TLS_PORT=$(free_port)
 O2P_PORT=$(free_port)
 declare -A PORT
 declare -A ADMIN_PORT
-for c in a b c d e f g h s t; do
+for c in a b c d e f g h p s t z; do
 	PORT[$c]=$(free_port)
 	ADMIN_PORT[$c]=$(free_port)
 done
@@ -365,11 +371,28 @@ EOF
 caddyfile() {
 	local c=$1
 	case $c in
-	a | f | h)
+	a | f | h | z)
 		global_options "$c"
 		echo "}"
 		site_head "$c"
 		cat <<EOF
+	file_server
+}
+EOF
+		;;
+	p)
+		global_options p
+		echo "}"
+		site_head p
+		cat <<EOF
+	route /private/* {
+		oidc_auth {
+			issuer $ISSUER
+			client_id bench-oidc
+			client_secret bench-oidc-secret
+			cookie_secret bench-cookie-secret-0123456789abcdef-p
+		}
+	}
 	file_server
 }
 EOF
@@ -506,7 +529,7 @@ URL() { echo "http://127.0.0.1:${PORT[$1]}$FILE_PATH"; }
 
 for c in $CONFIGS; do
 	COOKIE[$c]=""
-	[[ $c == a || $c == f || $c == h ]] && continue
+	[[ $c == a || $c == f || $c == h || $c == p || $c == z ]] && continue
 	log "signing in to ($c) as alice through the IdP's login form"
 	COOKIE[$c]=$("$LOGIN" -url "$(URL "$c")" -user alice -password alice-password 2>"$WORK/login-$c.log") ||
 		{ cat "$WORK/login-$c.log" >&2; tail -n 30 "$WORK/caddy-$c.log" >&2; die "login to ($c) failed"; }
@@ -536,6 +559,10 @@ redis_check() { # redis_check C REDIS-CLI-ARGS...
 if [[ " $CONFIGS " == *" f "* ]]; then
 	[[ -n ${COOKIE[b]:-} ]] || die "configuration f needs b (it sends b's session cookie)"
 	COOKIE[f]=${COOKIE[b]}
+fi
+if [[ " $CONFIGS " == *" p "* ]]; then
+	[[ -n ${COOKIE[b]:-} ]] || die "configuration p needs b (it sends b's session cookie)"
+	COOKIE[p]=${COOKIE[b]}
 fi
 [[ " $CONFIGS " == *" h "* ]] && COOKIE[h]="x=1"
 
@@ -678,14 +705,14 @@ for c in $CONFIGS; do check_file "$c"; done
 
 # ------------------------------------------------------------ report
 
-NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;s=oidc_auth, allow_shared_cache;t=oidc_auth + TLS redis store"
+NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;s=oidc_auth, allow_shared_cache;p=plain, oidc_auth on another path, sending b's cookie;z=plain file_server, another process;t=oidc_auth + TLS redis store"
 {
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$CADDY.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
 	echo "run: $ROUNDS rounds x {$CONFIGS}$([[ ${BENCH_ALTERNATE:-0} == 1 ]] && echo ' (every second round reversed)'), wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS, $PINNING"
 	echo "load average (1/5/15 min): $LOAD_IDLE before the warm-up (harness idle), $LOAD_AT_START at the first run, $LOAD_AT_END at the end"
-	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]}}"
+	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]} }${COOKIE[p]:+p=${#COOKIE[p]}}"
 	echo "cookies sent (as the login's cookie jar holds them after the first page): ${COOKIE_NAMES:-none}"
 	echo
 	echo "## raw runs"
@@ -743,7 +770,7 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 	function t(what, ratio, ok) { printf "%-42s %7.3fx  %s\n", what, ratio, ok ? "met" : "NOT met" }
 	' "$RAW"
 	echo
-	echo "## per-round ratios (each configuration to (a) of the same round; b/d: to caddy-security)"
+	echo "## per-round ratios (each configuration to (a) of the same round; b/d: to caddy-security; last, controls against each other)"
 	echo
 	awk -F'\t' -v order="$CONFIGS" '
 	function stats(list,   n, i, j, t, a, med, k, p, cdf, ci) {
@@ -797,6 +824,18 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 		if (BD != "") {
 			printf "(b)/(d) req/s:   %s\n", stats(BD)
 			printf "(b)/(d) cpu/req: %s\n", stats(BDC)
+		}
+		# Controls against each other, round by round: the module beyond
+		# its cookie (b/f), its mere presence (p/f), Cache-Control (s/b).
+		np = split("b/f p/f s/f s/b", pairs, " ")
+		for (i = 1; i <= np; i++) {
+			split(pairs[i], xy, "/"); x = xy[1]; y = xy[2]; L = ""; LC = ""
+			for (r = 1; r <= rounds; r++) if (((r, x) in rps) && ((r, y) in rps)) {
+				L = L " " rps[r, x] / rps[r, y]; LC = LC " " cpu[r, x] / cpu[r, y]
+			}
+			if (L == "") continue
+			printf "(%s)/(%s) req/s:   %s\n", x, y, stats(L)
+			printf "(%s)/(%s) cpu/req: %s\n", x, y, stats(LC)
 		}
 	}' "$RAW"
 } | tee "$OUT"
