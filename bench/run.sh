@@ -18,6 +18,10 @@
 #   p  control: f, with the module loaded but only on another path (a route
 #      for /private/*): what its presence in the process costs, with no
 #      request going through it
+#   q  control: p without the module: f with a route for /private/* that
+#      answers "private" itself (what p's route, not the module, costs)
+#   k  control: f with one more handler that does next to nothing (`vars
+#      bench 1`) in the same route: what Caddy charges for any handler
 #   z  control: a again, in a Caddy process of its own (an A/A test): how far
 #      two processes running the same configuration differ, the floor under
 #      any comparison of two configurations
@@ -37,7 +41,7 @@
 #   BENCH_THREADS      wrk threads (default 1, as the project issue measures)
 #   BENCH_CONNECTIONS  wrk connections (default 32)
 #   BENCH_WARMUP       unmeasured wrk run per configuration first (default 3s)
-#   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f and p need b;
+#   BENCH_CONFIGS      which configurations, in order (default "a b c d e f"; f, k, p and q need b;
 #                      g, upstream_jwt, and t, TLS Redis store, only when named)
 #   BENCH_OUT          file for the report (default bench/.build/report-<time>.txt)
 #   BENCH_KEEP=1       keep the temporary directory (configs and logs)
@@ -243,7 +247,7 @@ REDIS_TLS_PORT=$(free_port)
 O2P_PORT=$(free_port)
 declare -A PORT
 declare -A ADMIN_PORT
-for c in a b c d e f g h p s t z; do
+for c in a b c d e f g h k p q s t z; do
 	PORT[$c]=$(free_port)
 	ADMIN_PORT[$c]=$(free_port)
 done
@@ -376,6 +380,28 @@ caddyfile() {
 		echo "}"
 		site_head "$c"
 		cat <<EOF
+	file_server
+}
+EOF
+		;;
+	k)
+		global_options k
+		echo "}"
+		site_head k
+		cat <<EOF
+	vars bench 1
+	file_server
+}
+EOF
+		;;
+	q)
+		global_options q
+		echo "}"
+		site_head q
+		cat <<EOF
+	route /private/* {
+		respond "private"
+	}
 	file_server
 }
 EOF
@@ -529,7 +555,7 @@ URL() { echo "http://127.0.0.1:${PORT[$1]}$FILE_PATH"; }
 
 for c in $CONFIGS; do
 	COOKIE[$c]=""
-	[[ $c == a || $c == f || $c == h || $c == p || $c == z ]] && continue
+	[[ $c == a || $c == f || $c == h || $c == k || $c == p || $c == q || $c == z ]] && continue
 	log "signing in to ($c) as alice through the IdP's login form"
 	COOKIE[$c]=$("$LOGIN" -url "$(URL "$c")" -user alice -password alice-password 2>"$WORK/login-$c.log") ||
 		{ cat "$WORK/login-$c.log" >&2; tail -n 30 "$WORK/caddy-$c.log" >&2; die "login to ($c) failed"; }
@@ -560,10 +586,12 @@ if [[ " $CONFIGS " == *" f "* ]]; then
 	[[ -n ${COOKIE[b]:-} ]] || die "configuration f needs b (it sends b's session cookie)"
 	COOKIE[f]=${COOKIE[b]}
 fi
-if [[ " $CONFIGS " == *" p "* ]]; then
-	[[ -n ${COOKIE[b]:-} ]] || die "configuration p needs b (it sends b's session cookie)"
-	COOKIE[p]=${COOKIE[b]}
-fi
+for c in k p q; do
+	if [[ " $CONFIGS " == *" $c "* ]]; then
+		[[ -n ${COOKIE[b]:-} ]] || die "configuration $c needs b (it sends b's session cookie)"
+		COOKIE[$c]=${COOKIE[b]}
+	fi
+done
 [[ " $CONFIGS " == *" h "* ]] && COOKIE[h]="x=1"
 
 # check_file C: one request with the session must return the 1 KB file with 200
@@ -705,14 +733,14 @@ for c in $CONFIGS; do check_file "$c"; done
 
 # ------------------------------------------------------------ report
 
-NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;s=oidc_auth, allow_shared_cache;p=plain, oidc_auth on another path, sending b's cookie;z=plain file_server, another process;t=oidc_auth + TLS redis store"
+NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;s=oidc_auth, allow_shared_cache;p=plain, oidc_auth on another path, sending b's cookie;z=plain file_server, another process;q=plain, a route on another path, sending b's cookie;k=plain + one no-op handler, sending b's cookie;t=oidc_auth + TLS redis store"
 {
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "caddy: $("$CADDY" version | cut -d' ' -f1) ($MODULE at $(cat "$CADDY.source" 2>/dev/null || echo '?'), caddy-security $CADDY_SECURITY_VERSION); oauth2-proxy $OAUTH2_PROXY_VERSION; $(go version | cut -d' ' -f3); $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2); $(redis-server --version | cut -d' ' -f1-3)"
 	echo "run: $ROUNDS rounds x {$CONFIGS}$([[ ${BENCH_ALTERNATE:-0} == 1 ]] && echo ' (every second round reversed)'), wrk -t$THREADS -c$CONNS -d$DURATION --latency, GET $FILE_PATH (1024 bytes), keep-alive, request headers: $HEADERS, $PINNING"
 	echo "load average (1/5/15 min): $LOAD_IDLE before the warm-up (harness idle), $LOAD_AT_START at the first run, $LOAD_AT_END at the end"
-	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]} }${COOKIE[p]:+p=${#COOKIE[p]}}"
+	echo "Cookie header bytes sent by wrk: ${COOKIE_SIZES:-none}${COOKIE[f]:+f=${#COOKIE[f]} }${COOKIE[p]:+p=${#COOKIE[p]} }${COOKIE[q]:+q=${#COOKIE[q]} }${COOKIE[k]:+k=${#COOKIE[k]}}"
 	echo "cookies sent (as the login's cookie jar holds them after the first page): ${COOKIE_NAMES:-none}"
 	echo
 	echo "## raw runs"
@@ -826,8 +854,9 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 			printf "(b)/(d) cpu/req: %s\n", stats(BDC)
 		}
 		# Controls against each other, round by round: the module beyond
-		# its cookie (b/f), its mere presence (p/f), Cache-Control (s/b).
-		np = split("b/f p/f s/f s/b", pairs, " ")
+		# its cookie (b/f), its mere presence (p/f, with p/q: the module
+		# beyond the route that holds it), Cache-Control (s/b).
+		np = split("b/f k/f b/k p/f q/f p/q s/f s/b", pairs, " ")
 		for (i = 1; i <= np; i++) {
 			split(pairs[i], xy, "/"); x = xy[1]; y = xy[2]; L = ""; LC = ""
 			for (r = 1; r <= rounds; r++) if (((r, x) in rps) && ((r, y) in rps)) {
