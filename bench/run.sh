@@ -25,6 +25,8 @@
 #   z  control: a again, in a Caddy process of its own (an A/A test): how far
 #      two processes running the same configuration differ, the floor under
 #      any comparison of two configurations
+#   w  control: s plus `header Cache-Control private` (Caddy's header handler
+#      sets the same line): the header without the module's response wrapper
 #   t  e over TLS: `store rediss://...` to a redis-server with a TLS port only,
 #      its certificate from a CA made by this script (openssl)
 #
@@ -247,7 +249,7 @@ REDIS_TLS_PORT=$(free_port)
 O2P_PORT=$(free_port)
 declare -A PORT
 declare -A ADMIN_PORT
-for c in a b c d e f g h k p q s t z; do
+for c in a b c d e f g h k p q s t w z; do
 	PORT[$c]=$(free_port)
 	ADMIN_PORT[$c]=$(free_port)
 done
@@ -264,7 +266,8 @@ cat >"$WORK/clients.json" <<EOF
   {"client_id": "bench-oidc-redistls", "client_secret": "bench-oidc-redistls-secret",
    "redirect_uris": ["http://127.0.0.1:${PORT[t]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oidc-shared", "client_secret": "bench-oidc-shared-secret",
-   "redirect_uris": ["http://127.0.0.1:${PORT[s]}/auth/callback"], "post_logout_redirect_uris": []},
+   "redirect_uris": ["http://127.0.0.1:${PORT[s]}/auth/callback", "http://127.0.0.1:${PORT[w]}/auth/callback"],
+   "post_logout_redirect_uris": []},
   {"client_id": "bench-oidc-ujwt", "client_secret": "bench-oidc-ujwt-secret",
    "redirect_uris": ["http://127.0.0.1:${PORT[g]}/auth/callback"], "post_logout_redirect_uris": []},
   {"client_id": "bench-oauth2-proxy", "client_secret": "bench-oauth2-proxy-secret",
@@ -423,20 +426,21 @@ EOF
 }
 EOF
 		;;
-	b | e | g | s | t)
+	b | e | g | s | t | w)
 		global_options "$c"
 		echo "}"
 		site_head "$c"
 		# The README's smallest Caddyfile, plus cookie_secret.
-		local id=bench-oidc store=""
+		local id=bench-oidc store="" extra=""
 		if [[ $c == e ]]; then
 			id=bench-oidc-redis
 			store="store redis://127.0.0.1:$REDIS_PORT/0"
 		fi
-		if [[ $c == s ]]; then
+		if [[ $c == s || $c == w ]]; then
 			id=bench-oidc-shared
 			store="allow_shared_cache"
 		fi
+		[[ $c == w ]] && extra="header Cache-Control private"
 		if [[ $c == t ]]; then
 			id=bench-oidc-redistls
 			store="store rediss://127.0.0.1:$REDIS_TLS_PORT/0 {
@@ -455,6 +459,7 @@ EOF
 		cookie_secret bench-cookie-secret-0123456789abcdef-$c
 		$store
 	}
+	$extra
 	file_server
 }
 EOF
@@ -733,7 +738,7 @@ for c in $CONFIGS; do check_file "$c"; done
 
 # ------------------------------------------------------------ report
 
-NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;s=oidc_auth, allow_shared_cache;p=plain, oidc_auth on another path, sending b's cookie;z=plain file_server, another process;q=plain, a route on another path, sending b's cookie;k=plain + one no-op handler, sending b's cookie;t=oidc_auth + TLS redis store"
+NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-proxy;d=caddy-security;e=oidc_auth + redis store;f=plain, sending b's cookie;h=plain, sending x=1;g=oidc_auth + upstream_jwt;s=oidc_auth, allow_shared_cache;p=plain, oidc_auth on another path, sending b's cookie;z=plain file_server, another process;q=plain, a route on another path, sending b's cookie;k=plain + one no-op handler, sending b's cookie;t=oidc_auth + TLS redis store;w=oidc_auth, allow_shared_cache + header Cache-Control"
 {
 	echo "# oidc_auth benchmark harness: $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
 	echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
@@ -855,8 +860,9 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 		}
 		# Controls against each other, round by round: the module beyond
 		# its cookie (b/f), its mere presence (p/f, with p/q: the module
-		# beyond the route that holds it), Cache-Control (s/b).
-		np = split("b/f k/f b/k p/f q/f p/q s/f s/b", pairs, " ")
+		# beyond the route that holds it), Cache-Control (s/b; w/s the header line
+		# alone, b/w the response wrapper of the module).
+		np = split("b/f k/f b/k p/f q/f p/q s/f s/b w/s b/w", pairs, " ")
 		for (i = 1; i <= np; i++) {
 			split(pairs[i], xy, "/"); x = xy[1]; y = xy[2]; L = ""; LC = ""
 			for (r = 1; r <= rounds; r++) if (((r, x) in rps) && ((r, y) in rps)) {
