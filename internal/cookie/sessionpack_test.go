@@ -28,8 +28,8 @@ func signedToken(t *testing.T, key any, alg jose.SignatureAlgorithm) string {
 	}
 	tok, err := jwt.Signed(sig).Claims(map[string]any{
 		"jti": randomString(32), "sub": "usr_alice", "iat": 1796434019, "exp": 1796520419,
-		"scope": "openid profile email offline_access", "client_id": "app-1",
-		"iss": "https://idp.example.com", "aud": []string{"app-1"}, "oid": "org_1",
+		"scope": "openid profile email offline_access", "client_id": testClientID,
+		"iss": testIssuer, "aud": []string{testClientID}, "oid": "org_1",
 		"roles": []string{"admin"}, "permissions": []string{"read", "write"},
 	}).Serialize()
 	if err != nil {
@@ -65,10 +65,7 @@ func deflateV1(t *testing.T, s *Session) []byte {
 // A JWT access token is packed as its decoded parts and comes back byte
 // for byte; the sealed session is much smaller than the previous format.
 func TestSessionPackedJWT(t *testing.T) {
-	c, err := New([]byte(strings.Repeat("k", 32)), "https://idp.example.com", "app-1", "oidc")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newTestCodec(t)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)

@@ -8,21 +8,18 @@ import (
 )
 
 func TestStripOwnCookies(t *testing.T) {
-	c, err := New([]byte(strings.Repeat("k", 32)), "https://idp.example.com", "app-1", "oidc")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newTestCodec(t)
 	for _, tc := range []struct {
 		name string
 		in   []string
 		want []string // nil: no Cookie header left
 	}{
-		{"only own", []string{"oidc=abc"}, nil},
-		{"own in every spelling", []string{"__Host-oidc=a; __Secure-oidc_idt=b; oidc_1=c; oidc_s_x=d; oidc_lg=2"}, nil},
-		{"others kept", []string{"theme=dark; oidc=abc; lang=nl"}, []string{"theme=dark; lang=nl"}},
-		{"several lines", []string{"theme=dark", "oidc=abc", "a=1; oidc_lg=1; b=2"}, []string{"theme=dark", "a=1; b=2"}},
-		{"nothing own", []string{"theme=dark", "oidcx=1; other_oidc=2"}, []string{"theme=dark", "oidcx=1; other_oidc=2"}},
-		{"value looks like a name", []string{"theme=oidc_lg; x=oidc"}, []string{"theme=oidc_lg; x=oidc"}},
+		{"only own", []string{"oidc_test=abc"}, nil},
+		{"own in every spelling", []string{"__Host-oidc_test=a; __Secure-oidc_test_idt=b; oidc_test_1=c; oidc_test_s_x=d; oidc_test_lg=2"}, nil},
+		{"others kept", []string{"theme=dark; oidc_test=abc; lang=nl"}, []string{"theme=dark; lang=nl"}},
+		{"several lines", []string{"theme=dark", "oidc_test=abc", "a=1; oidc_test_lg=1; b=2"}, []string{"theme=dark", "a=1; b=2"}},
+		{"nothing own", []string{"theme=dark", "oidc_testx=1; other_oidc_test=2"}, []string{"theme=dark", "oidc_testx=1; other_oidc_test=2"}},
+		{"value looks like a name", []string{"theme=oidc_test_lg; x=oidc_test"}, []string{"theme=oidc_test_lg; x=oidc_test"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := append([]string(nil), tc.in...)
@@ -40,26 +37,23 @@ func TestStripOwnCookies(t *testing.T) {
 	if allocs := testing.AllocsPerRun(100, func() { c.StripOwnCookies(h) }); allocs != 0 {
 		t.Errorf("%v allocations for a request without own cookies", allocs)
 	}
-	only := []string{"oidc=" + strings.Repeat("v", 800)}
+	only := []string{"oidc_test=" + strings.Repeat("v", 800)}
 	if allocs := testing.AllocsPerRun(100, func() { c.StripOwnCookies(http.Header{"Cookie": only}) }); allocs > 1 {
 		t.Errorf("%v allocations for a request with the session cookie only (the header map is one)", allocs)
 	}
 }
 
 func TestHasLoopCookie(t *testing.T) {
-	c, err := New([]byte(strings.Repeat("k", 32)), "https://idp.example.com", "app-1", "oidc")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newTestCodec(t)
 	for line, want := range map[string]bool{
-		"oidc_lg=1":                        true,
-		"__Host-oidc_lg=1":                 true,
-		"oidc=abc; oidc_lg=2":              true,
-		" oidc=abc ;  oidc_lg =2":          true,
-		"oidc=abc":                         false,
-		"oidc=x_lg=1":                      false,
-		"theme=oidc_lg=1; other_lg=1":      false,
-		"oidc=" + strings.Repeat("a", 900): false,
+		"oidc_test_lg=1":                        true,
+		"__Host-oidc_test_lg=1":                 true,
+		"oidc_test=abc; oidc_test_lg=2":         true,
+		" oidc_test=abc ;  oidc_test_lg =2":     true,
+		"oidc_test=abc":                         false,
+		"oidc_test=x_lg=1":                      false,
+		"theme=oidc_test_lg=1; other_lg=1":      false,
+		"oidc_test=" + strings.Repeat("a", 900): false,
 	} {
 		if got := c.hasLoopCookie(http.Header{"Cookie": {line}}); got != want {
 			t.Errorf("%.40q: %v, want %v", line, got, want)
