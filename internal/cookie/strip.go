@@ -74,12 +74,10 @@ func (c *Codec) withoutOwnCookies(line string) string {
 		return line
 	}
 	var b strings.Builder
-	removed := false
 	for rest, more := line, true; more; {
 		var part, name string
 		part, name, rest, more = nextCookie(rest)
-		if part == "" || c.isOwnCookie(name) {
-			removed = true
+		if c.dropped(part, name) {
 			continue
 		}
 		if b.Len() > 0 {
@@ -87,23 +85,26 @@ func (c *Codec) withoutOwnCookies(line string) string {
 		}
 		b.WriteString(part)
 	}
-	if !removed {
-		return line
-	}
 	return b.String()
 }
 
-// hasOwnCookie reports whether a Cookie header line holds one of this
-// codec's cookies (or an empty part), reading only the names.
+// hasOwnCookie reports whether a Cookie header line has a part that
+// withoutOwnCookies drops, reading only the names.
 func (c *Codec) hasOwnCookie(line string) bool {
 	for more := true; more; {
 		var part, name string
 		part, name, line, more = nextCookie(line)
-		if part == "" || c.isOwnCookie(name) {
+		if c.dropped(part, name) {
 			return true
 		}
 	}
 	return false
+}
+
+// dropped reports whether withoutOwnCookies leaves a part out: an empty
+// part, or one of this codec's cookies.
+func (c *Codec) dropped(part, name string) bool {
+	return part == "" || c.isOwnCookie(name)
 }
 
 // hasLoopCookie reports whether a Cookie header may hold the login loop

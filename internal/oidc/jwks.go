@@ -305,7 +305,7 @@ func (k *KeySet) run(call *jwksCall, reason string) {
 	case err == nil:
 		k.expires.Store(now.Add(maxAge).UnixNano())
 		k.retry, k.ok = 0, true
-	case k.expires.Load() != 0 && now.UnixNano() >= k.expires.Load():
+	case k.expiredAt(now):
 		// Keep the last good set and ask again later.
 		k.retry = min(max(2*k.retry, jwksRetryMin), jwksRetryMax)
 		k.expires.Store(now.Add(k.retry).UnixNano())
@@ -377,12 +377,19 @@ func (k *KeySet) stop() {
 // wakeIfStale wakes the refresher when the set is past its maximum age (a
 // clock that jumped, or a refresher still waiting for its timer).
 func (k *KeySet) wakeIfStale() {
-	if at := k.expires.Load(); at != 0 && k.now().UnixNano() >= at {
+	if k.expiredAt(k.now()) {
 		select {
 		case k.kick <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// expiredAt reports whether the set is past its maximum age (or its retry
+// time) at now; never before the first fetch.
+func (k *KeySet) expiredAt(now time.Time) bool {
+	at := k.expires.Load()
+	return at != 0 && now.UnixNano() >= at
 }
 
 // removalCount counts the fetches that dropped a key: a verdict cached
