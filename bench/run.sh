@@ -587,11 +587,7 @@ redis_check() { # redis_check C REDIS-CLI-ARGS...
 }
 [[ " $CONFIGS " == *" e "* ]] && redis_check e -h 127.0.0.1 -p "$REDIS_PORT"
 [[ " $CONFIGS " == *" t "* ]] && redis_check t --tls --cacert "$TLS/ca.pem" -h 127.0.0.1 -p "$REDIS_TLS_PORT"
-if [[ " $CONFIGS " == *" f "* ]]; then
-	[[ -n ${COOKIE[b]:-} ]] || die "configuration f needs b (it sends b's session cookie)"
-	COOKIE[f]=${COOKIE[b]}
-fi
-for c in k p q; do
+for c in f k p q; do
 	if [[ " $CONFIGS " == *" $c "* ]]; then
 		[[ -n ${COOKIE[b]:-} ]] || die "configuration $c needs b (it sends b's session cookie)"
 		COOKIE[$c]=${COOKIE[b]}
@@ -842,7 +838,6 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 			if (((r, "b") in rps) && ((r, "d") in rps)) {
 				x = rps[r, "b"] / rps[r, "d"]; y = cpu[r, "b"] / cpu[r, "d"]
 				printf "  %5.3f %5.3f", x, y
-				BD = BD " " x; BDC = BDC " " y
 			}
 			print ""
 		}
@@ -854,15 +849,12 @@ NAMES="a=plain file_server;b=oidc_auth (this module);c=forward_auth + oauth2-pro
 			printf "(%s)/(a) cpu/req: %s\n", c, stats(C[c])
 			printf "(%s)/(a) p99:     %s\n", c, stats(P[c])
 		}
-		if (BD != "") {
-			printf "(b)/(d) req/s:   %s\n", stats(BD)
-			printf "(b)/(d) cpu/req: %s\n", stats(BDC)
-		}
-		# Controls against each other, round by round: the module beyond
+		# Configurations against each other, round by round: this module
+		# against caddy-security (b/d); the controls: the module beyond
 		# its cookie (b/f), its mere presence (p/f, with p/q: the module
 		# beyond the route that holds it), Cache-Control (s/b; w/s the header line
 		# alone, b/w the response wrapper of the module).
-		np = split("b/f k/f b/k p/f q/f p/q s/f s/b w/s b/w", pairs, " ")
+		np = split("b/d b/f k/f b/k p/f q/f p/q s/f s/b w/s b/w", pairs, " ")
 		for (i = 1; i <= np; i++) {
 			split(pairs[i], xy, "/"); x = xy[1]; y = xy[2]; L = ""; LC = ""
 			for (r = 1; r <= rounds; r++) if (((r, x) in rps) && ((r, y) in rps)) {
